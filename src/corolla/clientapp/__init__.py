@@ -1,0 +1,5 @@
+"""The ClientApp user API."""
+
+from corolla.clientapp.clientapp import ClientApp
+
+__all__ = ["ClientApp"]

@@ -1,0 +1,130 @@
+"""gRPC plumbing shared by every daemon and client: channels, servers, error mapping."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from typing import Any, TypeVar
+
+import grpc
+
+from corolla.common import errors
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # unary messages; large arrays stream in chunks instead
+MAX_FAB_BYTES = 200 * 1024 * 1024  # the Exec API accepts FABs up to this size
+
+_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
+
+_TO_STATUS: list[tuple[type[errors.CorollaError], grpc.StatusCode]] = [
+    (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.NotFound, grpc.StatusCode.NOT_FOUND),
+    (errors.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
+    (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+    (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
+    (errors.DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
+]
+_FROM_STATUS = {code: cls for cls, code in _TO_STATUS}
+_FROM_STATUS[grpc.StatusCode.UNIMPLEMENTED] = errors.FailedPrecondition
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def status_for(exc: errors.CorollaError) -> grpc.StatusCode:
+    for cls, code in _TO_STATUS:
+        if isinstance(exc, cls):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def error_from_rpc(exc: grpc.RpcError, peer: str = "") -> errors.CorollaError:
+    """Turn a failed call into the matching `CorollaError` (the one translation, client side)."""
+    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+    detail = exc.details() if hasattr(exc, "details") else str(exc)
+    if code == grpc.StatusCode.UNAVAILABLE:
+        where = f" at {peer}" if peer else ""
+        return errors.Unavailable(f"cannot reach the server{where}: {detail}")
+    cls = _FROM_STATUS.get(code, errors.CorollaError)
+    return cls(detail or code.name)
+
+
+def create_channel(
+    address: str,
+    *,
+    insecure: bool,
+    root_certificates: bytes | None = None,
+    options: list[tuple[str, Any]] | None = None,
+) -> grpc.Channel:
+    """A channel to ``address``: TLS unless ``insecure`` (then plaintext)."""
+    opts = _OPTIONS + list(options or [])
+    if insecure:
+        return grpc.insecure_channel(address, options=opts)
+    credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+    return grpc.secure_channel(address, credentials, options=opts)
+
+
+def create_server(
+    max_workers: int = 64, options: list[tuple[str, Any]] | None = None
+) -> grpc.Server:
+    return grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
+        options=_OPTIONS + list(options or []),
+        maximum_concurrent_rpcs=max_workers * 4,
+    )
+
+
+def bind(server: grpc.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
+    """Bind ``address`` (``host:port``, port 0 picks a free one); returns the bound port."""
+    try:
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
+    except RuntimeError as exc:
+        raise errors.Unavailable(f"cannot bind {address}: {exc}") from exc
+    if port == 0:
+        raise errors.Unavailable(f"cannot bind {address} (in use or invalid)")
+    return port
+
+
+def abort_on_error(method: F) -> F:
+    """Servicer decorator: a `CorollaError` becomes its gRPC status with its message; any other
+    exception becomes INTERNAL (logged with its traceback) and never crashes the daemon."""
+
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            result = method(self, request, context)
+            if isinstance(result, Iterator):
+                return _guard_stream(result, context, method.__name__)
+            return result
+        except errors.CorollaError as exc:
+            context.abort(status_for(exc), str(exc))
+        except Exception:
+            log.exception("unexpected error in %s", method.__name__)
+            context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method.__name__}")
+
+    wrapper.__name__ = method.__name__
+    wrapper.__doc__ = method.__doc__
+    return wrapper  # type: ignore[return-value]  # same call signature as ``method``
+
+
+def _guard_stream(stream: Iterator[Any], context: grpc.ServicerContext, name: str) -> Iterator[Any]:
+    try:
+        yield from stream
+    except errors.CorollaError as exc:
+        context.abort(status_for(exc), str(exc))
+    except Exception:
+        log.exception("unexpected error in %s", name)
+        context.abort(grpc.StatusCode.INTERNAL, f"internal error in {name}")

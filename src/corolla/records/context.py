@@ -1,0 +1,21 @@
+"""`Context`: what an app knows about its run and node, and the state it keeps between messages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from corolla.records.recorddict import RecordDict
+
+ConfigScalar = int | float | str | bool
+UserConfig = dict[str, ConfigScalar]
+
+
+@dataclass
+class Context:
+    """Run and node identity, their configs, and ``state`` that persists across a run's messages."""
+
+    run_id: int
+    node_id: int
+    node_config: UserConfig = field(default_factory=dict)
+    state: RecordDict = field(default_factory=RecordDict)
+    run_config: UserConfig = field(default_factory=dict)

@@ -1,0 +1,5 @@
+"""Run apps without a deployed federation."""
+
+from corolla.simulation.inprocess import InProcessGrid
+
+__all__ = ["InProcessGrid"]
