@@ -18,7 +18,7 @@ import numpy as np
 
 from corolla.proto.v1 import message_pb2
 from corolla.records import ArrayRecord, Message, MessageType, RecordDict
-from corolla.records.objects import assemble, encode_chunks
+from corolla.common.objects import assemble, encode_chunks
 from corolla.records.serde import large_arrays, message_from_proto, message_to_proto
 
 

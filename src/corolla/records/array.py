@@ -87,7 +87,12 @@ class Array:
             )
         self._dtype = np_dtype.name
         self._shape = dims
-        self._data = data if isinstance(data, bytes) else view.toreadonly()
+        if isinstance(data, bytes):
+            self._data = data
+        elif view.readonly and view.c_contiguous:
+            self._data = view.cast("B") if view.format != "B" or view.ndim != 1 else view
+        else:  # writable or strided buffers are copied: an Array never changes under its id
+            self._data = view.tobytes()
         self._object_id = None
 
     # -- constructors --------------------------------------------------------------------------
@@ -155,7 +160,7 @@ class Array:
         return (
             self._dtype == other._dtype
             and self._shape == other._shape
-            and memoryview(self._data) == memoryview(other._data)
+            and memoryview(self._data).cast("B") == memoryview(other._data).cast("B")
         )
 
     __hash__ = None  # type: ignore[assignment]  # equality is by value; arrays are not dict keys

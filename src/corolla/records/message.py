@@ -28,7 +28,7 @@ _TYPE_RE = re.compile(r"^(train|evaluate|query)(\.[A-Za-z_][A-Za-z0-9_\-]*)?$")
 
 def validate_message_type(message_type: str) -> str:
     """Return ``message_type`` if valid, else raise `InvalidArgument`."""
-    if not isinstance(message_type, str) or not _TYPE_RE.match(message_type):
+    if not isinstance(message_type, str) or not _TYPE_RE.fullmatch(message_type):
         raise InvalidArgument(
             f"invalid message_type {message_type!r}: use 'train', 'evaluate' or 'query', "
             "optionally followed by '.<name>' (e.g. 'train.fedprox')"
@@ -199,7 +199,7 @@ def _check_ttl(ttl: float) -> float:
 
 def _reply_metadata(original: Metadata, ttl: float | None) -> Metadata:
     now = time.time()
-    remaining = original.created_at + original.ttl - now
+    remaining = min(original.created_at + original.ttl - now, original.ttl)
     if ttl is not None:
         remaining = min(remaining, _check_ttl(ttl))
     return Metadata(

@@ -1,7 +1,7 @@
 """The one place where records, messages and contexts turn into protobuf and back.
 
 Arrays up to ``inline_limit`` bytes travel inside the message. Larger arrays travel as
-content-addressed objects (`corolla.records.objects`): the message then carries only their
+content-addressed objects (`corolla.common.objects`): the message then carries only their
 ``object_id`` and the receiver resolves it from the objects it was sent.
 """
 

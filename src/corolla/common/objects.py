@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from corolla.common.errors import InvalidArgument, ResourceExhausted
 from corolla.proto.v1 import objects_pb2 as opb
-from corolla.records.array import Buffer
+
+Buffer = bytes | bytearray | memoryview
 
 CHUNK_SIZE = 1024 * 1024
 _DATA_TAG = b"\x22"  # field 4, wire type 2 (length-delimited)
@@ -36,17 +37,25 @@ def object_id_of(data: Buffer) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def encode_chunk(object_id: str, offset: int, total_size: int, data: Buffer) -> bytes:
+    """One frame: the header fields as protobuf, then the payload as field 4, copied once."""
+    piece = memoryview(data).cast("B")
+    header = opb.ObjectChunk(
+        object_id=object_id, offset=offset, total_size=total_size
+    ).SerializeToString()
+    return b"".join((header, _DATA_TAG, _varint(piece.nbytes), piece))
+
+
 def encode_chunks(object_id: str, data: Buffer, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
     """Frames carrying ``data`` in order; an empty object still yields one frame."""
+    if chunk_size < 1:
+        raise InvalidArgument(f"chunk_size must be at least 1, got {chunk_size}")
     view = memoryview(data).cast("B")
     total = view.nbytes
     offset = 0
     while True:
         piece = view[offset : offset + chunk_size]
-        header = opb.ObjectChunk(
-            object_id=object_id, offset=offset, total_size=total
-        ).SerializeToString()
-        yield b"".join((header, _DATA_TAG, _varint(piece.nbytes), piece))
+        yield encode_chunk(object_id, offset, total, piece)
         offset += piece.nbytes
         if offset >= total:
             return
@@ -95,10 +104,10 @@ def decode_chunk(frame: Buffer) -> Chunk:
             elif field == 4:
                 data = buf[pos : pos + size]
             pos += size
-        elif wire == 1:
-            pos += 8
-        elif wire == 5:
-            pos += 4
+        elif wire in (1, 5):
+            pos += 8 if wire == 1 else 4
+            if pos > len(buf):
+                raise InvalidArgument("malformed object chunk (truncated fixed-width field)")
         else:
             raise InvalidArgument(f"malformed object chunk (wire type {wire})")
     if len(object_id) != _OBJECT_ID_LEN:

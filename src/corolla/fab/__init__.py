@@ -1,0 +1,29 @@
+"""FAB (Flower App Bundle): build a deterministic zip of an app, verify and install it."""
+
+from corolla.fab.build import BuiltFab, build_fab, build_fab_bytes, fab_filename
+from corolla.fab.config import (
+    AppConfig,
+    ConfigValue,
+    FederationConfig,
+    FederationsConfig,
+    load_app_config,
+    parse_app_config,
+)
+from corolla.fab.install import InstalledApp, install_fab, unpack_fab, verify_fab
+
+__all__ = [
+    "AppConfig",
+    "BuiltFab",
+    "ConfigValue",
+    "FederationConfig",
+    "FederationsConfig",
+    "InstalledApp",
+    "build_fab",
+    "build_fab_bytes",
+    "fab_filename",
+    "install_fab",
+    "load_app_config",
+    "parse_app_config",
+    "unpack_fab",
+    "verify_fab",
+]
