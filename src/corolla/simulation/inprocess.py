@@ -12,7 +12,7 @@ from corolla.clientapp import ClientApp
 from corolla.common.errors import InvalidArgument
 from corolla.proto.v1 import message_pb2
 from corolla.records import Context, Message, UserConfig
-from corolla.records.objects import assemble, encode_chunks
+from corolla.common.objects import assemble, encode_chunks
 from corolla.records.serde import large_arrays, message_from_proto, message_to_proto
 from corolla.serverapp.grid import Grid
 

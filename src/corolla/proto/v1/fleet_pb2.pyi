@@ -107,17 +107,23 @@ class HeartbeatRequest(_message.Message):
 
     NODE_ID_FIELD_NUMBER: _builtins.int
     HEARTBEAT_INTERVAL_FIELD_NUMBER: _builtins.int
+    ACTIVE_RUN_IDS_FIELD_NUMBER: _builtins.int
     node_id: _builtins.int
     heartbeat_interval: _builtins.float
+    @_builtins.property
+    def active_run_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Runs the node has ClientApp processes for."""
+
     def __init__(
         self,
         *,
         node_id: _builtins.int = ...,
         heartbeat_interval: _builtins.float = ...,
+        active_run_ids: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval", b"heartbeat_interval", "node_id", b"node_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_run_ids", b"active_run_ids", "heartbeat_interval", b"heartbeat_interval", "node_id", b"node_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -132,7 +138,7 @@ class HeartbeatResponse(_message.Message):
     success: _builtins.bool
     @_builtins.property
     def finished_run_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
-        """Runs that ended: the node stops their ClientApp processes."""
+        """Those of `active_run_ids` that ended: the node stops their ClientApp processes."""
 
     def __init__(
         self,
@@ -235,3 +241,44 @@ class FleetPushMessagesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___FleetPushMessagesResponse: _TypeAlias = FleetPushMessagesResponse  # noqa: Y015
+
+@_typing.final
+class FleetPushLogsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.int
+    run_id: _builtins.int
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.int = ...,
+        run_id: _builtins.int = ...,
+        lines: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lines", b"lines", "node_id", b"node_id", "run_id", b"run_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FleetPushLogsRequest: _TypeAlias = FleetPushLogsRequest  # noqa: Y015
+
+@_typing.final
+class FleetPushLogsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FleetPushLogsResponse: _TypeAlias = FleetPushLogsResponse  # noqa: Y015

@@ -71,6 +71,11 @@ class FleetStub:
                 request_serializer=corolla_dot_proto_dot_v1_dot_run__pb2.GetFabRequest.SerializeToString,
                 response_deserializer=corolla_dot_proto_dot_v1_dot_run__pb2.GetFabResponse.FromString,
                 _registered_method=True)
+        self.PushLogs = channel.unary_unary(
+                '/corolla.proto.v1.Fleet/PushLogs',
+                request_serializer=corolla_dot_proto_dot_v1_dot_fleet__pb2.FleetPushLogsRequest.SerializeToString,
+                response_deserializer=corolla_dot_proto_dot_v1_dot_fleet__pb2.FleetPushLogsResponse.FromString,
+                _registered_method=True)
         self.PushObjects = channel.stream_unary(
                 '/corolla.proto.v1.Fleet/PushObjects',
                 request_serializer=corolla_dot_proto_dot_v1_dot_objects__pb2.ObjectChunk.SerializeToString,
@@ -134,6 +139,13 @@ class FleetServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PushLogs(self, request, context):
+        """ClientApp output (stdout, stderr, logging) so that it reaches `flwr log`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def PushObjects(self, request_iterator, context):
         """Objects: node identity and run travel in call metadata for the streaming calls.
         """
@@ -190,6 +202,11 @@ def add_FleetServicer_to_server(servicer, server):
                     servicer.GetFab,
                     request_deserializer=corolla_dot_proto_dot_v1_dot_run__pb2.GetFabRequest.FromString,
                     response_serializer=corolla_dot_proto_dot_v1_dot_run__pb2.GetFabResponse.SerializeToString,
+            ),
+            'PushLogs': grpc.unary_unary_rpc_method_handler(
+                    servicer.PushLogs,
+                    request_deserializer=corolla_dot_proto_dot_v1_dot_fleet__pb2.FleetPushLogsRequest.FromString,
+                    response_serializer=corolla_dot_proto_dot_v1_dot_fleet__pb2.FleetPushLogsResponse.SerializeToString,
             ),
             'PushObjects': grpc.stream_unary_rpc_method_handler(
                     servicer.PushObjects,
@@ -396,6 +413,33 @@ class Fleet:
             '/corolla.proto.v1.Fleet/GetFab',
             corolla_dot_proto_dot_v1_dot_run__pb2.GetFabRequest.SerializeToString,
             corolla_dot_proto_dot_v1_dot_run__pb2.GetFabResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PushLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corolla.proto.v1.Fleet/PushLogs',
+            corolla_dot_proto_dot_v1_dot_fleet__pb2.FleetPushLogsRequest.SerializeToString,
+            corolla_dot_proto_dot_v1_dot_fleet__pb2.FleetPushLogsResponse.FromString,
             options,
             channel_credentials,
             insecure,

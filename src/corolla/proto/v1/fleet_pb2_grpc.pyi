@@ -41,6 +41,8 @@ class FleetStub:
     PushMessages: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.FleetPushMessagesRequest, _fleet_pb2.FleetPushMessagesResponse]
     GetRun: _grpc.UnaryUnaryMultiCallable[_run_pb2.GetRunRequest, _run_pb2.GetRunResponse]
     GetFab: _grpc.UnaryUnaryMultiCallable[_run_pb2.GetFabRequest, _run_pb2.GetFabResponse]
+    PushLogs: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.FleetPushLogsRequest, _fleet_pb2.FleetPushLogsResponse]
+    """ClientApp output (stdout, stderr, logging) so that it reaches `flwr log`."""
     PushObjects: _grpc.StreamUnaryMultiCallable[_objects_pb2.ObjectChunk, _objects_pb2.PushObjectsResponse]
     """Objects: node identity and run travel in call metadata for the streaming calls."""
     PullObjects: _grpc.UnaryStreamMultiCallable[_objects_pb2.PullObjectsRequest, _objects_pb2.ObjectChunk]
@@ -57,6 +59,8 @@ class FleetAsyncStub(FleetStub):
     PushMessages: _aio.UnaryUnaryMultiCallable[_fleet_pb2.FleetPushMessagesRequest, _fleet_pb2.FleetPushMessagesResponse]  # type: ignore[assignment]
     GetRun: _aio.UnaryUnaryMultiCallable[_run_pb2.GetRunRequest, _run_pb2.GetRunResponse]  # type: ignore[assignment]
     GetFab: _aio.UnaryUnaryMultiCallable[_run_pb2.GetFabRequest, _run_pb2.GetFabResponse]  # type: ignore[assignment]
+    PushLogs: _aio.UnaryUnaryMultiCallable[_fleet_pb2.FleetPushLogsRequest, _fleet_pb2.FleetPushLogsResponse]  # type: ignore[assignment]
+    """ClientApp output (stdout, stderr, logging) so that it reaches `flwr log`."""
     PushObjects: _aio.StreamUnaryMultiCallable[_objects_pb2.ObjectChunk, _objects_pb2.PushObjectsResponse]  # type: ignore[assignment]
     """Objects: node identity and run travel in call metadata for the streaming calls."""
     PullObjects: _aio.UnaryStreamMultiCallable[_objects_pb2.PullObjectsRequest, _objects_pb2.ObjectChunk]  # type: ignore[assignment]
@@ -112,6 +116,14 @@ class FleetServicer(metaclass=_abc_1.ABCMeta):
         request: _run_pb2.GetFabRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_run_pb2.GetFabResponse, _abc.Awaitable[_run_pb2.GetFabResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def PushLogs(
+        self,
+        request: _fleet_pb2.FleetPushLogsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.FleetPushLogsResponse, _abc.Awaitable[_fleet_pb2.FleetPushLogsResponse]]:
+        """ClientApp output (stdout, stderr, logging) so that it reaches `flwr log`."""
 
     @_abc_1.abstractmethod
     def PushObjects(
