@@ -10,9 +10,9 @@ from collections.abc import Iterable, Mapping
 
 from corolla.clientapp import ClientApp
 from corolla.common.errors import InvalidArgument
+from corolla.common.objects import assemble, encode_chunks
 from corolla.proto.v1 import message_pb2
 from corolla.records import Context, Message, UserConfig
-from corolla.common.objects import assemble, encode_chunks
 from corolla.records.serde import large_arrays, message_from_proto, message_to_proto
 from corolla.serverapp.grid import Grid
 

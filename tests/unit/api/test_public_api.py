@@ -26,6 +26,13 @@ PUBLIC = {
     "corolla.clientapp": ["ClientApp"],
     "corolla.serverapp": ["Grid", "ServerApp"],
     "corolla.simulation": ["InProcessGrid"],
+    "corolla.serverapp.strategy": [
+        "FedAvg",
+        "Result",
+        "Strategy",
+        "WeightedArrayMean",
+        "aggregate_metricrecords",
+    ],
     "corolla.common.errors": [
         "AlreadyExists",
         "AppError",

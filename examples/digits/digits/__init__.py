@@ -1,0 +1,1 @@
+"""Digits: a small MLP learns handwritten digits (scikit-learn's bundled dataset) with FedAvg."""

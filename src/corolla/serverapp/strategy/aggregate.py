@@ -1,0 +1,167 @@
+"""Weighted averaging of arrays and metrics, folded one reply at a time."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from corolla.common.errors import InvalidArgument
+from corolla.records import Array, ArrayRecord, MetricRecord, RecordDict
+
+
+def find_weight_record(content: RecordDict, weighted_by_key: str) -> MetricRecord | None:
+    """The first `MetricRecord` of ``content`` that has ``weighted_by_key``, if any."""
+    for record in content.metric_records.values():
+        if weighted_by_key in record:
+            return record
+    return None
+
+
+def read_weight(content: RecordDict, weighted_by_key: str) -> tuple[MetricRecord, float]:
+    """The `MetricRecord` holding a reply's weight, and the weight (non-negative, finite).
+
+    Raises `InvalidArgument` (with a reason fit for a log line) when it is missing or invalid.
+    """
+    record = find_weight_record(content, weighted_by_key)
+    if record is None:
+        raise InvalidArgument(f"no MetricRecord with {weighted_by_key!r}")
+    value = record[weighted_by_key]
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise InvalidArgument(f"{weighted_by_key!r} is {value!r}, not a non-negative number")
+    return record, float(value)
+
+
+Layout = dict[str, tuple[tuple[int, ...], str]]  # array name -> (shape, dtype name)
+
+
+def layout_of(arrays: ArrayRecord) -> Layout:
+    """The names, shapes and dtypes of ``arrays`` (no data)."""
+    return {key: (array.shape, array.dtype) for key, array in arrays.items()}
+
+
+def check_layout(arrays: ArrayRecord, layout: Layout) -> None:
+    """Raise `InvalidArgument` unless ``arrays`` can be averaged with arrays of ``layout``:
+    same names in the same order, same shapes, and dtypes of a compatible kind."""
+    if list(arrays) != list(layout):
+        raise InvalidArgument(f"array names {list(arrays)} differ from {list(layout)}")
+    for key, array in arrays.items():
+        shape, dtype = layout[key]
+        if array.shape != shape:
+            raise InvalidArgument(f"array {key!r} has shape {array.shape}, expected {shape}")
+        if not np.can_cast(np.dtype(array.dtype), _sum_dtype(np.dtype(dtype)), "same_kind"):
+            raise InvalidArgument(f"array {key!r} has dtype {array.dtype}, expected {dtype}")
+
+
+def _sum_dtype(dtype: np.dtype[Any]) -> np.dtype[Any]:
+    return np.result_type(dtype, np.float64)
+
+
+class WeightedArrayMean:
+    """The weighted mean of `ArrayRecord`s, added one at a time.
+
+    Keeps one running sum per array in float64 (complex128 for complex arrays), so memory stays
+    near one model copy however many records are added. The mean is cast back to the dtypes of
+    the first record added (integers and bools are rounded first).
+    """
+
+    def __init__(self) -> None:
+        self._sums: dict[str, npt.NDArray[Any]] = {}
+        self._layout: Layout = {}
+        self._total = 0.0
+        self.count = 0
+
+    def add(self, arrays: ArrayRecord, weight: float) -> None:
+        """Fold ``arrays`` in with ``weight``; raises `InvalidArgument` on a layout mismatch."""
+        if weight < 0 or not math.isfinite(weight):
+            raise InvalidArgument(f"weight must be a non-negative number, got {weight}")
+        if self.count == 0:
+            self._start(arrays)
+        else:
+            check_layout(arrays, self._layout)
+        if weight > 0:
+            for key, array in arrays.items():
+                total = self._sums[key]
+                total += weight * array.numpy()  # one temporary the size of this array
+        self._total += weight
+        self.count += 1
+
+    @property
+    def total_weight(self) -> float:
+        return self._total
+
+    def result(self) -> ArrayRecord | None:
+        """The weighted mean, or None if nothing (or only zero weight) was added."""
+        if self.count == 0 or self._total <= 0:
+            return None
+        return ArrayRecord(
+            {
+                key: Array(_cast(total / self._total, np.dtype(self._layout[key][1])))
+                for key, total in self._sums.items()
+            }
+        )
+
+    def _start(self, arrays: ArrayRecord) -> None:
+        self._layout = layout_of(arrays)
+        for key, array in arrays.items():
+            self._sums[key] = np.zeros(array.shape, dtype=_sum_dtype(np.dtype(array.dtype)))
+
+
+def _cast(mean: npt.NDArray[Any], dtype: np.dtype[Any]) -> npt.NDArray[Any]:
+    if dtype.kind in "iub":
+        mean = np.rint(mean)
+    return mean.astype(dtype, copy=False)
+
+
+def aggregate_metricrecords(contents: list[RecordDict], weighted_by_key: str) -> MetricRecord:
+    """Weighted average of every numeric metric in the replies' contents.
+
+    Each content contributes the first `MetricRecord` holding ``weighted_by_key``, weighted by
+    that entry (contents without one are skipped). A metric is averaged over the replies that
+    report it; lists are averaged item by item (when their lengths agree). ``weighted_by_key``
+    itself becomes the total weight. If every weight is zero, the average is unweighted.
+    """
+    weighted: list[tuple[MetricRecord, float]] = []
+    for content in contents:
+        try:
+            weighted.append(read_weight(content, weighted_by_key))
+        except InvalidArgument:
+            continue  # no usable weight: this content does not take part
+    if not weighted:
+        return MetricRecord()
+    if sum(w for _, w in weighted) <= 0:
+        weighted = [(record, 1.0) for record, _ in weighted]
+
+    result = MetricRecord()
+    for key in _keys_in_order(record for record, _ in weighted):
+        if key == weighted_by_key:
+            continue
+        mean = _weighted_mean([(r[key], w) for r, w in weighted if key in r])
+        if mean is not None:
+            result[key] = mean
+    total = sum(r[weighted_by_key] for r, _ in weighted)
+    result[weighted_by_key] = total
+    return result
+
+
+def _keys_in_order(records: Iterable[MetricRecord]) -> list[str]:
+    keys: dict[str, None] = {}
+    for record in records:
+        keys.update(dict.fromkeys(record))
+    return list(keys)
+
+
+def _weighted_mean(values: list[tuple[Any, float]]) -> float | list[float] | None:
+    total = sum(w for _, w in values)
+    if total <= 0:
+        return None
+    if all(isinstance(v, (int, float)) for v, _ in values):
+        return sum(float(v) * w for v, w in values) / total
+    if all(isinstance(v, list) for v, _ in values) and len({len(v) for v, _ in values}) == 1:
+        stacked = np.array([v for v, _ in values], dtype=np.float64)
+        weights = np.array([w for _, w in values], dtype=np.float64)
+        return [float(x) for x in weights @ stacked / total]
+    return None  # mixed scalars and lists, or lists of different lengths: no meaningful mean
