@@ -16,9 +16,9 @@ from collections.abc import Callable
 
 import numpy as np
 
+from corolla.common.objects import assemble, encode_chunks
 from corolla.proto.v1 import message_pb2
 from corolla.records import ArrayRecord, Message, MessageType, RecordDict
-from corolla.common.objects import assemble, encode_chunks
 from corolla.records.serde import large_arrays, message_from_proto, message_to_proto
 
 

@@ -1,0 +1,168 @@
+"""`LocalFederation`: a SuperLink and N SuperNodes as real processes on loopback, free ports."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from corolla.common.errors import DeadlineExceeded, Unavailable
+
+READY_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
+_LINK_READY = re.compile(r"SuperLink ready: serverappio=(\S+) fleet=(\S+) exec=(\S+)")
+_NODE_READY = re.compile(r"registered as node (\d+)", re.IGNORECASE)
+
+
+@dataclass
+class Daemon:
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@dataclass
+class LocalFederation:
+    """Start with `start()`, stop with `stop()` (or use it as a context manager)."""
+
+    workdir: Path
+    num_nodes: int = 2
+    node_configs: list[str] | None = None
+    database: str | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+    superlink: Daemon | None = None
+    supernodes: list[Daemon] = field(default_factory=list)
+    serverappio: str = ""
+    fleet: str = ""
+    exec: str = ""
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "COROLLA_HOME": str(self.workdir / "home"),
+            "PYTHONUNBUFFERED": "1",
+            **self.extra_env,
+        }
+
+    def _spawn(self, name: str, args: list[str]) -> Daemon:
+        log_path = self.workdir / f"{name}.log"
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", *args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+            )
+        return Daemon(name, process, log_path)
+
+    def start_superlink(self) -> None:
+        database = self.database or str(self.workdir / "state.db")
+        self.superlink = self._spawn(
+            "superlink",
+            [
+                "corolla.superlink.main",
+                "--insecure",
+                "--database",
+                database,
+                "--serverappio-api-address",
+                "127.0.0.1:0" if not self.serverappio else self.serverappio,
+                "--fleet-api-address",
+                "127.0.0.1:0" if not self.fleet else self.fleet,
+                "--exec-api-address",
+                "127.0.0.1:0" if not self.exec else self.exec,
+            ],
+        )
+        match = _wait_for(self.superlink, _LINK_READY)
+        self.serverappio, self.fleet, self.exec = match.groups()
+
+    def start_supernode(self, index: int, wait: bool = True) -> Daemon:
+        config = (
+            self.node_configs[index]
+            if self.node_configs
+            else f"partition-id={index} num-partitions={self.num_nodes}"
+        )
+        node = self._spawn(
+            f"supernode-{index}",
+            [
+                "corolla.supernode.main",
+                "--insecure",
+                "--superlink",
+                self.fleet,
+                "--clientappio-api-address",
+                "127.0.0.1:0",
+                "--node-config",
+                config,
+            ],
+        )
+        if wait:
+            _wait_for(node, _NODE_READY)
+        return node
+
+    def start(self) -> LocalFederation:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.start_superlink()
+        self.supernodes = [self.start_supernode(i, wait=False) for i in range(self.num_nodes)]
+        for node in self.supernodes:
+            _wait_for(node, _NODE_READY)
+        return self
+
+    def stop(self) -> None:
+        daemons = [*self.supernodes, *([self.superlink] if self.superlink else [])]
+        for daemon in daemons:
+            terminate(daemon.process)
+
+    def __enter__(self) -> LocalFederation:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def terminate(process: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> int:
+    """SIGTERM, wait, then SIGKILL; always reaps. Returns the exit code."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            return process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    return process.wait(timeout=timeout)
+
+
+def _wait_for(daemon: Daemon, pattern: re.Pattern[str]) -> re.Match[str]:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        match = pattern.search(daemon.output())
+        if match:
+            return match
+        if daemon.process.poll() is not None:
+            raise Unavailable(f"{daemon.name} exited early:\n{daemon.output()[-2000:]}")
+        time.sleep(0.05)
+    raise DeadlineExceeded(f"{daemon.name} not ready after {READY_TIMEOUT:.0f} s")
+
+
+def app_for_federation(app_dir: Path, dest: Path, exec_address: str, name: str = "local") -> Path:
+    """Copy ``app_dir`` to ``dest`` with federation ``name`` pointing at ``exec_address``."""
+    import shutil
+    import tomllib
+
+    import tomli_w
+
+    shutil.copytree(app_dir, dest, ignore=shutil.ignore_patterns("__pycache__", "*.fab", ".venv"))
+    pyproject = dest / "pyproject.toml"
+    data = tomllib.loads(pyproject.read_text())
+    federations = data.setdefault("tool", {}).setdefault("flwr", {}).setdefault("federations", {})
+    federations.setdefault("default", name)
+    federations[name] = {"address": exec_address, "insecure": True}
+    pyproject.write_text(tomli_w.dumps(data))
+    return dest

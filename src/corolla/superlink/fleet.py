@@ -1,0 +1,152 @@
+"""Fleet API servicer: SuperNodes register, pull work, push replies, objects and logs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import grpc
+
+from corolla.common.errors import InvalidArgument, NotFound, PermissionDenied
+from corolla.common.grpc import abort_on_error
+from corolla.common.objects import CHUNK_SIZE
+from corolla.common.transfer import NODE_ID_KEY, call_metadata, receive_objects, send_objects
+from corolla.proto.v1 import fleet_pb2 as fpb
+from corolla.proto.v1 import objects_pb2 as opb
+from corolla.proto.v1 import run_pb2 as rpb
+from corolla.superlink.convert import fab_to_proto, run_to_proto
+from corolla.superlink.messages import from_stored, to_stored
+from corolla.superlink.state import LinkState, RunStatus
+
+log = logging.getLogger(__name__)
+
+MAX_WAIT = 30.0
+MAX_BATCH = 64
+
+
+class FleetServicer:
+    def __init__(self, state: LinkState, default_heartbeat: float = 5.0) -> None:
+        self._state = state
+        self._default_heartbeat = default_heartbeat
+
+    def _known_node(self, node_id: int) -> int:
+        if node_id not in self._state.online_node_ids():
+            raise NotFound(f"node {node_id} is not registered (register again)")
+        return node_id
+
+    @abort_on_error
+    def CreateNode(
+        self, request: fpb.CreateNodeRequest, context: grpc.ServicerContext
+    ) -> fpb.CreateNodeResponse:
+        interval = request.heartbeat_interval or self._default_heartbeat
+        if not 0.05 <= interval <= 3600:
+            raise InvalidArgument("heartbeat_interval must be between 0.05 and 3600 seconds")
+        node_id = self._state.create_node(interval, request.requested_node_id)
+        log.info("node %d registered", node_id)
+        return fpb.CreateNodeResponse(node_id=node_id, heartbeat_interval=interval)
+
+    @abort_on_error
+    def DeleteNode(
+        self, request: fpb.DeleteNodeRequest, context: grpc.ServicerContext
+    ) -> fpb.DeleteNodeResponse:
+        self._state.delete_node(request.node_id)
+        log.info("node %d left", request.node_id)
+        return fpb.DeleteNodeResponse()
+
+    @abort_on_error
+    def Heartbeat(
+        self, request: fpb.HeartbeatRequest, context: grpc.ServicerContext
+    ) -> fpb.HeartbeatResponse:
+        interval = request.heartbeat_interval or self._default_heartbeat
+        self._state.heartbeat(request.node_id, interval)
+        finished = []
+        for run_id in request.active_run_ids:
+            try:
+                if self._state.get_run(run_id).status == RunStatus.FINISHED:
+                    finished.append(run_id)
+            except NotFound:
+                finished.append(run_id)
+        return fpb.HeartbeatResponse(success=True, finished_run_ids=finished)
+
+    @abort_on_error
+    def PullMessages(
+        self, request: fpb.FleetPullMessagesRequest, context: grpc.ServicerContext
+    ) -> fpb.FleetPullMessagesResponse:
+        node_id = self._known_node(request.node_id)
+        wait = min(max(request.wait_seconds, 0.0), MAX_WAIT)
+        limit = min(request.max_messages or MAX_BATCH, MAX_BATCH)
+        stored = self._state.pull_instructions(node_id, limit, wait=wait)
+        return fpb.FleetPullMessagesResponse(messages=[from_stored(m) for m in stored])
+
+    @abort_on_error
+    def PushMessages(
+        self, request: fpb.FleetPushMessagesRequest, context: grpc.ServicerContext
+    ) -> fpb.FleetPushMessagesResponse:
+        node_id = self._known_node(request.node_id)
+        replies = []
+        for proto in request.messages:
+            if proto.metadata.src_node_id != node_id:
+                raise PermissionDenied(
+                    f"node {node_id} cannot send as node {proto.metadata.src_node_id}"
+                )
+            if not proto.metadata.reply_to_message_id:
+                raise InvalidArgument("a node can only send replies (reply_to_message_id missing)")
+            replies.append(to_stored(proto, self._state))
+        self._state.store_replies(node_id, replies)
+        return fpb.FleetPushMessagesResponse(message_ids=[r.message_id for r in replies])
+
+    @abort_on_error
+    def GetRun(
+        self, request: rpb.GetRunRequest, context: grpc.ServicerContext
+    ) -> rpb.GetRunResponse:
+        self._known_node(request.node_id)
+        return rpb.GetRunResponse(run=run_to_proto(self._state.get_run(request.run_id)))
+
+    @abort_on_error
+    def GetFab(
+        self, request: rpb.GetFabRequest, context: grpc.ServicerContext
+    ) -> rpb.GetFabResponse:
+        self._known_node(request.node_id)
+        return rpb.GetFabResponse(
+            fab=fab_to_proto(request.fab_hash, self._state.get_fab(request.fab_hash))
+        )
+
+    @abort_on_error
+    def PushLogs(
+        self, request: fpb.FleetPushLogsRequest, context: grpc.ServicerContext
+    ) -> fpb.FleetPushLogsResponse:
+        self._known_node(request.node_id)
+        self._state.get_run(request.run_id)
+        self._state.append_logs(request.run_id, list(request.lines))
+        return fpb.FleetPushLogsResponse()
+
+    @abort_on_error
+    def PushObjects(
+        self, request_iterator: Iterator[bytes], context: grpc.ServicerContext
+    ) -> opb.PushObjectsResponse:
+        node_id = self._known_node(int(call_metadata(context).get(NODE_ID_KEY, "0")))
+        run_id = int(call_metadata(context).get("corolla-run-id", "0"))
+        log.debug("node %d pushes objects for run %d", node_id, run_id)
+        return receive_objects(
+            request_iterator, lambda oid, data: self._state.store_object(run_id, oid, data)
+        )
+
+    @abort_on_error
+    def PullObjects(
+        self, request: opb.PullObjectsRequest, context: grpc.ServicerContext
+    ) -> Iterator[bytes]:
+        self._known_node(request.node_id)
+        ids = list(request.object_ids)
+        missing = self._state.missing_objects(ids)
+        if missing:
+            raise NotFound(f"unknown objects: {', '.join(missing)}")
+        return send_objects(ids, self._state.object_size, self._state.read_object, CHUNK_SIZE)
+
+    @abort_on_error
+    def MissingObjects(
+        self, request: opb.MissingObjectsRequest, context: grpc.ServicerContext
+    ) -> opb.MissingObjectsResponse:
+        self._known_node(request.node_id)
+        return opb.MissingObjectsResponse(
+            object_ids=self._state.missing_objects(list(request.object_ids))
+        )

@@ -1,0 +1,182 @@
+"""ServerAppIo API servicer: the flwr-serverapp process of a run talks to the SuperLink here."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import grpc
+
+from corolla.common.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from corolla.common.grpc import abort_on_error
+from corolla.common.objects import CHUNK_SIZE
+from corolla.common.transfer import TOKEN_KEY, call_metadata, receive_objects, send_objects
+from corolla.proto.v1 import message_pb2 as mpb
+from corolla.proto.v1 import objects_pb2 as opb
+from corolla.proto.v1 import run_pb2 as rpb
+from corolla.proto.v1 import serverappio_pb2 as spb
+from corolla.records.context import Context
+from corolla.records.serde import context_to_proto
+from corolla.superlink.convert import fab_to_proto, run_to_proto
+from corolla.superlink.messages import from_stored, lost_reply, to_stored
+from corolla.superlink.state import LinkState, RunStatus, SubStatus
+
+log = logging.getLogger(__name__)
+
+MAX_WAIT = 30.0
+SERVER_NODE_ID = 0
+
+
+class ServerAppIoServicer:
+    def __init__(self, state: LinkState) -> None:
+        self._state = state
+
+    def _run_for(self, token: str, run_id: int | None = None) -> int:
+        owner = self._state.run_id_for_token(token)
+        if run_id is not None and run_id != owner:
+            raise PermissionDenied(f"this token belongs to run {owner}, not run {run_id}")
+        return owner
+
+    def _active_run(self, token: str, run_id: int | None = None) -> int:
+        run_id = self._run_for(token, run_id)
+        run = self._state.get_run(run_id)
+        if run.status == RunStatus.FINISHED:
+            raise FailedPrecondition(f"run {run_id} has finished ({run.sub_status})")
+        return run_id
+
+    @abort_on_error
+    def RequestRun(
+        self, request: spb.RequestRunRequest, context: grpc.ServicerContext
+    ) -> spb.RequestRunResponse:
+        raise FailedPrecondition("isolation mode 'process' is not available yet")
+
+    @abort_on_error
+    def PullAppInputs(
+        self, request: spb.PullAppInputsRequest, context: grpc.ServicerContext
+    ) -> spb.PullAppInputsResponse:
+        run_id = self._active_run(request.token)
+        run = self._state.get_run(run_id)
+        if run.status in (RunStatus.PENDING, RunStatus.STARTING):
+            run = self._state.update_run_status(run_id, RunStatus.RUNNING)
+        stored = self._state.get_context(run_id)
+        if stored is not None:
+            ctx = mpb.Context.FromString(stored)
+        else:
+            ctx = context_to_proto(
+                Context(run_id=run_id, node_id=SERVER_NODE_ID, run_config=dict(run.run_config))
+            )
+        return spb.PullAppInputsResponse(
+            run=run_to_proto(run),
+            fab=fab_to_proto(run.fab_hash, self._state.get_fab(run.fab_hash)),
+            context=ctx,
+        )
+
+    @abort_on_error
+    def PushAppOutputs(
+        self, request: spb.PushAppOutputsRequest, context: grpc.ServicerContext
+    ) -> spb.PushAppOutputsResponse:
+        run_id = self._run_for(request.token)
+        if request.HasField("context"):
+            self._state.set_context(run_id, request.context.SerializeToString())
+        sub_status = request.sub_status or SubStatus.COMPLETED
+        if sub_status not in (SubStatus.COMPLETED, SubStatus.FAILED):
+            raise InvalidArgument(f"sub_status must be completed or failed, got {sub_status!r}")
+        if self._state.get_run(run_id).status != RunStatus.FINISHED:
+            self._state.update_run_status(run_id, RunStatus.FINISHED, sub_status, request.details)
+            log.info("run %d finished: %s %s", run_id, sub_status, request.details.splitlines()[:1])
+        return spb.PushAppOutputsResponse()
+
+    @abort_on_error
+    def GetNodes(
+        self, request: spb.GetNodesRequest, context: grpc.ServicerContext
+    ) -> spb.GetNodesResponse:
+        self._active_run(request.token, request.run_id)
+        return spb.GetNodesResponse(node_ids=self._state.online_node_ids())
+
+    @abort_on_error
+    def PushMessages(
+        self, request: spb.PushMessagesRequest, context: grpc.ServicerContext
+    ) -> spb.PushMessagesResponse:
+        run_id = self._active_run(request.token, request.run_id)
+        stored = []
+        for proto in request.messages:
+            if proto.metadata.run_id != run_id:
+                raise InvalidArgument(
+                    f"message for run {proto.metadata.run_id} pushed in run {run_id}"
+                )
+            if proto.metadata.reply_to_message_id:
+                raise InvalidArgument("a ServerApp sends instructions, not replies")
+            proto.metadata.src_node_id = SERVER_NODE_ID
+            stored.append(to_stored(proto, self._state))
+        self._state.store_instructions(stored)
+        return spb.PushMessagesResponse(message_ids=[m.message_id for m in stored])
+
+    @abort_on_error
+    def PullMessages(
+        self, request: spb.PullMessagesRequest, context: grpc.ServicerContext
+    ) -> spb.PullMessagesResponse:
+        run_id = self._active_run(request.token, request.run_id)
+        ids = list(request.message_ids)
+        wait = min(max(request.wait_seconds, 0.0), MAX_WAIT)
+        replies = [from_stored(m) for m in self._state.pull_replies(run_id, ids, wait=wait)]
+        answered = {r.metadata.reply_to_message_id for r in replies}
+        unanswered = [mid for mid in ids if mid not in answered]
+        if unanswered:
+            lost = self._state.lost_instructions(run_id, unanswered)
+            if lost:
+                online = set(self._state.online_node_ids())
+                now = self._state.clock()
+                replies.extend(lost_reply(m, online, now) for m in lost)
+        return spb.PullMessagesResponse(messages=replies)
+
+    @abort_on_error
+    def GetRun(
+        self, request: rpb.GetRunRequest, context: grpc.ServicerContext
+    ) -> rpb.GetRunResponse:
+        run_id = self._run_for(request.token, request.run_id or None)
+        return rpb.GetRunResponse(run=run_to_proto(self._state.get_run(run_id)))
+
+    @abort_on_error
+    def GetRunStatus(
+        self, request: spb.GetRunStatusRequest, context: grpc.ServicerContext
+    ) -> spb.GetRunStatusResponse:
+        run_id = self._run_for(request.token)
+        run = self._state.get_run(run_id)
+        status = rpb.RunStatus(status=run.status, sub_status=run.sub_status, details=run.details)
+        return spb.GetRunStatusResponse(statuses={run_id: status})
+
+    @abort_on_error
+    def PushLogs(
+        self, request: spb.PushLogsRequest, context: grpc.ServicerContext
+    ) -> spb.PushLogsResponse:
+        run_id = self._run_for(request.token, request.run_id or None)
+        self._state.append_logs(run_id, list(request.lines))
+        return spb.PushLogsResponse()
+
+    @abort_on_error
+    def PushObjects(
+        self, request_iterator: Iterator[bytes], context: grpc.ServicerContext
+    ) -> opb.PushObjectsResponse:
+        run_id = self._active_run(call_metadata(context).get(TOKEN_KEY, ""))
+        return receive_objects(
+            request_iterator, lambda oid, data: self._state.store_object(run_id, oid, data)
+        )
+
+    @abort_on_error
+    def PullObjects(
+        self, request: opb.PullObjectsRequest, context: grpc.ServicerContext
+    ) -> Iterator[bytes]:
+        self._run_for(request.token)
+        ids = list(request.object_ids)
+        missing = self._state.missing_objects(ids)
+        if missing:
+            raise NotFound(f"unknown objects: {', '.join(missing)}")
+        return send_objects(ids, self._state.object_size, self._state.read_object, CHUNK_SIZE)
+
+    @abort_on_error
+    def MissingObjects(
+        self, request: opb.MissingObjectsRequest, context: grpc.ServicerContext
+    ) -> opb.MissingObjectsResponse:
+        self._run_for(request.token)
+        missing = self._state.missing_objects(list(request.object_ids))
+        return opb.MissingObjectsResponse(object_ids=missing)

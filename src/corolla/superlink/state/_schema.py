@@ -1,0 +1,310 @@
+"""SQLite schema of the SuperLink state: opening and versioning, row <-> record conversion,
+input checks, and the queries several `SqliteLinkState` methods share."""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+import sqlite3
+from pathlib import Path
+from typing import Any, TypeVar
+
+from corolla.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from corolla.records.context import UserConfig
+from corolla.superlink.state.base import RunRecord, StoredMessage
+
+_K = TypeVar("_K")
+
+SCHEMA_VERSION = 1
+MEMORY = ":memory:"
+
+_TABLES = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id          INTEGER PRIMARY KEY,
+    seq             INTEGER NOT NULL UNIQUE,
+    fab_id          TEXT NOT NULL,
+    fab_version     TEXT NOT NULL,
+    fab_hash        TEXT NOT NULL,
+    override_config TEXT NOT NULL,
+    run_config      TEXT NOT NULL,
+    federation      TEXT NOT NULL,
+    owner           TEXT NOT NULL,
+    status          TEXT NOT NULL,
+    sub_status      TEXT NOT NULL,
+    details         TEXT NOT NULL,
+    pending_at      REAL NOT NULL,
+    starting_at     REAL NOT NULL,
+    running_at      REAL NOT NULL,
+    finished_at     REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS fabs (
+    fab_hash TEXT PRIMARY KEY,
+    content  BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS nodes (
+    node_id            INTEGER PRIMARY KEY,
+    heartbeat_interval REAL NOT NULL,
+    online_until       REAL NOT NULL,
+    registered_at      REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    message_id          TEXT PRIMARY KEY,
+    run_id              INTEGER NOT NULL REFERENCES runs (run_id),
+    src_node_id         INTEGER NOT NULL,
+    dst_node_id         INTEGER NOT NULL,
+    reply_to_message_id TEXT NOT NULL,
+    message_type        TEXT NOT NULL,
+    created_at          REAL NOT NULL,
+    ttl                 REAL NOT NULL,
+    payload             BLOB NOT NULL,
+    object_ids          TEXT NOT NULL,
+    delivered           INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS messages_dst_delivered ON messages (dst_node_id, delivered);
+CREATE INDEX IF NOT EXISTS messages_run ON messages (run_id);
+CREATE INDEX IF NOT EXISTS messages_reply_to ON messages (reply_to_message_id);
+CREATE TABLE IF NOT EXISTS objects (
+    object_id TEXT PRIMARY KEY,
+    run_id    INTEGER NOT NULL,
+    size      INTEGER NOT NULL,
+    data      BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS objects_run ON objects (run_id);
+CREATE TABLE IF NOT EXISTS object_refs (
+    object_id TEXT NOT NULL,
+    run_id    INTEGER NOT NULL,
+    PRIMARY KEY (object_id, run_id)
+);
+CREATE INDEX IF NOT EXISTS object_refs_run ON object_refs (run_id);
+CREATE TABLE IF NOT EXISTS contexts (
+    run_id  INTEGER PRIMARY KEY REFERENCES runs (run_id),
+    context BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS logs (
+    run_id INTEGER NOT NULL REFERENCES runs (run_id),
+    idx    INTEGER NOT NULL,
+    line   TEXT NOT NULL,
+    PRIMARY KEY (run_id, idx)
+);
+CREATE TABLE IF NOT EXISTS tokens (
+    token_sha256 TEXT PRIMARY KEY,
+    run_id       INTEGER NOT NULL REFERENCES runs (run_id),
+    created_at   REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tokens_run ON tokens (run_id);
+"""
+
+RUN_COLUMNS = (
+    "run_id, fab_id, fab_version, fab_hash, override_config, run_config, federation, owner, "
+    "status, sub_status, details, pending_at, starting_at, running_at, finished_at"
+)
+_MESSAGE_FIELDS = (
+    "message_id",
+    "run_id",
+    "src_node_id",
+    "dst_node_id",
+    "reply_to_message_id",
+    "message_type",
+    "created_at",
+    "ttl",
+    "payload",
+    "object_ids",
+)
+MESSAGE_COLUMNS = ", ".join(_MESSAGE_FIELDS)
+M_MESSAGE_COLUMNS = ", ".join(f"m.{field}" for field in _MESSAGE_FIELDS)  # aliased as ``m``
+
+
+def connect(database: str | Path) -> sqlite3.Connection:
+    """Open (creating if needed) the state database and bring its schema to `SCHEMA_VERSION`."""
+    name = str(database)
+    if name != MEMORY:
+        Path(name).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        conn = sqlite3.connect(name, isolation_level=None, check_same_thread=False, timeout=30.0)
+    except sqlite3.Error as exc:
+        raise FailedPrecondition(f"cannot open state database {name}: {exc}") from exc
+    try:
+        _prepare(conn, name)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _prepare(conn: sqlite3.Connection, name: str) -> None:
+    try:
+        conn.execute("PRAGMA busy_timeout = 30000")
+        conn.execute("PRAGMA foreign_keys = ON")
+        if name != MEMORY:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            found = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
+            if found is not None and found > SCHEMA_VERSION:
+                raise FailedPrecondition(
+                    f"state database {name} has schema version {found}, newer than the "
+                    f"version {SCHEMA_VERSION} this Corolla supports; upgrade Corolla"
+                )
+            for statement in _TABLES.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            if found is None:
+                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        raise FailedPrecondition(f"cannot open state database {name}: {exc}") from exc
+
+
+def dump_config(config: UserConfig, what: str) -> str:
+    """``config`` as JSON, after checking it maps strings to int/float/str/bool."""
+    if not isinstance(config, dict):
+        raise InvalidArgument(f"{what} must be a dict, not {type(config).__name__}")
+    for key, value in config.items():
+        if not isinstance(key, str) or not isinstance(value, int | float | str | bool):
+            raise InvalidArgument(f"{what}[{key!r}] must map a str to an int, float, str or bool")
+    return json.dumps(config)
+
+
+def run_from_row(row: tuple[Any, ...]) -> RunRecord:
+    return RunRecord(
+        run_id=row[0],
+        fab_id=row[1],
+        fab_version=row[2],
+        fab_hash=row[3],
+        override_config=json.loads(row[4]),
+        run_config=json.loads(row[5]),
+        federation=row[6],
+        owner=row[7],
+        status=row[8],
+        sub_status=row[9],
+        details=row[10],
+        pending_at=row[11],
+        starting_at=row[12],
+        running_at=row[13],
+        finished_at=row[14],
+    )
+
+
+def message_to_row(msg: StoredMessage) -> tuple[Any, ...]:
+    return (
+        msg.message_id,
+        msg.run_id,
+        msg.src_node_id,
+        msg.dst_node_id,
+        msg.reply_to_message_id,
+        msg.message_type,
+        msg.created_at,
+        msg.ttl,
+        bytes(msg.payload),
+        json.dumps(list(msg.object_ids)),
+    )
+
+
+def message_from_row(row: tuple[Any, ...]) -> StoredMessage:
+    return StoredMessage(
+        message_id=row[0],
+        run_id=row[1],
+        src_node_id=row[2],
+        dst_node_id=row[3],
+        reply_to_message_id=row[4],
+        message_type=row[5],
+        created_at=row[6],
+        ttl=row[7],
+        payload=bytes(row[8]),
+        object_ids=tuple(json.loads(row[9])),
+    )
+
+
+def check_message(msg: StoredMessage, *, reply: bool) -> None:
+    """Raise `InvalidArgument` unless ``msg`` is a well-formed instruction (or reply)."""
+    what = "reply" if reply else "instruction"
+    if not isinstance(msg, StoredMessage):
+        raise InvalidArgument(f"a {what} must be a StoredMessage, not {type(msg).__name__}")
+    if not msg.message_id:
+        raise InvalidArgument(f"a {what} needs a message_id")
+    if reply and not msg.reply_to_message_id:
+        raise InvalidArgument(f"reply {msg.message_id} does not name the instruction it answers")
+    if not reply and msg.reply_to_message_id:
+        raise InvalidArgument(f"instruction {msg.message_id} must not have a reply_to_message_id")
+    if not (msg.ttl > 0 and math.isfinite(msg.ttl) and math.isfinite(msg.created_at)):
+        raise InvalidArgument(f"{what} {msg.message_id} needs a finite created_at and ttl > 0")
+    if not all(isinstance(oid, str) and oid for oid in msg.object_ids):
+        raise InvalidArgument(f"{what} {msg.message_id} has an empty or non-str object id")
+
+
+# -- queries shared by several methods (``table``/``column`` are fixed names, never user input) --
+def new_id(conn: sqlite3.Connection, table: str, column: str) -> int:
+    """A random id in [1, 2**63) not yet used in ``table.column``."""
+    while True:
+        candidate = secrets.randbits(63)
+        query = f"SELECT 1 FROM {table} WHERE {column} = ?"
+        if candidate and conn.execute(query, (candidate,)).fetchone() is None:
+            return candidate
+
+
+def existing(conn: sqlite3.Connection, table: str, column: str, keys: list[_K]) -> set[_K]:
+    """Those of ``keys`` present in ``table.column``."""
+    query = f"SELECT {column} FROM {table} WHERE {column} IN (SELECT value FROM json_each(?))"
+    return {row[0] for row in conn.execute(query, (json.dumps(keys),))}
+
+
+def fetch_run(conn: sqlite3.Connection, run_id: int) -> RunRecord:
+    row = conn.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"run {run_id} not found")
+    return run_from_row(row)
+
+
+def require_node(conn: sqlite3.Connection, node_id: int) -> None:
+    if conn.execute("SELECT 1 FROM nodes WHERE node_id = ?", (node_id,)).fetchone() is None:
+        raise NotFound(f"node {node_id} not found")
+
+
+def refuse_known_ids(conn: sqlite3.Connection, messages: list[StoredMessage]) -> None:
+    """`AlreadyExists` if a message id repeats or is stored already."""
+    ids = [msg.message_id for msg in messages]
+    if len(set(ids)) != len(ids):
+        raise AlreadyExists("the same message id appears twice")
+    if duplicates := sorted(existing(conn, "messages", "message_id", ids)):
+        raise AlreadyExists(f"message id(s) exist already: {duplicates}")
+
+
+def insert_messages(conn: sqlite3.Connection, messages: list[StoredMessage]) -> None:
+    """Insert instructions or replies (undelivered); their run now references their objects."""
+    refuse_known_ids(conn, messages)
+    conn.executemany(
+        f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [message_to_row(msg) for msg in messages],
+    )
+    conn.executemany(
+        "INSERT OR IGNORE INTO object_refs (object_id, run_id) VALUES (?, ?)",
+        [(oid, msg.run_id) for msg in messages for oid in msg.object_ids],
+    )
+
+
+def check_reply(conn: sqlite3.Connection, node_id: int, reply: StoredMessage) -> None:
+    """Raise unless ``reply`` answers an instruction delivered to ``node_id``, unanswered yet."""
+    instruction_id = reply.reply_to_message_id
+    row = conn.execute(
+        "SELECT run_id, dst_node_id, delivered FROM messages "
+        "WHERE message_id = ? AND reply_to_message_id = ''",
+        (instruction_id,),
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"instruction {instruction_id} not found")
+    run_id, dst_node_id, delivered = row
+    if dst_node_id != node_id:
+        raise InvalidArgument(f"instruction {instruction_id} was not sent to node {node_id}")
+    if not delivered:
+        raise InvalidArgument(f"instruction {instruction_id} has not been delivered")
+    if run_id != reply.run_id:
+        raise InvalidArgument(f"reply {reply.message_id} is for run {reply.run_id}, not {run_id}")
+    query = "SELECT 1 FROM messages WHERE reply_to_message_id = ?"
+    if conn.execute(query, (instruction_id,)).fetchone() is not None:
+        raise InvalidArgument(f"instruction {instruction_id} has been answered already")

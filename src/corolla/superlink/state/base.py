@@ -1,0 +1,209 @@
+"""The SuperLink's state behind one interface. Every backend passes `tests/.../state_contract`."""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from corolla.records.context import UserConfig
+
+Clock = Callable[[], float]
+
+
+class RunStatus:
+    PENDING = "pending"
+    STARTING = "starting"
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+class SubStatus:
+    COMPLETED = "completed"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    run_id: int
+    fab_id: str  # "publisher/name"
+    fab_version: str
+    fab_hash: str
+    override_config: UserConfig
+    run_config: UserConfig
+    federation: str
+    owner: str
+    status: str
+    sub_status: str  # "" until finished
+    details: str  # human-readable reason for failed/stopped
+    pending_at: float
+    starting_at: float  # 0.0 until reached
+    running_at: float
+    finished_at: float
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    """A message as the SuperLink keeps it: routing columns plus the encoded protobuf."""
+
+    message_id: str
+    run_id: int
+    src_node_id: int
+    dst_node_id: int
+    reply_to_message_id: str  # "" for instructions (ServerApp -> node)
+    message_type: str
+    created_at: float
+    ttl: float
+    payload: bytes  # serialized corolla.proto.v1.Message
+    object_ids: tuple[str, ...] = ()  # large-array objects the payload references
+
+
+class LinkState(ABC):
+    """Runs, nodes, messages, objects, FABs, contexts, logs and app tokens of one SuperLink.
+
+    Thread-safe. Waits (``wait=`` arguments) block until data exists or the time is up; every
+    write that can satisfy a waiter wakes it. Unknown ids raise `NotFound`; invalid input raises
+    `InvalidArgument`; an illegal status transition raises `FailedPrecondition`.
+    """
+
+    clock: Clock = time.time
+
+    # -- runs ----------------------------------------------------------------------------------
+    @abstractmethod
+    def create_run(
+        self,
+        *,
+        fab_id: str,
+        fab_version: str,
+        fab_hash: str,
+        override_config: UserConfig,
+        run_config: UserConfig,
+        federation: str = "",
+        owner: str = "",
+    ) -> int:
+        """A new run in status ``pending``; returns its id (random, positive, < 2**63)."""
+
+    @abstractmethod
+    def get_run(self, run_id: int) -> RunRecord: ...
+
+    @abstractmethod
+    def list_runs(self) -> list[RunRecord]:
+        """All runs, oldest first."""
+
+    @abstractmethod
+    def update_run_status(
+        self, run_id: int, status: str, sub_status: str = "", details: str = ""
+    ) -> RunRecord:
+        """Move a run forward: pending -> starting -> running -> finished (any state may go to
+        finished). ``finished`` needs a sub_status. A finished run never changes again
+        (`FailedPrecondition`). Sets the matching timestamp from ``clock``."""
+
+    @abstractmethod
+    def wait_for_status_change(self, run_id: int, known: str, wait: float) -> RunRecord:
+        """Return the run once its status differs from ``known`` or after ``wait`` seconds."""
+
+    # -- FABs ----------------------------------------------------------------------------------
+    @abstractmethod
+    def store_fab(self, fab_hash: str, content: bytes) -> None:
+        """Idempotent."""
+
+    @abstractmethod
+    def get_fab(self, fab_hash: str) -> bytes: ...
+
+    # -- nodes ---------------------------------------------------------------------------------
+    @abstractmethod
+    def create_node(self, heartbeat_interval: float, requested_node_id: int = 0) -> int:
+        """Register a node (online now). A nonzero ``requested_node_id`` re-registers that id."""
+
+    @abstractmethod
+    def delete_node(self, node_id: int) -> None: ...
+
+    @abstractmethod
+    def heartbeat(self, node_id: int, heartbeat_interval: float) -> None:
+        """Mark the node online until ``now + heartbeat_interval * HEARTBEAT_PATIENCE``."""
+
+    @abstractmethod
+    def online_node_ids(self) -> list[int]:
+        """Nodes whose heartbeat has not run out (by ``clock``), sorted."""
+
+    # -- messages ------------------------------------------------------------------------------
+    @abstractmethod
+    def store_instructions(self, messages: list[StoredMessage]) -> None:
+        """ServerApp -> nodes. Each ``dst_node_id`` must be a registered node (else
+        InvalidArgument, nothing stored); duplicate message ids are refused."""
+
+    @abstractmethod
+    def pull_instructions(self, node_id: int, limit: int, wait: float = 0.0) -> list[StoredMessage]:
+        """Up to ``limit`` undelivered, unexpired instructions for the node, oldest first, marked
+        delivered (each is returned once). Waits up to ``wait`` seconds for the first."""
+
+    @abstractmethod
+    def store_replies(self, node_id: int, replies: list[StoredMessage]) -> None:
+        """Node -> ServerApp. Each reply's ``reply_to_message_id`` must name an instruction
+        delivered to this node and not yet answered (else InvalidArgument/NotFound)."""
+
+    @abstractmethod
+    def pull_replies(
+        self, run_id: int, message_ids: list[str], wait: float = 0.0
+    ) -> list[StoredMessage]:
+        """Replies to the given instruction ids that exist now (each returned once, then
+        deleted together with its instruction). Waits up to ``wait`` seconds for the first."""
+
+    @abstractmethod
+    def lost_instructions(self, run_id: int, message_ids: list[str]) -> list[StoredMessage]:
+        """Instructions among ``message_ids`` that will never be answered: their node is offline
+        or their TTL ran out. They are removed, so each is reported once."""
+
+    @abstractmethod
+    def wake_all(self) -> None:
+        """Wake every waiter (used on shutdown and when a run ends)."""
+
+    # -- objects (large array payloads, content-addressed) --------------------------------------
+    @abstractmethod
+    def store_object(self, run_id: int, object_id: str, data: bytes | memoryview) -> None:
+        """Idempotent: storing an id that exists is a no-op. The caller has verified the id."""
+
+    @abstractmethod
+    def missing_objects(self, object_ids: list[str]) -> list[str]: ...
+
+    @abstractmethod
+    def object_size(self, object_id: str) -> int: ...
+
+    @abstractmethod
+    def read_object(self, object_id: str, chunk_size: int) -> Iterator[bytes]:
+        """The object's bytes in chunks, without loading it whole into memory."""
+
+    @abstractmethod
+    def delete_run_objects(self, run_id: int) -> int:
+        """Delete objects stored for a run (after it finished); returns how many."""
+
+    # -- contexts, logs, tokens ----------------------------------------------------------------
+    @abstractmethod
+    def set_context(self, run_id: int, context: bytes) -> None:
+        """The ServerApp's encoded Context (corolla.proto.v1.Context) for the run."""
+
+    @abstractmethod
+    def get_context(self, run_id: int) -> bytes | None: ...
+
+    @abstractmethod
+    def append_logs(self, run_id: int, lines: list[str]) -> None: ...
+
+    @abstractmethod
+    def get_logs(self, run_id: int, after: int = 0) -> tuple[list[str], int]:
+        """Lines with index >= ``after`` and the index to continue from."""
+
+    @abstractmethod
+    def create_token(self, run_id: int) -> str:
+        """A new secret token for an app process of the run (urlsafe, 32 random bytes)."""
+
+    @abstractmethod
+    def run_id_for_token(self, token: str) -> int:
+        """The run a token belongs to; `Unauthenticated` for an unknown token."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+HEARTBEAT_PATIENCE = 2.5  # a node is offline after missing this many heartbeat intervals

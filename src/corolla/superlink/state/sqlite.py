@@ -1,0 +1,563 @@
+"""`SqliteLinkState`: the SuperLink state in one SQLite database (durable unless ``:memory:``).
+
+One connection is shared by all threads under a lock; every public method is one short
+transaction. Long-polls never hold that lock: a waiter takes a snapshot of a per-key change
+counter, looks at the database, and sleeps only if nothing changed since the snapshot. Writers
+bump the counters after they commit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+from corolla.common.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unauthenticated,
+    Unavailable,
+)
+from corolla.records.context import UserConfig
+from corolla.superlink.state._schema import (
+    M_MESSAGE_COLUMNS,
+    MESSAGE_COLUMNS,
+    RUN_COLUMNS,
+    check_message,
+    check_reply,
+    connect,
+    dump_config,
+    existing,
+    fetch_run,
+    insert_messages,
+    message_from_row,
+    new_id,
+    refuse_known_ids,
+    require_node,
+    run_from_row,
+)
+from corolla.superlink.state.base import (
+    HEARTBEAT_PATIENCE,
+    Clock,
+    LinkState,
+    RunRecord,
+    RunStatus,
+    StoredMessage,
+    SubStatus,
+)
+
+_T = TypeVar("_T")
+_STATUS_ORDER = {
+    RunStatus.PENDING: 0,
+    RunStatus.STARTING: 1,
+    RunStatus.RUNNING: 2,
+    RunStatus.FINISHED: 3,
+}
+_SUB_STATUSES = (SubStatus.COMPLETED, SubStatus.FAILED, SubStatus.STOPPED)
+_TIMESTAMP_COLUMN = {
+    RunStatus.STARTING: "starting_at",
+    RunStatus.RUNNING: "running_at",
+    RunStatus.FINISHED: "finished_at",
+}
+_MAX_ID = 2**63
+_COPY_CHUNK = 1 << 20  # bytes copied into an object blob at a time
+
+
+class _Signals:
+    """Per-key change counters that waiters can sleep on; `wake_all` ends every current sleep."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._versions: dict[Hashable, int] = {}
+        self._sleepers: dict[Hashable, tuple[threading.Condition, int]] = {}
+        self._epoch = 0
+
+    def snapshot(self, key: Hashable) -> tuple[int, int]:
+        with self._lock:
+            return self._versions.get(key, 0), self._epoch
+
+    def notify(self, keys: Iterable[Hashable]) -> None:
+        with self._lock:
+            for key in keys:
+                self._versions[key] = self._versions.get(key, 0) + 1
+                if key in self._sleepers:
+                    self._sleepers[key][0].notify_all()
+
+    def wake_all(self) -> None:
+        with self._lock:
+            self._epoch += 1
+            for condition, _ in self._sleepers.values():
+                condition.notify_all()
+
+    def sleep(self, key: Hashable, snapshot: tuple[int, int], timeout: float) -> None:
+        """Sleep up to ``timeout`` seconds unless ``key`` changed since ``snapshot``."""
+        with self._lock:
+            if (self._versions.get(key, 0), self._epoch) != snapshot:
+                return
+            condition, count = self._sleepers.get(key) or (threading.Condition(self._lock), 0)
+            self._sleepers[key] = (condition, count + 1)
+            try:
+                condition.wait(timeout)
+            finally:
+                condition, count = self._sleepers[key]
+                if count == 1:
+                    del self._sleepers[key]
+                else:
+                    self._sleepers[key] = (condition, count - 1)
+
+
+def _checked_wait(wait: float) -> float:
+    if math.isnan(wait) or math.isinf(wait):
+        raise InvalidArgument(f"wait must be a finite number of seconds, not {wait}")
+    return min(max(wait, 0.0), threading.TIMEOUT_MAX)
+
+
+def _token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class SqliteLinkState(LinkState):
+    """`LinkState` in SQLite: a file (WAL mode, survives restarts) or ``":memory:"``.
+
+    Choices within the interface: expired instructions are skipped by `pull_instructions` but
+    kept until `lost_instructions` reports them; a finished run's instructions are no longer
+    delivered and its reply waits return at once; an object is deleted only when no run that
+    stored or referenced it is left.
+    """
+
+    def __init__(self, database: str | Path = ":memory:", *, clock: Clock | None = None) -> None:
+        if clock is not None:
+            self.clock = clock
+        self.database = str(database)
+        self._lock = threading.RLock()
+        self._signals = _Signals()
+        self._closed = False
+        self._conn = connect(database)
+
+    def __repr__(self) -> str:
+        return f"SqliteLinkState({self.database!r})"
+
+    # -- plumbing ------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _db(self, *, write: bool = False) -> Iterator[sqlite3.Connection]:
+        """The connection, under the lock; with ``write``, inside one immediate transaction."""
+        with self._lock:
+            if self._closed:
+                raise Unavailable("the SuperLink state is closed")
+            conn = self._conn
+            try:
+                if write:
+                    conn.execute("BEGIN IMMEDIATE")
+                yield conn
+                if write:
+                    conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise Unavailable(f"state database {self.database}: {exc}") from exc
+            finally:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+
+    def _poll(
+        self, key: Hashable, fetch: Callable[[], _T], ready: Callable[[_T], bool], wait: float
+    ) -> _T:
+        """``fetch()`` until ``ready`` or ``wait`` seconds passed or `wake_all` was called."""
+        deadline = time.monotonic() + _checked_wait(wait)
+        start_epoch = self._signals.snapshot(key)[1]
+        while True:
+            snapshot = self._signals.snapshot(key)
+            result = fetch()
+            if ready(result) or snapshot[1] != start_epoch:
+                return result
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return result
+            self._signals.sleep(key, snapshot, remaining)
+
+    # -- runs ----------------------------------------------------------------------------------
+    def create_run(
+        self,
+        *,
+        fab_id: str,
+        fab_version: str,
+        fab_hash: str,
+        override_config: UserConfig,
+        run_config: UserConfig,
+        federation: str = "",
+        owner: str = "",
+    ) -> int:
+        override_json = dump_config(override_config, "override_config")
+        run_json = dump_config(run_config, "run_config")
+        with self._db(write=True) as conn:
+            run_id = new_id(conn, "runs", "run_id")
+            seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM runs").fetchone()[0]
+            conn.execute(
+                f"INSERT INTO runs (seq, {RUN_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', '', ?, 0, 0, 0)",
+                (
+                    seq,
+                    run_id,
+                    fab_id,
+                    fab_version,
+                    fab_hash,
+                    override_json,
+                    run_json,
+                    federation,
+                    owner,
+                    RunStatus.PENDING,
+                    self.clock(),
+                ),
+            )
+        return run_id
+
+    def get_run(self, run_id: int) -> RunRecord:
+        with self._db() as conn:
+            return fetch_run(conn, run_id)
+
+    def list_runs(self) -> list[RunRecord]:
+        with self._db() as conn:
+            rows = conn.execute(f"SELECT {RUN_COLUMNS} FROM runs ORDER BY seq").fetchall()
+        return [run_from_row(row) for row in rows]
+
+    def update_run_status(
+        self, run_id: int, status: str, sub_status: str = "", details: str = ""
+    ) -> RunRecord:
+        if status not in _STATUS_ORDER:
+            raise InvalidArgument(f"unknown run status {status!r}")
+        if status == RunStatus.FINISHED and sub_status not in _SUB_STATUSES:
+            raise InvalidArgument(f"a finished run needs a sub_status, one of {_SUB_STATUSES}")
+        if status != RunStatus.FINISHED and sub_status:
+            raise InvalidArgument(f"sub_status is only for finished runs, not {status!r}")
+        with self._db(write=True) as conn:
+            run = fetch_run(conn, run_id)
+            if run.status == RunStatus.FINISHED:
+                raise FailedPrecondition(f"run {run_id} is finished ({run.sub_status})")
+            if _STATUS_ORDER[status] <= _STATUS_ORDER[run.status]:  # only forward
+                raise FailedPrecondition(f"run {run_id} cannot go from {run.status} to {status}")
+            conn.execute(
+                f"UPDATE runs SET status = ?, sub_status = ?, details = ?, "
+                f"{_TIMESTAMP_COLUMN[status]} = ? WHERE run_id = ?",
+                (status, sub_status, details, self.clock(), run_id),
+            )
+            run = fetch_run(conn, run_id)
+        self._signals.notify([("run", run_id), ("replies", run_id)])
+        return run
+
+    def wait_for_status_change(self, run_id: int, known: str, wait: float) -> RunRecord:
+        return self._poll(
+            ("run", run_id), lambda: self.get_run(run_id), lambda run: run.status != known, wait
+        )
+
+    # -- FABs ----------------------------------------------------------------------------------
+    def store_fab(self, fab_hash: str, content: bytes) -> None:
+        if not fab_hash:
+            raise InvalidArgument("a FAB needs a hash")
+        with self._db(write=True) as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO fabs (fab_hash, content) VALUES (?, ?)",
+                (fab_hash, bytes(content)),
+            )
+
+    def get_fab(self, fab_hash: str) -> bytes:
+        with self._db() as conn:
+            query = "SELECT content FROM fabs WHERE fab_hash = ?"
+            row = conn.execute(query, (fab_hash,)).fetchone()
+        if row is None:
+            raise NotFound(f"FAB {fab_hash} not found")
+        return bytes(row[0])
+
+    # -- nodes ---------------------------------------------------------------------------------
+    def create_node(self, heartbeat_interval: float, requested_node_id: int = 0) -> int:
+        self._check_interval(heartbeat_interval)
+        if not 0 <= requested_node_id < _MAX_ID:
+            raise InvalidArgument(f"requested node id {requested_node_id} is not in [0, 2**63)")
+        with self._db(write=True) as conn:
+            node_id = requested_node_id or new_id(conn, "nodes", "node_id")
+            now = self.clock()
+            conn.execute(
+                "INSERT INTO nodes (node_id, heartbeat_interval, online_until, registered_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (node_id) DO UPDATE SET "
+                "heartbeat_interval = excluded.heartbeat_interval, "
+                "online_until = excluded.online_until",
+                (node_id, heartbeat_interval, now + heartbeat_interval * HEARTBEAT_PATIENCE, now),
+            )
+        return node_id
+
+    def delete_node(self, node_id: int) -> None:
+        with self._db(write=True) as conn:
+            if conn.execute("DELETE FROM nodes WHERE node_id = ?", (node_id,)).rowcount == 0:
+                raise NotFound(f"node {node_id} not found")
+        self._signals.notify([("node", node_id)])
+
+    def heartbeat(self, node_id: int, heartbeat_interval: float) -> None:
+        self._check_interval(heartbeat_interval)
+        with self._db(write=True) as conn:
+            online_until = self.clock() + heartbeat_interval * HEARTBEAT_PATIENCE
+            cursor = conn.execute(
+                "UPDATE nodes SET heartbeat_interval = ?, online_until = ? WHERE node_id = ?",
+                (heartbeat_interval, online_until, node_id),
+            )
+            if cursor.rowcount == 0:
+                raise NotFound(f"node {node_id} not found")
+
+    def online_node_ids(self) -> list[int]:
+        with self._db() as conn:
+            query = "SELECT node_id FROM nodes WHERE online_until > ? ORDER BY node_id"
+            return [row[0] for row in conn.execute(query, (self.clock(),))]
+
+    @staticmethod
+    def _check_interval(interval: float) -> None:
+        if not (interval > 0 and math.isfinite(interval)):
+            raise InvalidArgument(f"heartbeat interval must be > 0 seconds, not {interval}")
+
+    # -- messages ------------------------------------------------------------------------------
+    def store_instructions(self, messages: list[StoredMessage]) -> None:
+        for msg in messages:
+            check_message(msg, reply=False)
+        dst_ids = sorted({msg.dst_node_id for msg in messages})
+        with self._db(write=True) as conn:
+            for run_id in {msg.run_id for msg in messages}:
+                if fetch_run(conn, run_id).status == RunStatus.FINISHED:
+                    raise FailedPrecondition(f"run {run_id} is finished")
+            known = existing(conn, "nodes", "node_id", dst_ids)
+            if unknown := [node_id for node_id in dst_ids if node_id not in known]:
+                raise InvalidArgument(f"unknown destination node(s): {unknown}")
+            insert_messages(conn, messages)
+        self._signals.notify(("node", node_id) for node_id in dst_ids)
+
+    def pull_instructions(self, node_id: int, limit: int, wait: float = 0.0) -> list[StoredMessage]:
+        if limit < 1:
+            raise InvalidArgument(f"limit must be >= 1, not {limit}")
+        return self._poll(
+            ("node", node_id), lambda: self._take_instructions(node_id, limit), bool, wait
+        )
+
+    def _take_instructions(self, node_id: int, limit: int) -> list[StoredMessage]:
+        # Expired instructions are skipped, not deleted: `lost_instructions` reports them.
+        # Instructions of finished runs are skipped too: nobody waits for their replies.
+        with self._db(write=True) as conn:
+            require_node(conn, node_id)
+            rows = conn.execute(
+                f"SELECT {M_MESSAGE_COLUMNS} FROM messages m JOIN runs r ON r.run_id = m.run_id "
+                "WHERE m.dst_node_id = ? AND m.delivered = 0 AND m.reply_to_message_id = '' "
+                "AND m.created_at + m.ttl >= ? AND r.status != ? "
+                "ORDER BY m.created_at, m.rowid LIMIT ?",
+                (node_id, self.clock(), RunStatus.FINISHED, limit),
+            ).fetchall()
+            conn.executemany(
+                "UPDATE messages SET delivered = 1 WHERE message_id = ?", [(r[0],) for r in rows]
+            )
+        return [message_from_row(row) for row in rows]
+
+    def store_replies(self, node_id: int, replies: list[StoredMessage]) -> None:
+        for reply in replies:
+            check_message(reply, reply=True)
+            if reply.src_node_id != node_id:
+                raise InvalidArgument(f"reply {reply.message_id} is not from node {node_id}")
+        answered = [reply.reply_to_message_id for reply in replies]
+        if len(set(answered)) != len(answered):
+            raise InvalidArgument("two replies answer the same instruction")
+        with self._db(write=True) as conn:
+            require_node(conn, node_id)
+            refuse_known_ids(conn, replies)
+            for reply in replies:
+                check_reply(conn, node_id, reply)
+            insert_messages(conn, replies)
+        self._signals.notify(("replies", run_id) for run_id in {r.run_id for r in replies})
+
+    def pull_replies(
+        self, run_id: int, message_ids: list[str], wait: float = 0.0
+    ) -> list[StoredMessage]:
+        ids_json = json.dumps([message_id for message_id in message_ids if message_id])
+
+        def take() -> tuple[list[StoredMessage], bool]:
+            with self._db(write=True) as conn:
+                finished = fetch_run(conn, run_id).status == RunStatus.FINISHED
+                rows = conn.execute(
+                    f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE run_id = ? "
+                    "AND reply_to_message_id IN (SELECT value FROM json_each(?)) "
+                    "ORDER BY created_at, rowid",
+                    (run_id, ids_json),
+                ).fetchall()
+                done = [(row[0],) for row in rows] + [(row[4],) for row in rows]
+                conn.executemany("DELETE FROM messages WHERE message_id = ?", done)
+            return [message_from_row(row) for row in rows], finished
+
+        # A finished run gets no more replies: return at once instead of waiting.
+        wait = wait if message_ids else 0.0
+        replies, _ = self._poll(("replies", run_id), take, lambda got: bool(got[0]) or got[1], wait)
+        return replies
+
+    def lost_instructions(self, run_id: int, message_ids: list[str]) -> list[StoredMessage]:
+        with self._db(write=True) as conn:
+            fetch_run(conn, run_id)
+            now = self.clock()
+            rows = conn.execute(
+                f"SELECT {M_MESSAGE_COLUMNS} FROM messages m "
+                "LEFT JOIN nodes n ON n.node_id = m.dst_node_id "
+                "WHERE m.run_id = ? AND m.reply_to_message_id = '' "
+                "AND m.message_id IN (SELECT value FROM json_each(?)) "
+                "AND NOT EXISTS "
+                "(SELECT 1 FROM messages a WHERE a.reply_to_message_id = m.message_id) "
+                "AND (n.node_id IS NULL OR n.online_until <= ? OR m.created_at + m.ttl < ?) "
+                "ORDER BY m.created_at, m.rowid",
+                (run_id, json.dumps(message_ids), now, now),
+            ).fetchall()
+            conn.executemany("DELETE FROM messages WHERE message_id = ?", [(r[0],) for r in rows])
+        return [message_from_row(row) for row in rows]
+
+    def wake_all(self) -> None:
+        self._signals.wake_all()
+
+    # -- objects -------------------------------------------------------------------------------
+    def store_object(self, run_id: int, object_id: str, data: bytes | memoryview) -> None:
+        if not object_id:
+            raise InvalidArgument("an object needs an id")
+        try:
+            view = memoryview(data).cast("B")
+        except TypeError as exc:
+            raise InvalidArgument(f"object {object_id}: data is not a contiguous buffer") from exc
+        with self._db(write=True) as conn:
+            fetch_run(conn, run_id)
+            if not existing(conn, "objects", "object_id", [object_id]):
+                # Reserve the blob, then copy in chunks: SQLite never holds a second full copy.
+                cursor = conn.execute(
+                    "INSERT INTO objects (object_id, run_id, size, data) "
+                    "VALUES (?, ?, ?, zeroblob(?))",
+                    (object_id, run_id, view.nbytes, view.nbytes),
+                )
+                assert cursor.lastrowid is not None  # every INSERT sets it
+                with conn.blobopen("objects", "data", cursor.lastrowid) as blob:
+                    for start in range(0, view.nbytes, _COPY_CHUNK):
+                        blob.write(view[start : start + _COPY_CHUNK])
+            conn.execute(
+                "INSERT OR IGNORE INTO object_refs (object_id, run_id) VALUES (?, ?)",
+                (object_id, run_id),
+            )
+
+    def missing_objects(self, object_ids: list[str]) -> list[str]:
+        with self._db() as conn:
+            present = existing(conn, "objects", "object_id", object_ids)
+        return [oid for oid in dict.fromkeys(object_ids) if oid not in present]
+
+    def object_size(self, object_id: str) -> int:
+        with self._db() as conn:
+            query = "SELECT size FROM objects WHERE object_id = ?"
+            row = conn.execute(query, (object_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"object {object_id} not found")
+        return int(row[0])
+
+    def read_object(self, object_id: str, chunk_size: int) -> Iterator[bytes]:
+        if chunk_size < 1:
+            raise InvalidArgument(f"chunk_size must be >= 1, not {chunk_size}")
+        return self._object_chunks(object_id, self.object_size(object_id), chunk_size)
+
+    def _object_chunks(self, object_id: str, size: int, chunk_size: int) -> Iterator[bytes]:
+        # The lock is held per chunk, never while the consumer handles one.
+        offset = 0
+        while offset < size:
+            with self._db() as conn:
+                query = "SELECT rowid FROM objects WHERE object_id = ?"
+                row = conn.execute(query, (object_id,)).fetchone()
+                if row is None:
+                    raise NotFound(f"object {object_id} was deleted while being read")
+                with conn.blobopen("objects", "data", row[0], readonly=True) as blob:
+                    blob.seek(offset)
+                    chunk = blob.read(chunk_size)
+            if not chunk:
+                return
+            offset += len(chunk)
+            yield chunk
+
+    def delete_run_objects(self, run_id: int) -> int:
+        # An object stays while another run stored it or references it from a message.
+        with self._db(write=True) as conn:
+            fetch_run(conn, run_id)
+            deleted = conn.execute(
+                "DELETE FROM objects WHERE object_id IN "
+                "(SELECT object_id FROM object_refs WHERE run_id = ?) AND NOT EXISTS "
+                "(SELECT 1 FROM object_refs r WHERE r.object_id = objects.object_id "
+                "AND r.run_id != ?)",
+                (run_id, run_id),
+            ).rowcount
+            conn.execute("DELETE FROM object_refs WHERE run_id = ?", (run_id,))
+        return int(deleted)
+
+    # -- contexts, logs, tokens ----------------------------------------------------------------
+    def set_context(self, run_id: int, context: bytes) -> None:
+        with self._db(write=True) as conn:
+            fetch_run(conn, run_id)
+            conn.execute(
+                "INSERT INTO contexts (run_id, context) VALUES (?, ?) "
+                "ON CONFLICT (run_id) DO UPDATE SET context = excluded.context",
+                (run_id, bytes(context)),
+            )
+
+    def get_context(self, run_id: int) -> bytes | None:
+        with self._db() as conn:
+            fetch_run(conn, run_id)
+            query = "SELECT context FROM contexts WHERE run_id = ?"
+            row = conn.execute(query, (run_id,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def append_logs(self, run_id: int, lines: list[str]) -> None:
+        if not all(isinstance(line, str) for line in lines):
+            raise InvalidArgument("log lines must be str")
+        with self._db(write=True) as conn:
+            fetch_run(conn, run_id)
+            query = "SELECT COALESCE(MAX(idx) + 1, 0) FROM logs WHERE run_id = ?"
+            start = conn.execute(query, (run_id,)).fetchone()[0]
+            conn.executemany(
+                "INSERT INTO logs (run_id, idx, line) VALUES (?, ?, ?)",
+                [(run_id, start + i, line) for i, line in enumerate(lines)],
+            )
+
+    def get_logs(self, run_id: int, after: int = 0) -> tuple[list[str], int]:
+        if after < 0:
+            raise InvalidArgument(f"after must be >= 0, not {after}")
+        with self._db() as conn:
+            fetch_run(conn, run_id)
+            rows = conn.execute(
+                "SELECT idx, line FROM logs WHERE run_id = ? AND idx >= ? ORDER BY idx",
+                (run_id, after),
+            ).fetchall()
+        return [row[1] for row in rows], (rows[-1][0] + 1 if rows else after)
+
+    def create_token(self, run_id: int) -> str:
+        token = secrets.token_urlsafe(32)
+        with self._db(write=True) as conn:
+            fetch_run(conn, run_id)
+            conn.execute(
+                "INSERT INTO tokens (token_sha256, run_id, created_at) VALUES (?, ?, ?)",
+                (_token_digest(token), run_id, self.clock()),
+            )
+        return token
+
+    def run_id_for_token(self, token: str) -> int:
+        if not isinstance(token, str) or not token:
+            raise Unauthenticated("no app token given")
+        with self._db() as conn:
+            query = "SELECT run_id FROM tokens WHERE token_sha256 = ?"
+            row = conn.execute(query, (_token_digest(token),)).fetchone()
+        if row is None:
+            raise Unauthenticated("unknown app token")
+        return int(row[0])
+
+    def close(self) -> None:
+        """Wake every waiter and close the database; later calls raise `Unavailable`."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._signals.wake_all()
+            self._conn.close()

@@ -1,0 +1,862 @@
+"""The `LinkState` contract: every backend must pass this suite.
+
+A new backend adds an entry to `BACKENDS` (and to `DURABLE_BACKENDS` if it survives a restart).
+Time-dependent behaviour (heartbeats, TTLs, timestamps) runs on a `FakeClock`; only the long-poll
+tests use real time, and they bound it tightly.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from corolla.common.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unauthenticated,
+    Unavailable,
+)
+from corolla.superlink.state import (
+    HEARTBEAT_PATIENCE,
+    LinkState,
+    RunStatus,
+    SqliteLinkState,
+    StoredMessage,
+    SubStatus,
+)
+
+
+class FakeClock:
+    """A clock that moves only when told to."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+# name -> (directory for its files, clock) -> a fresh or reopened state
+Factory = Callable[[Path, FakeClock], LinkState]
+BACKENDS: dict[str, Factory] = {
+    "sqlite-memory": lambda _dir, clock: SqliteLinkState(":memory:", clock=clock),
+    "sqlite-file": lambda dir_, clock: SqliteLinkState(dir_ / "state.db", clock=clock),
+}
+DURABLE_BACKENDS = ["sqlite-file"]  # reopening on the same directory finds the same data
+
+INTERVAL = 10.0  # heartbeat interval used throughout
+WAKE_BOUND = 0.5  # a waiter must wake this soon after the write it waits for
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def state(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> Iterator[LinkState]:
+    link_state = BACKENDS[request.param](tmp_path, clock)
+    yield link_state
+    link_state.close()
+
+
+# -- helpers ------------------------------------------------------------------------------------
+def new_run(state: LinkState, **overrides: object) -> int:
+    fields: dict[str, object] = {
+        "fab_id": "acme/demo",
+        "fab_version": "1.0.0",
+        "fab_hash": "ab" * 32,
+        "override_config": {"lr": 0.1},
+        "run_config": {"lr": 0.1, "rounds": 3, "name": "x", "verbose": True},
+    }
+    fields.update(overrides)
+    return state.create_run(**fields)  # type: ignore[arg-type]  # test helper, fields vary
+
+
+def instruction(
+    state: LinkState,
+    run_id: int,
+    dst: int,
+    *,
+    ttl: float = 60.0,
+    object_ids: tuple[str, ...] = (),
+    payload: bytes = b"payload",
+) -> StoredMessage:
+    return StoredMessage(
+        message_id=uuid.uuid4().hex,
+        run_id=run_id,
+        src_node_id=0,
+        dst_node_id=dst,
+        reply_to_message_id="",
+        message_type="train",
+        created_at=state.clock(),
+        ttl=ttl,
+        payload=payload,
+        object_ids=object_ids,
+    )
+
+
+def reply_to(state: LinkState, msg: StoredMessage, *, src: int | None = None) -> StoredMessage:
+    return StoredMessage(
+        message_id=uuid.uuid4().hex,
+        run_id=msg.run_id,
+        src_node_id=msg.dst_node_id if src is None else src,
+        dst_node_id=0,
+        reply_to_message_id=msg.message_id,
+        message_type=msg.message_type,
+        created_at=state.clock(),
+        ttl=msg.ttl,
+        payload=b"reply to " + msg.message_id.encode(),
+    )
+
+
+def delivered(state: LinkState, run_id: int, node_id: int) -> StoredMessage:
+    """An instruction stored and pulled by ``node_id``, ready to be answered."""
+    msg = instruction(state, run_id, node_id)
+    state.store_instructions([msg])
+    assert state.pull_instructions(node_id, limit=10) == [msg]
+    return msg
+
+
+def in_thread(target: Callable[[], object]) -> tuple[threading.Thread, dict[str, object]]:
+    """Run ``target`` in a thread; the dict gets ``result``/``error`` and ``elapsed``."""
+    out: dict[str, object] = {}
+
+    def run() -> None:
+        start = time.monotonic()
+        try:
+            out["result"] = target()
+        except Exception as exc:
+            out["error"] = exc
+        out["done_at"] = time.monotonic()
+        out["elapsed"] = out["done_at"] - start  # type: ignore[operator]  # both floats
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, out
+
+
+def finish(thread: threading.Thread, out: dict[str, object]) -> dict[str, object]:
+    thread.join(timeout=10)
+    assert not thread.is_alive(), "waiter did not return"
+    return out
+
+
+# -- runs ---------------------------------------------------------------------------------------
+def test_create_run_is_pending_with_fields_and_timestamp(
+    state: LinkState, clock: FakeClock
+) -> None:
+    run_id = new_run(state, federation="fed", owner="alice")
+    run = state.get_run(run_id)
+    assert 0 < run.run_id < 2**63
+    assert (run.fab_id, run.fab_version, run.fab_hash) == ("acme/demo", "1.0.0", "ab" * 32)
+    assert run.override_config == {"lr": 0.1}
+    assert run.run_config == {"lr": 0.1, "rounds": 3, "name": "x", "verbose": True}
+    assert type(run.run_config["rounds"]) is int and type(run.run_config["verbose"]) is bool
+    assert (run.federation, run.owner) == ("fed", "alice")
+    assert (run.status, run.sub_status, run.details) == (RunStatus.PENDING, "", "")
+    assert run.pending_at == clock.now
+    assert run.starting_at == run.running_at == run.finished_at == 0.0
+
+
+def test_run_ids_are_random_distinct_and_listed_oldest_first(
+    state: LinkState, clock: FakeClock
+) -> None:
+    ids = []
+    for _ in range(12):
+        ids.append(new_run(state))
+        clock.advance(1)
+    assert len(set(ids)) == len(ids)
+    assert all(0 < run_id < 2**63 for run_id in ids)
+    assert ids != sorted(ids)  # random, not sequential (fails with chance 1/12!)
+    assert [run.run_id for run in state.list_runs()] == ids
+
+
+def test_invalid_run_config_is_refused(state: LinkState) -> None:
+    with pytest.raises(InvalidArgument):
+        new_run(state, run_config={"nested": {"a": 1}})
+    with pytest.raises(InvalidArgument):
+        new_run(state, override_config={1: "x"})
+    assert state.list_runs() == []
+
+
+def test_run_lifecycle_sets_timestamps(state: LinkState, clock: FakeClock) -> None:
+    run_id = new_run(state)
+    t0 = clock.now
+    clock.advance(1)
+    starting = state.update_run_status(run_id, RunStatus.STARTING)
+    assert (starting.status, starting.starting_at) == (RunStatus.STARTING, t0 + 1)
+    clock.advance(1)
+    running = state.update_run_status(run_id, RunStatus.RUNNING)
+    assert (running.status, running.running_at) == (RunStatus.RUNNING, t0 + 2)
+    clock.advance(1)
+    done = state.update_run_status(run_id, RunStatus.FINISHED, SubStatus.COMPLETED, "all good")
+    assert (done.status, done.sub_status, done.details) == ("finished", "completed", "all good")
+    assert (done.pending_at, done.starting_at, done.running_at, done.finished_at) == (
+        t0,
+        t0 + 1,
+        t0 + 2,
+        t0 + 3,
+    )
+    assert state.get_run(run_id) == done
+
+
+def test_a_run_may_skip_starting(state: LinkState, clock: FakeClock) -> None:
+    run_id = new_run(state)
+    clock.advance(5)
+    run = state.update_run_status(run_id, RunStatus.RUNNING)
+    assert (run.status, run.starting_at, run.running_at) == (RunStatus.RUNNING, 0.0, clock.now)
+
+
+@pytest.mark.parametrize("start", [RunStatus.PENDING, RunStatus.STARTING, RunStatus.RUNNING])
+def test_any_unfinished_run_may_finish(state: LinkState, start: str) -> None:
+    run_id = new_run(state)
+    for status in [RunStatus.STARTING, RunStatus.RUNNING]:
+        if state.get_run(run_id).status == start:
+            break
+        state.update_run_status(run_id, status)
+    run = state.update_run_status(run_id, RunStatus.FINISHED, SubStatus.STOPPED, "by alice")
+    assert (run.status, run.sub_status, run.details) == ("finished", "stopped", "by alice")
+    assert run.finished_at > 0
+
+
+def test_illegal_transitions_are_refused(state: LinkState) -> None:
+    run_id = new_run(state)
+    with pytest.raises(FailedPrecondition):
+        state.update_run_status(run_id, RunStatus.PENDING)
+    state.update_run_status(run_id, RunStatus.STARTING)
+    state.update_run_status(run_id, RunStatus.RUNNING)
+    for backwards in [RunStatus.PENDING, RunStatus.STARTING, RunStatus.RUNNING]:
+        with pytest.raises(FailedPrecondition):
+            state.update_run_status(run_id, backwards)
+    state.update_run_status(run_id, RunStatus.FINISHED, SubStatus.FAILED, "boom")
+    with pytest.raises(FailedPrecondition):
+        state.update_run_status(run_id, RunStatus.FINISHED, SubStatus.COMPLETED)
+    assert state.get_run(run_id).sub_status == SubStatus.FAILED
+
+
+def test_invalid_status_arguments(state: LinkState) -> None:
+    run_id = new_run(state)
+    with pytest.raises(InvalidArgument):
+        state.update_run_status(run_id, "exploded")
+    with pytest.raises(InvalidArgument):
+        state.update_run_status(run_id, RunStatus.FINISHED)  # no sub_status
+    with pytest.raises(InvalidArgument):
+        state.update_run_status(run_id, RunStatus.FINISHED, "meh")
+    with pytest.raises(InvalidArgument):
+        state.update_run_status(run_id, RunStatus.STARTING, SubStatus.COMPLETED)
+    assert state.get_run(run_id).status == RunStatus.PENDING
+
+
+UNKNOWN_RUN_CALLS: dict[str, Callable[[LinkState, int], object]] = {
+    "get_run": lambda s, r: s.get_run(r),
+    "update_run_status": lambda s, r: s.update_run_status(r, RunStatus.STARTING),
+    "wait_for_status_change": lambda s, r: s.wait_for_status_change(r, "pending", 0.0),
+    "pull_replies": lambda s, r: s.pull_replies(r, ["x"]),
+    "lost_instructions": lambda s, r: s.lost_instructions(r, ["x"]),
+    "store_object": lambda s, r: s.store_object(r, "obj", b"x"),
+    "delete_run_objects": lambda s, r: s.delete_run_objects(r),
+    "set_context": lambda s, r: s.set_context(r, b"ctx"),
+    "get_context": lambda s, r: s.get_context(r),
+    "append_logs": lambda s, r: s.append_logs(r, ["line"]),
+    "get_logs": lambda s, r: s.get_logs(r),
+    "create_token": lambda s, r: s.create_token(r),
+}
+
+
+@pytest.mark.parametrize("call", sorted(UNKNOWN_RUN_CALLS))
+def test_unknown_run_is_not_found(state: LinkState, call: str) -> None:
+    with pytest.raises(NotFound):
+        UNKNOWN_RUN_CALLS[call](state, 12345)
+
+
+UNKNOWN_NODE_CALLS: dict[str, Callable[[LinkState, int], object]] = {
+    "delete_node": lambda s, n: s.delete_node(n),
+    "heartbeat": lambda s, n: s.heartbeat(n, INTERVAL),
+    "pull_instructions": lambda s, n: s.pull_instructions(n, limit=1),
+    "store_replies": lambda s, n: s.store_replies(
+        n, [StoredMessage("r", 1, n, 0, "i", "train", s.clock(), 60.0, b"")]
+    ),
+}
+
+
+@pytest.mark.parametrize("call", sorted(UNKNOWN_NODE_CALLS))
+def test_unknown_node_is_not_found(state: LinkState, call: str) -> None:
+    with pytest.raises(NotFound):
+        UNKNOWN_NODE_CALLS[call](state, 777)
+
+
+def test_wait_for_status_change(state: LinkState) -> None:
+    run_id = new_run(state)
+    assert state.wait_for_status_change(run_id, "starting", 5.0).status == RunStatus.PENDING
+
+    start = time.monotonic()
+    unchanged = state.wait_for_status_change(run_id, RunStatus.PENDING, 0.2)
+    assert unchanged.status == RunStatus.PENDING
+    assert 0.18 <= time.monotonic() - start < 2.0
+
+    thread, out = in_thread(lambda: state.wait_for_status_change(run_id, RunStatus.PENDING, 10))
+    time.sleep(0.1)
+    written_at = time.monotonic()
+    state.update_run_status(run_id, RunStatus.STARTING)
+    finish(thread, out)
+    assert out["result"].status == RunStatus.STARTING  # type: ignore[attr-defined]
+    assert out["done_at"] - written_at < WAKE_BOUND  # type: ignore[operator]
+
+
+# -- FABs ---------------------------------------------------------------------------------------
+def test_fab_store_is_idempotent(state: LinkState) -> None:
+    state.store_fab("h1", b"zip bytes")
+    state.store_fab("h1", b"zip bytes")
+    assert state.get_fab("h1") == b"zip bytes"
+    with pytest.raises(NotFound):
+        state.get_fab("h2")
+
+
+# -- nodes --------------------------------------------------------------------------------------
+def test_nodes_register_and_list_online(state: LinkState) -> None:
+    ids = [state.create_node(INTERVAL) for _ in range(5)]
+    assert len(set(ids)) == 5 and all(0 < node_id < 2**63 for node_id in ids)
+    assert state.online_node_ids() == sorted(ids)
+
+
+def test_heartbeat_expiry_follows_the_clock(state: LinkState, clock: FakeClock) -> None:
+    node_id = state.create_node(INTERVAL)
+    patience = INTERVAL * HEARTBEAT_PATIENCE
+    clock.advance(patience - 1)
+    assert state.online_node_ids() == [node_id]
+    clock.advance(2)
+    assert state.online_node_ids() == []
+    state.heartbeat(node_id, INTERVAL)
+    assert state.online_node_ids() == [node_id]
+    state.heartbeat(node_id, 100.0)  # a longer interval extends patience
+    clock.advance(100.0 * HEARTBEAT_PATIENCE - 1)
+    assert state.online_node_ids() == [node_id]
+
+
+def test_node_reregisters_with_its_id(state: LinkState, clock: FakeClock) -> None:
+    node_id = state.create_node(INTERVAL)
+    clock.advance(INTERVAL * HEARTBEAT_PATIENCE * 2)
+    assert state.online_node_ids() == []
+    assert state.create_node(INTERVAL, requested_node_id=node_id) == node_id
+    assert state.online_node_ids() == [node_id]
+    assert state.create_node(INTERVAL, requested_node_id=424242) == 424242  # e.g. after a wipe
+    assert state.online_node_ids() == sorted([node_id, 424242])
+
+
+def test_delete_node(state: LinkState) -> None:
+    keep, gone = state.create_node(INTERVAL), state.create_node(INTERVAL)
+    state.delete_node(gone)
+    assert state.online_node_ids() == [keep]
+    with pytest.raises(NotFound):
+        state.delete_node(gone)
+    with pytest.raises(NotFound):
+        state.heartbeat(gone, INTERVAL)
+
+
+@pytest.mark.parametrize("interval", [0.0, -1.0, float("inf"), float("nan")])
+def test_invalid_heartbeat_interval(state: LinkState, interval: float) -> None:
+    with pytest.raises(InvalidArgument):
+        state.create_node(interval)
+    node_id = state.create_node(INTERVAL)
+    with pytest.raises(InvalidArgument):
+        state.heartbeat(node_id, interval)
+
+
+# -- instructions -------------------------------------------------------------------------------
+def test_instructions_round_trip_in_order_and_once(state: LinkState, clock: FakeClock) -> None:
+    run_id = new_run(state)
+    node, other = state.create_node(INTERVAL), state.create_node(INTERVAL)
+    sent = []
+    for i in range(3):
+        sent.append(instruction(state, run_id, node, object_ids=(f"o{i}",), payload=bytes([i])))
+        clock.advance(1)
+    state.store_instructions([sent[2], sent[0], sent[1]])
+    state.store_instructions([instruction(state, run_id, other)])
+    assert state.pull_instructions(node, limit=10) == sent  # oldest first, all fields intact
+    assert state.pull_instructions(node, limit=10) == []  # delivered: returned once
+    assert len(state.pull_instructions(other, limit=10)) == 1
+
+
+def test_pull_respects_limit(state: LinkState) -> None:
+    run_id = new_run(state)
+    node = state.create_node(INTERVAL)
+    state.store_instructions([instruction(state, run_id, node) for _ in range(5)])
+    sizes = [len(state.pull_instructions(node, limit=2)) for _ in range(4)]
+    assert sizes == [2, 2, 1, 0]
+    with pytest.raises(InvalidArgument):
+        state.pull_instructions(node, limit=0)
+
+
+def test_instructions_to_unknown_node_refused_atomically(state: LinkState) -> None:
+    run_id = new_run(state)
+    node = state.create_node(INTERVAL)
+    batch = [instruction(state, run_id, node), instruction(state, run_id, 999)]
+    with pytest.raises(InvalidArgument):
+        state.store_instructions(batch)
+    assert state.pull_instructions(node, limit=10) == []
+    state.store_instructions(batch[:1])  # nothing of the failed batch was kept
+    assert state.pull_instructions(node, limit=10) == batch[:1]
+
+
+def test_instructions_to_deleted_node_refused(state: LinkState) -> None:
+    run_id = new_run(state)
+    node = state.create_node(INTERVAL)
+    state.delete_node(node)
+    with pytest.raises(InvalidArgument):
+        state.store_instructions([instruction(state, run_id, node)])
+
+
+def test_instruction_validation(state: LinkState) -> None:
+    run_id = new_run(state)
+    node = state.create_node(INTERVAL)
+    good = instruction(state, run_id, node)
+    with pytest.raises(NotFound):
+        state.store_instructions([instruction(state, 4242, node)])
+    for bad in [
+        StoredMessage(**{**good.__dict__, "message_id": ""}),
+        StoredMessage(**{**good.__dict__, "reply_to_message_id": "abc"}),
+        StoredMessage(**{**good.__dict__, "ttl": 0.0}),
+    ]:
+        with pytest.raises(InvalidArgument):
+            state.store_instructions([good, bad])
+    assert state.pull_instructions(node, limit=10) == []
+
+
+def test_duplicate_message_ids_refused(state: LinkState) -> None:
+    run_id = new_run(state)
+    node = state.create_node(INTERVAL)
+    msg = instruction(state, run_id, node)
+    with pytest.raises(AlreadyExists):
+        state.store_instructions([msg, msg])
+    state.store_instructions([msg])
+    fresh = instruction(state, run_id, node)
+    with pytest.raises(AlreadyExists):
+        state.store_instructions([fresh, msg])
+    assert state.pull_instructions(node, limit=10) == [msg]
+
+
+def test_expired_instructions_are_skipped(state: LinkState, clock: FakeClock) -> None:
+    run_id = new_run(state)
+    node = state.create_node(1000.0)
+    short = instruction(state, run_id, node, ttl=10)
+    long = instruction(state, run_id, node, ttl=100)
+    state.store_instructions([short, long])
+    clock.advance(11)
+    assert state.pull_instructions(node, limit=10) == [long]
+    assert state.lost_instructions(run_id, [short.message_id]) == [short]  # still reported
+
+
+def test_finished_run_gets_no_new_instructions(state: LinkState) -> None:
+    run_id = new_run(state)
+    node = state.create_node(INTERVAL)
+    pending = instruction(state, run_id, node)
+    state.store_instructions([pending])
+    state.update_run_status(run_id, RunStatus.FINISHED, SubStatus.STOPPED)
+    assert state.pull_instructions(node, limit=10) == []
+    with pytest.raises(FailedPrecondition):
+        state.store_instructions([instruction(state, run_id, node)])
+
+
+# -- replies ------------------------------------------------------------------------------------
+def test_reply_round_trip_consumes(state: LinkState) -> None:
+    run_id = new_run(state)
+    node = state.create_node(INTERVAL)
+    msg = delivered(state, run_id, node)
+    reply = reply_to(state, msg)
+    state.store_replies(node, [reply])
+    assert state.pull_replies(run_id, ["unrelated"]) == []
+    assert state.pull_replies(run_id, [msg.message_id]) == [reply]
+    assert state.pull_replies(run_id, [msg.message_id]) == []  # returned once
+    with pytest.raises(NotFound):  # the instruction went with its reply
+        state.store_replies(node, [reply_to(state, msg)])
+    assert state.lost_instructions(run_id, [msg.message_id]) == []
+
+
+def test_pull_replies_returns_only_requested(state: LinkState) -> None:
+    run_id = new_run(state)
+    node = state.create_node(INTERVAL)
+    first, second = delivered(state, run_id, node), delivered(state, run_id, node)
+    replies = [reply_to(state, first), reply_to(state, second)]
+    state.store_replies(node, replies)
+    assert state.pull_replies(run_id, [second.message_id]) == [replies[1]]
+    assert state.pull_replies(run_id, [first.message_id, second.message_id]) == [replies[0]]
+
+
+def test_reply_to_unknown_or_undelivered_instruction_refused(state: LinkState) -> None:
+    run_id = new_run(state)
+    node = state.create_node(INTERVAL)
+    undelivered = instruction(state, run_id, node)
+    state.store_instructions([undelivered])
+    with pytest.raises(InvalidArgument):
+        state.store_replies(node, [reply_to(state, undelivered)])
+    ghost = instruction(state, run_id, node)  # never stored
+    with pytest.raises(NotFound):
+        state.store_replies(node, [reply_to(state, ghost)])
+
+
+def test_reply_from_wrong_node_refused(state: LinkState) -> None:
+    run_id = new_run(state)
+    node, intruder = state.create_node(INTERVAL), state.create_node(INTERVAL)
+    msg = delivered(state, run_id, node)
+    with pytest.raises(InvalidArgument):
+        state.store_replies(intruder, [reply_to(state, msg, src=intruder)])
+    with pytest.raises(InvalidArgument):  # src_node_id must be the replying node
+        state.store_replies(node, [reply_to(state, msg, src=intruder)])
+    state.store_replies(node, [reply_to(state, msg)])
+
+
+def test_second_reply_and_duplicate_ids_refused_atomically(state: LinkState) -> None:
+    run_id = new_run(state)
+    node = state.create_node(INTERVAL)
+    first, second = delivered(state, run_id, node), delivered(state, run_id, node)
+    reply = reply_to(state, first)
+    state.store_replies(node, [reply])
+    with pytest.raises(AlreadyExists):  # a retried push of the same reply
+        state.store_replies(node, [reply])
+    with pytest.raises(InvalidArgument):  # a second answer to the same instruction
+        state.store_replies(node, [reply_to(state, second), reply_to(state, first)])
+    with pytest.raises(InvalidArgument):
+        state.store_replies(node, [reply_to(state, second), reply_to(state, second)])
+    assert state.pull_replies(run_id, [first.message_id, second.message_id]) == [reply]
+
+
+def test_reply_for_another_run_refused(state: LinkState) -> None:
+    run_id, other_run = new_run(state), new_run(state)
+    node = state.create_node(INTERVAL)
+    msg = delivered(state, run_id, node)
+    wrong = StoredMessage(**{**reply_to(state, msg).__dict__, "run_id": other_run})
+    with pytest.raises(InvalidArgument):
+        state.store_replies(node, [wrong])
+
+
+# -- lost instructions --------------------------------------------------------------------------
+def test_instructions_to_an_offline_node_are_lost_once(state: LinkState, clock: FakeClock) -> None:
+    run_id = new_run(state)
+    node = state.create_node(INTERVAL)
+    pending = instruction(state, run_id, node, ttl=3600)
+    taken = delivered(state, run_id, node)
+    state.store_instructions([pending])
+    ids = [pending.message_id, taken.message_id]
+    assert state.lost_instructions(run_id, ids) == []  # node online, TTL fine
+    clock.advance(INTERVAL * HEARTBEAT_PATIENCE + 1)
+    assert sorted(m.message_id for m in state.lost_instructions(run_id, ids)) == sorted(ids)
+    assert state.lost_instructions(run_id, ids) == []
+
+
+def test_instructions_past_ttl_are_lost(state: LinkState, clock: FakeClock) -> None:
+    run_id = new_run(state)
+    node = state.create_node(INTERVAL)
+    msg = instruction(state, run_id, node, ttl=5)
+    state.store_instructions([msg])
+    state.pull_instructions(node, limit=1)
+    clock.advance(6)
+    state.heartbeat(node, INTERVAL)  # online, but the instruction is too old
+    assert state.lost_instructions(run_id, [msg.message_id]) == [msg]
+
+
+def test_answered_or_other_runs_instructions_are_not_lost(
+    state: LinkState, clock: FakeClock
+) -> None:
+    run_id, other_run = new_run(state), new_run(state)
+    node = state.create_node(INTERVAL)
+    answered = delivered(state, run_id, node)
+    state.store_replies(node, [reply_to(state, answered)])
+    foreign = instruction(state, other_run, node)
+    state.store_instructions([foreign])
+    clock.advance(10_000)
+    ids = [answered.message_id, foreign.message_id, "unknown"]
+    assert state.lost_instructions(run_id, ids) == []
+    assert state.pull_replies(run_id, [answered.message_id])[0].reply_to_message_id == (
+        answered.message_id
+    )
+
+
+def test_instructions_to_a_deleted_node_are_lost(state: LinkState) -> None:
+    run_id = new_run(state)
+    node = state.create_node(INTERVAL)
+    msg = delivered(state, run_id, node)
+    state.delete_node(node)
+    assert state.lost_instructions(run_id, [msg.message_id]) == [msg]
+
+
+# -- long polls ---------------------------------------------------------------------------------
+def test_pull_instructions_waits_for_a_store(state: LinkState) -> None:
+    run_id = new_run(state)
+    node = state.create_node(INTERVAL)
+    thread, out = in_thread(lambda: state.pull_instructions(node, limit=10, wait=10))
+    time.sleep(0.1)
+    msg = instruction(state, run_id, node)
+    written_at = time.monotonic()
+    state.store_instructions([msg])
+    finish(thread, out)
+    assert out["result"] == [msg]
+    assert out["done_at"] - written_at < WAKE_BOUND  # type: ignore[operator]
+
+
+def test_pull_replies_waits_for_a_store(state: LinkState) -> None:
+    run_id = new_run(state)
+    node = state.create_node(INTERVAL)
+    msg = delivered(state, run_id, node)
+    thread, out = in_thread(lambda: state.pull_replies(run_id, [msg.message_id], wait=10))
+    time.sleep(0.1)
+    reply = reply_to(state, msg)
+    written_at = time.monotonic()
+    state.store_replies(node, [reply])
+    finish(thread, out)
+    assert out["result"] == [reply]
+    assert out["done_at"] - written_at < WAKE_BOUND  # type: ignore[operator]
+
+
+def test_waits_return_empty_when_nothing_comes(state: LinkState) -> None:
+    run_id = new_run(state)
+    node, other = state.create_node(INTERVAL), state.create_node(INTERVAL)
+    thread, out = in_thread(lambda: state.pull_instructions(node, limit=10, wait=0.3))
+    state.store_instructions([instruction(state, run_id, other)])  # not for this waiter
+    finish(thread, out)
+    assert out["result"] == []
+    assert 0.28 <= out["elapsed"] < 2.0  # type: ignore[operator]
+    start = time.monotonic()
+    assert state.pull_replies(run_id, ["nothing"], wait=0.2) == []
+    assert 0.18 <= time.monotonic() - start < 2.0
+
+
+def test_wake_all_ends_waits_early(state: LinkState) -> None:
+    run_id = new_run(state)
+    node = state.create_node(INTERVAL)
+    waiters = [
+        in_thread(lambda: state.pull_instructions(node, limit=1, wait=10)),
+        in_thread(lambda: state.pull_replies(run_id, ["m"], wait=10)),
+        in_thread(lambda: state.wait_for_status_change(run_id, RunStatus.PENDING, 10)),
+    ]
+    time.sleep(0.1)
+    woken_at = time.monotonic()
+    state.wake_all()
+    for thread, out in waiters:
+        finish(thread, out)
+        assert "error" not in out
+        assert out["done_at"] - woken_at < WAKE_BOUND  # type: ignore[operator]
+
+
+def test_finishing_a_run_ends_its_reply_wait(state: LinkState) -> None:
+    run_id = new_run(state)
+    thread, out = in_thread(lambda: state.pull_replies(run_id, ["m"], wait=10))
+    time.sleep(0.1)
+    finished_at = time.monotonic()
+    state.update_run_status(run_id, RunStatus.FINISHED, SubStatus.STOPPED)
+    finish(thread, out)
+    assert out["result"] == []
+    assert out["done_at"] - finished_at < WAKE_BOUND  # type: ignore[operator]
+
+
+def test_close_wakes_waiters_and_refuses_calls(state: LinkState) -> None:
+    run_id = new_run(state)
+    node = state.create_node(INTERVAL)
+    thread, out = in_thread(lambda: state.pull_instructions(node, limit=1, wait=10))
+    time.sleep(0.1)
+    closed_at = time.monotonic()
+    state.close()
+    finish(thread, out)
+    assert isinstance(out["error"], Unavailable)
+    assert out["done_at"] - closed_at < WAKE_BOUND  # type: ignore[operator]
+    with pytest.raises(Unavailable):
+        state.get_run(run_id)
+    with pytest.raises(Unavailable):
+        state.online_node_ids()
+    state.close()  # idempotent
+
+
+def test_invalid_wait_refused(state: LinkState) -> None:
+    node = state.create_node(INTERVAL)
+    with pytest.raises(InvalidArgument):
+        state.pull_instructions(node, limit=1, wait=float("inf"))
+
+
+# -- objects ------------------------------------------------------------------------------------
+def test_large_object_reads_back_in_chunks(state: LinkState) -> None:
+    run_id = new_run(state)
+    data = os.urandom(5 * 1024 * 1024 + 123)
+    state.store_object(run_id, "big", memoryview(data))
+    assert state.object_size("big") == len(data)
+    chunk_size = 1024 * 1024
+    chunks = list(state.read_object("big", chunk_size))
+    assert len(chunks) == 6
+    assert all(len(chunk) == chunk_size for chunk in chunks[:-1])
+    assert b"".join(chunks) == data
+
+
+def test_object_store_is_idempotent(state: LinkState) -> None:
+    run_id = new_run(state)
+    state.store_object(run_id, "o", b"first")
+    state.store_object(run_id, "o", b"ignored")
+    assert b"".join(state.read_object("o", 2)) == b"first"
+    state.store_object(run_id, "empty", b"")
+    assert state.object_size("empty") == 0
+    assert list(state.read_object("empty", 10)) == []
+
+
+def test_unknown_object(state: LinkState) -> None:
+    with pytest.raises(NotFound):
+        state.object_size("nope")
+    with pytest.raises(NotFound):  # raised by the call, not on first iteration
+        state.read_object("nope", 10)
+
+
+def test_missing_objects(state: LinkState) -> None:
+    run_id = new_run(state)
+    state.store_object(run_id, "a", b"1")
+    state.store_object(run_id, "c", b"3")
+    assert state.missing_objects(["a", "b", "c", "d"]) == ["b", "d"]
+    assert state.missing_objects([]) == []
+
+
+def test_delete_run_objects(state: LinkState) -> None:
+    run_a, run_b = new_run(state), new_run(state)
+    state.store_object(run_a, "a1", b"1")
+    state.store_object(run_a, "a2", b"2")
+    state.store_object(run_b, "b1", b"3")
+    assert state.delete_run_objects(run_a) == 2
+    assert state.missing_objects(["a1", "a2", "b1"]) == ["a1", "a2"]
+    assert state.delete_run_objects(run_a) == 0
+
+
+def test_objects_shared_with_another_run_survive(state: LinkState) -> None:
+    run_a, run_b, run_c = new_run(state), new_run(state), new_run(state)
+    node = state.create_node(INTERVAL)
+    state.store_object(run_a, "shared", b"weights")
+    state.store_object(run_b, "shared", b"weights")  # no-op for the data, but b uses it too
+    state.store_object(run_a, "referenced", b"w2")
+    state.store_instructions([instruction(state, run_c, node, object_ids=("referenced",))])
+    assert state.delete_run_objects(run_a) == 0
+    assert state.missing_objects(["shared", "referenced"]) == []
+    assert state.delete_run_objects(run_b) == 1
+    assert state.delete_run_objects(run_c) == 1
+    assert state.missing_objects(["shared", "referenced"]) == ["shared", "referenced"]
+
+
+# -- contexts, logs, tokens ---------------------------------------------------------------------
+def test_context(state: LinkState) -> None:
+    run_id = new_run(state)
+    assert state.get_context(run_id) is None
+    state.set_context(run_id, b"ctx-1")
+    state.set_context(run_id, b"ctx-2")
+    assert state.get_context(run_id) == b"ctx-2"
+
+
+def test_logs_page_with_after(state: LinkState) -> None:
+    run_id, other = new_run(state), new_run(state)
+    assert state.get_logs(run_id) == ([], 0)
+    state.append_logs(run_id, ["a", "b", "c"])
+    state.append_logs(other, ["x"])
+    state.append_logs(run_id, ["d", "e"])
+    state.append_logs(run_id, [])
+    assert state.get_logs(run_id) == (["a", "b", "c", "d", "e"], 5)
+    assert state.get_logs(run_id, after=3) == (["d", "e"], 5)
+    assert state.get_logs(run_id, after=5) == ([], 5)
+    assert state.get_logs(other) == (["x"], 1)
+    with pytest.raises(InvalidArgument):
+        state.get_logs(run_id, after=-1)
+
+
+def test_tokens(state: LinkState) -> None:
+    run_a, run_b = new_run(state), new_run(state)
+    token_a, token_b = state.create_token(run_a), state.create_token(run_b)
+    assert token_a != token_b and len(token_a) >= 43
+    assert token_a.replace("-", "").replace("_", "").isalnum()
+    assert state.run_id_for_token(token_a) == run_a
+    assert state.run_id_for_token(token_b) == run_b
+    for bad in ["", "not-a-token", token_a + "x"]:
+        with pytest.raises(Unauthenticated):
+            state.run_id_for_token(bad)
+
+
+# -- restart ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("backend", DURABLE_BACKENDS)
+def test_everything_survives_a_restart(backend: str, tmp_path: Path, clock: FakeClock) -> None:
+    before = BACKENDS[backend](tmp_path, clock)
+    run_id = new_run(before)
+    before.update_run_status(run_id, RunStatus.STARTING)
+    node = before.create_node(INTERVAL)
+    answered = delivered(before, run_id, node)
+    reply = reply_to(before, answered)
+    before.store_replies(node, [reply])
+    taken = delivered(before, run_id, node)
+    waiting = instruction(before, run_id, node)
+    before.store_instructions([waiting])
+    before.append_logs(run_id, ["one", "two"])
+    before.set_context(run_id, b"ctx")
+    before.store_fab("h", b"fab")
+    before.store_object(run_id, "o", b"obj")
+    token = before.create_token(run_id)
+    run = before.get_run(run_id)
+    before.close()
+
+    after = BACKENDS[backend](tmp_path, clock)
+    try:
+        assert after.list_runs() == [run]
+        assert after.online_node_ids() == [node]
+        assert after.pull_instructions(node, limit=10) == [waiting]  # `taken` stays delivered
+        assert after.pull_replies(run_id, [answered.message_id]) == [reply]
+        after.store_replies(node, [reply_to(after, taken)])
+        assert after.get_logs(run_id) == (["one", "two"], 2)
+        assert after.get_context(run_id) == b"ctx"
+        assert after.get_fab("h") == b"fab"
+        assert b"".join(after.read_object("o", 2)) == b"obj"
+        assert after.run_id_for_token(token) == run_id
+        assert after.update_run_status(run_id, RunStatus.RUNNING).status == RunStatus.RUNNING
+    finally:
+        after.close()
+
+
+# -- concurrency --------------------------------------------------------------------------------
+def test_concurrent_store_and_pull_lose_nothing(state: LinkState) -> None:
+    threads_n, per_thread = 8, 200
+    run_id = new_run(state)
+    nodes = [state.create_node(INTERVAL) for _ in range(threads_n)]
+    sent: list[list[str]] = [[] for _ in nodes]
+    received: list[list[str]] = [[] for _ in nodes]
+    errors: list[BaseException] = []
+
+    def produce(i: int) -> None:
+        try:
+            for _ in range(per_thread):
+                msg = instruction(state, run_id, nodes[i])
+                state.store_instructions([msg])
+                sent[i].append(msg.message_id)
+        except BaseException as exc:
+            errors.append(exc)
+
+    def consume(i: int) -> None:
+        try:
+            deadline = time.monotonic() + 30
+            while len(received[i]) < per_thread and time.monotonic() < deadline:
+                for msg in state.pull_instructions(nodes[i], limit=50, wait=1.0):
+                    state.store_replies(nodes[i], [reply_to(state, msg)])
+                    received[i].append(msg.message_id)
+        except BaseException as exc:
+            errors.append(exc)
+
+    workers = [threading.Thread(target=produce, args=(i,)) for i in range(threads_n)]
+    workers += [threading.Thread(target=consume, args=(i,)) for i in range(threads_n)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    assert not errors
+    assert not any(worker.is_alive() for worker in workers)
+    for i in range(threads_n):
+        assert received[i] == sent[i]  # all of them, once, in order
+    all_ids = [message_id for ids in sent for message_id in ids]
+    replies = state.pull_replies(run_id, all_ids)
+    assert sorted(r.reply_to_message_id for r in replies) == sorted(all_ids)
