@@ -42,6 +42,11 @@ _FROM_STATUS[grpc.StatusCode.UNIMPLEMENTED] = errors.FailedPrecondition
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _merge_options(extra: list[tuple[str, Any]] | None) -> list[tuple[str, Any]]:
+    """Defaults overridden by ``extra`` (gRPC would keep the first of two equal keys)."""
+    return list({**dict(_OPTIONS), **dict(extra or [])}.items())
+
+
 def status_for(exc: errors.CorollaError) -> grpc.StatusCode:
     for cls, code in _TO_STATUS:
         if isinstance(exc, cls):
@@ -68,7 +73,7 @@ def create_channel(
     options: list[tuple[str, Any]] | None = None,
 ) -> grpc.Channel:
     """A channel to ``address``: TLS unless ``insecure`` (then plaintext)."""
-    opts = _OPTIONS + list(options or [])
+    opts = _merge_options(options)
     if insecure:
         return grpc.insecure_channel(address, options=opts)
     credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
@@ -80,7 +85,7 @@ def create_server(
 ) -> grpc.Server:
     return grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
-        options=_OPTIONS + list(options or []),
+        options=_merge_options(options),
         maximum_concurrent_rpcs=max_workers * 4,
     )
 

@@ -1,0 +1,1 @@
+"""The `flwr` subcommands, one module each; `corolla.cli.main` registers them."""

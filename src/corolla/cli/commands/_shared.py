@@ -1,0 +1,56 @@
+"""Arguments several commands take, and opening the Exec API of the chosen federation."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from corolla.cli.config import Federation, resolve_federation
+from corolla.cli.exec_client import ExecClient
+from corolla.fab import load_app_config
+
+AppDir = Annotated[
+    Path,
+    typer.Argument(metavar="APP_DIR", help="App directory (the one holding pyproject.toml)."),
+]
+FederationName = Annotated[
+    str | None,
+    typer.Argument(
+        metavar="FEDERATION",
+        help="Federation from [tool.flwr.federations] (default: its 'default').",
+        show_default=False,
+    ),
+]
+log = logging.getLogger(__name__)
+
+RunId = Annotated[
+    int, typer.Argument(metavar="RUN_ID", min=1, help="Id of the run.", show_default=False)
+]
+
+
+def open_client(app_dir: Path, federation: str | None) -> ExecClient:
+    """A client of the Exec API of ``federation`` (or the default one) of the app."""
+    return connect(resolve_federation(load_app_config(app_dir), federation, app_dir))
+
+
+def connect(fed: Federation) -> ExecClient:
+    """A client of ``fed``'s Exec API; plaintext beyond this machine earns a warning."""
+    if fed.insecure and not _is_loopback(fed.address):
+        log.warning(
+            "federation %r: talking to %s without TLS (insecure = true)", fed.name, fed.address
+        )
+    return ExecClient(fed.address, insecure=fed.insecure, root_certificates=fed.root_certificates)
+
+
+def _is_loopback(address: str) -> bool:
+    host = address.rsplit(":", 1)[0].strip("[]") if ":" in address else address
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,36 @@
+"""`flwr ls`: the runs of a federation, or one run."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from corolla.cli.commands._shared import AppDir, FederationName, open_client
+from corolla.cli.output import print_json, print_table
+
+
+class Format(StrEnum):
+    TABLE = "table"
+    JSON = "json"
+
+
+def ls(
+    app_dir: AppDir = Path("."),
+    federation: FederationName = None,
+    run_id: Annotated[
+        int | None, typer.Option("--run-id", min=1, help="Show only this run.", show_default=False)
+    ] = None,
+    output_format: Annotated[
+        Format, typer.Option("--format", help="table for people, json for scripts.")
+    ] = Format.TABLE,
+) -> None:
+    """List the runs on FEDERATION: status, times and why a run failed."""
+    with open_client(app_dir, federation) as client:
+        listing = client.list_runs(run_id or 0)
+    if output_format is Format.JSON:
+        print_json(listing)
+    else:
+        print_table(listing)

@@ -1,0 +1,271 @@
+"""A thin client of the SuperLink's Exec API; protobuf stays in this module.
+
+Every call has a deadline, except following a run's logs, which the server ends when the run
+ends. Before the first call the channel must connect within ``connect_timeout`` seconds; a
+refused connection fails at once.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+
+import grpc
+
+from corolla.common.errors import (
+    CorollaError,
+    DeadlineExceeded,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
+from corolla.common.grpc import MAX_FAB_BYTES, create_channel, error_from_rpc
+from corolla.fab import ConfigValue
+from corolla.proto.v1 import exec_pb2, exec_pb2_grpc, run_pb2
+from corolla.records.serde import user_config_from_proto, user_config_to_proto
+
+CONNECT_TIMEOUT = 5.0
+CALL_TIMEOUT = 30.0
+UPLOAD_BYTES_PER_SECOND = 1_000_000  # StartRun carries the FAB: its deadline grows with it
+_FAB_CHANNEL_OPTIONS = [("grpc.max_send_message_length", MAX_FAB_BYTES + 1024 * 1024)]
+
+FINISHED = "finished"
+COMPLETED = "completed"
+FAILED = "failed"
+STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """``status`` is pending, starting, running or finished; ``sub_status`` says how it ended."""
+
+    status: str
+    sub_status: str = ""
+    details: str = ""
+
+    @property
+    def finished(self) -> bool:
+        return self.status == FINISHED
+
+    def __str__(self) -> str:
+        return f"{self.status}:{self.sub_status}" if self.sub_status else self.status
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """A run as the SuperLink reports it; times are Unix seconds, 0 when not reached."""
+
+    run_id: int
+    fab_id: str
+    fab_version: str
+    fab_hash: str
+    status: RunStatus
+    pending_at: float = 0.0
+    starting_at: float = 0.0
+    running_at: float = 0.0
+    finished_at: float = 0.0
+    federation: str = ""
+    owner: str = ""
+    override_config: dict[str, ConfigValue] = field(default_factory=dict)
+    run_config: dict[str, ConfigValue] = field(default_factory=dict)
+
+    @property
+    def app(self) -> str:
+        return f"{self.fab_id}@{self.fab_version}"
+
+
+@dataclass(frozen=True)
+class RunList:
+    """Runs and the SuperLink's clock when it listed them (for elapsed times)."""
+
+    runs: tuple[RunInfo, ...]
+    now: float
+
+
+@dataclass(frozen=True)
+class LogBatch:
+    """Log lines, the index to continue ``after``, and the run's status when they were sent."""
+
+    lines: tuple[str, ...]
+    next: int
+    status: RunStatus | None
+
+
+class ExecClient:
+    """Calls the Exec API at ``address``; use as a context manager to close the channel."""
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        insecure: bool,
+        root_certificates: bytes | None = None,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        call_timeout: float = CALL_TIMEOUT,
+    ) -> None:
+        self.address = address
+        self._insecure = insecure
+        self._connect_timeout = connect_timeout
+        self._call_timeout = call_timeout
+        self._channel = create_channel(
+            address,
+            insecure=insecure,
+            root_certificates=root_certificates,
+            options=_FAB_CHANNEL_OPTIONS,
+        )
+        self._stub = exec_pb2_grpc.ExecStub(self._channel)
+        self._connected = False
+
+    def __enter__(self) -> ExecClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def start_run(
+        self,
+        fab_content: bytes,
+        fab_hash: str,
+        *,
+        override_config: Mapping[str, ConfigValue],
+        federation: str,
+        federation_options: Mapping[str, ConfigValue],
+    ) -> int:
+        if len(fab_content) > MAX_FAB_BYTES:
+            raise ResourceExhausted(
+                f"the FAB is {len(fab_content):,} bytes; the Exec API takes at most "
+                f"{MAX_FAB_BYTES:,} (add large files to .gitignore)"
+            )
+        request = exec_pb2.StartRunRequest(
+            fab=run_pb2.Fab(hash=fab_hash, content=fab_content),
+            override_config=user_config_to_proto(dict(override_config)),
+            federation=federation,
+            federation_options=user_config_to_proto(dict(federation_options)),
+        )
+        self._connect()
+        timeout = self._call_timeout + len(fab_content) / UPLOAD_BYTES_PER_SECOND
+        try:
+            response = self._stub.StartRun(request, timeout=timeout)
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+        return response.run_id
+
+    def stop_run(self, run_id: int) -> bool:
+        self._connect()
+        try:
+            response = self._stub.StopRun(
+                exec_pb2.StopRunRequest(run_id=run_id), timeout=self._call_timeout
+            )
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+        return response.stopped
+
+    def list_runs(self, run_id: int = 0) -> RunList:
+        """All runs, or only ``run_id`` (raises `NotFound` if the SuperLink does not know it)."""
+        self._connect()
+        try:
+            response = self._stub.ListRuns(
+                exec_pb2.ListRunsRequest(run_id=run_id), timeout=self._call_timeout
+            )
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+        runs = tuple(_run_from_proto(run) for run in response.runs)
+        if run_id and not any(run.run_id == run_id for run in runs):
+            raise NotFound(f"run {run_id} not found")
+        return RunList(runs=runs, now=response.now)
+
+    def get_run(self, run_id: int) -> RunInfo:
+        return next(run for run in self.list_runs(run_id).runs if run.run_id == run_id)
+
+    def stream_logs(self, run_id: int, *, after: int = 0, follow: bool) -> Iterator[LogBatch]:
+        """Log batches from line ``after`` on; with ``follow``, until the run ends."""
+        self._connect()
+        request = exec_pb2.StreamLogsRequest(run_id=run_id, after=after, follow=follow)
+        call = self._stub.StreamLogs(request, timeout=None if follow else self._call_timeout)
+        try:
+            for response in call:
+                status = (
+                    _status_from_proto(response.status) if response.HasField("status") else None
+                )
+                yield LogBatch(lines=tuple(response.lines), next=response.next, status=status)
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+        finally:
+            call.cancel()  # type: ignore[no-untyped-call]  # untyped in grpc-stubs
+
+    def _connect(self) -> None:
+        if not self._connected:
+            wait_until_ready(self._channel, self._connect_timeout, self._unreachable())
+            self._connected = True
+
+    def _unreachable(self) -> str:
+        hint = (
+            "is it running?" if self._insecure else "is it running, with a certificate you trust?"
+        )
+        return f"cannot reach the SuperLink at {self.address} ({hint})"
+
+    def _error(self, exc: grpc.RpcError) -> CorollaError:
+        error = error_from_rpc(exc, peer=self.address)
+        if isinstance(error, Unavailable):
+            details = exc.details() if isinstance(exc, grpc.Call) else ""
+            return Unavailable(f"{self._unreachable()}: {details or 'connection lost'}")
+        if isinstance(error, DeadlineExceeded):
+            return DeadlineExceeded(f"the SuperLink at {self.address} did not answer in time")
+        return error
+
+
+def wait_until_ready(channel: grpc.Channel, timeout: float, message: str) -> None:
+    """Return once ``channel`` is connected; raise `Unavailable` on failure or after ``timeout``."""
+    reached = threading.Event()
+    states: list[grpc.ChannelConnectivity] = []
+    ends = (
+        grpc.ChannelConnectivity.READY,
+        grpc.ChannelConnectivity.TRANSIENT_FAILURE,
+        grpc.ChannelConnectivity.SHUTDOWN,
+    )
+
+    def on_change(state: grpc.ChannelConnectivity) -> None:
+        if state in ends:
+            states.append(state)
+            reached.set()
+
+    channel.subscribe(on_change, try_to_connect=True)
+    try:
+        if not reached.wait(timeout):
+            raise Unavailable(f"{message}: no connection within {timeout:g} s")
+    finally:
+        channel.unsubscribe(on_change)
+    if states[0] != grpc.ChannelConnectivity.READY:
+        raise Unavailable(message)
+
+
+def _status_from_proto(status: run_pb2.RunStatus) -> RunStatus:
+    return RunStatus(status=status.status, sub_status=status.sub_status, details=status.details)
+
+
+def _run_from_proto(run: run_pb2.Run) -> RunInfo:
+    return RunInfo(
+        run_id=run.run_id,
+        fab_id=run.fab_id,
+        fab_version=run.fab_version,
+        fab_hash=run.fab_hash,
+        status=_status_from_proto(run.status),
+        pending_at=run.pending_at,
+        starting_at=run.starting_at,
+        running_at=run.running_at,
+        finished_at=run.finished_at,
+        federation=run.federation,
+        owner=run.owner,
+        override_config=user_config_from_proto(run.override_config),
+        run_config=user_config_from_proto(run.run_config),
+    )
