@@ -23,6 +23,10 @@ _OPTIONS = [
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.keepalive_permit_without_calls", 1),
+    # Reconnect quickly after a peer restarts (gRPC's own default backoff grows to 120 s).
+    ("grpc.initial_reconnect_backoff_ms", 500),
+    ("grpc.min_reconnect_backoff_ms", 500),
+    ("grpc.max_reconnect_backoff_ms", 10_000),
 ]
 
 _TO_STATUS: list[tuple[type[errors.CorollaError], grpc.StatusCode]] = [

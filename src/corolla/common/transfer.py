@@ -78,7 +78,7 @@ def receive_objects(
 def send_objects(
     object_ids: Iterable[str],
     size_of: Callable[[str], int],
-    read: Callable[[str, int], Iterator[bytes]],
+    read: Callable[[str, int], Iterator[Buffer]],
     chunk_size: int = CHUNK_SIZE,
 ) -> Iterator[bytes]:
     """Frames of each requested object, read from the store in chunks (never whole)."""
@@ -87,7 +87,7 @@ def send_objects(
         offset = 0
         for piece in read(object_id, chunk_size):
             yield encode_chunk(object_id, offset, total, piece)
-            offset += len(piece)
+            offset += memoryview(piece).nbytes
         if total == 0:
             yield encode_chunk(object_id, 0, 0, b"")
         elif offset != total:

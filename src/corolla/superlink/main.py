@@ -76,3 +76,7 @@ def main(argv: list[str] | None = None) -> None:
             break
     link.stop()
     sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

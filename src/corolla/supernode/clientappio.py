@@ -1,0 +1,109 @@
+"""ClientAppIo API servicer (SuperNode :9094): where `flwr-clientapp` processes get their work.
+
+Thin: every call is authenticated by its run's token (field ``token``, or call metadata for the
+object streams), then served from the `RunTable`; replies and logs go to the `Outbox`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+
+from corolla.common.errors import FailedPrecondition
+from corolla.common.grpc import abort_on_error
+from corolla.common.transfer import TOKEN_KEY, call_metadata, receive_objects, send_objects
+from corolla.proto.v1 import clientappio_pb2 as cpb
+from corolla.proto.v1 import objects_pb2 as opb
+from corolla.supernode.outbox import Outbox
+from corolla.supernode.runs import RunState, RunTable
+
+MAX_WAIT = 30.0  # longest long poll served
+
+
+class ClientAppIoServicer:
+    def __init__(self, runs: RunTable, outbox: Outbox) -> None:
+        self._runs = runs
+        self._outbox = outbox
+
+    def _run_of(self, context: grpc.ServicerContext, token: str = "") -> RunState:
+        return self._runs.by_token(token or call_metadata(context).get(TOKEN_KEY, ""))
+
+    @abort_on_error
+    def RequestRun(
+        self, request: cpb.ClientRequestRunRequest, context: grpc.ServicerContext
+    ) -> cpb.ClientRequestRunResponse:
+        raise FailedPrecondition("isolation mode process is not available yet")
+
+    @abort_on_error
+    def PullAppInputs(
+        self, request: cpb.ClientPullAppInputsRequest, context: grpc.ServicerContext
+    ) -> cpb.ClientPullAppInputsResponse:
+        state = self._run_of(context, request.token)
+        with self._runs.lock:
+            return cpb.ClientPullAppInputsResponse(
+                run=state.run, fab=state.fab, context=state.context
+            )
+
+    @abort_on_error
+    def PullMessage(
+        self, request: cpb.ClientPullMessageRequest, context: grpc.ServicerContext
+    ) -> cpb.ClientPullMessageResponse:
+        state = self._run_of(context, request.token)
+        wait = min(max(request.wait_seconds, 0.0), MAX_WAIT)
+        message = self._runs.next_message(state, wait)
+        response = cpb.ClientPullMessageResponse(run_active=state.active)
+        if message is not None:
+            response.message.CopyFrom(message)
+            response.run_active = True
+        return response
+
+    @abort_on_error
+    def PushMessage(
+        self, request: cpb.ClientPushMessageRequest, context: grpc.ServicerContext
+    ) -> cpb.ClientPushMessageResponse:
+        state = self._run_of(context, request.token)
+        updated = request.context if request.HasField("context") else None
+        objects = self._runs.complete(state, request.message, updated)
+        self._outbox.reply(state.run_id, request.message, objects)
+        return cpb.ClientPushMessageResponse()
+
+    @abort_on_error
+    def PushLogs(
+        self, request: cpb.ClientPushLogsRequest, context: grpc.ServicerContext
+    ) -> cpb.ClientPushLogsResponse:
+        state = self._run_of(context, request.token)
+        self._outbox.logs(state.run_id, list(request.lines))
+        return cpb.ClientPushLogsResponse()
+
+    @abort_on_error
+    def PushObjects(
+        self, request_iterator: Iterator[bytes], context: grpc.ServicerContext
+    ) -> opb.PushObjectsResponse:
+        state = self._run_of(context)
+        return receive_objects(
+            request_iterator, lambda oid, data: self._runs.store_object(state, oid, data)
+        )
+
+    @abort_on_error
+    def PullObjects(
+        self, request: opb.PullObjectsRequest, context: grpc.ServicerContext
+    ) -> Iterator[bytes]:
+        state = self._run_of(context, request.token)
+        objects = self._runs.read_objects(state, request.object_ids)
+
+        def read(object_id: str, chunk_size: int) -> Iterator[memoryview]:
+            data = objects[object_id]
+            for offset in range(0, data.nbytes, chunk_size):
+                yield data[offset : offset + chunk_size]
+
+        return send_objects(objects, lambda oid: objects[oid].nbytes, read)
+
+    @abort_on_error
+    def MissingObjects(
+        self, request: opb.MissingObjectsRequest, context: grpc.ServicerContext
+    ) -> opb.MissingObjectsResponse:
+        state = self._run_of(context, request.token)
+        return opb.MissingObjectsResponse(
+            object_ids=self._runs.missing_objects(state, request.object_ids)
+        )

@@ -1,0 +1,188 @@
+"""The SuperNode's one outbound connection: typed calls on the SuperLink's Fleet API.
+
+Every call has a deadline; failures come out as `CorollaError` (translated once, here). Calls
+in flight can be cancelled all at once (`cancel_pending`) so that a stopping node never waits
+for a long poll to run out.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import grpc
+
+from corolla.common.errors import CorollaError
+from corolla.common.grpc import create_channel, error_from_rpc
+from corolla.common.objects import Buffer
+from corolla.common.transfer import NODE_ID_KEY, RUN_ID_KEY, ObjectClient
+from corolla.proto.v1 import fleet_pb2 as fpb
+from corolla.proto.v1 import fleet_pb2_grpc
+from corolla.proto.v1 import message_pb2 as mpb
+from corolla.proto.v1 import run_pb2 as rpb
+
+FLEET_SERVICE = "corolla.proto.v1.Fleet"
+RPC_TIMEOUT = 30.0
+FAB_TIMEOUT = 120.0
+OBJECT_TIMEOUT = 600.0
+POLL_MARGIN = 5.0  # a long poll's deadline is its wait plus this
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+
+class Stopped(CorollaError):
+    """The call was cancelled because the SuperNode is stopping."""
+
+
+class Backoff:
+    """Capped exponential delays with jitter: 0.5 s doubling up to 10 s by default."""
+
+    def __init__(
+        self,
+        initial: float = 0.5,
+        cap: float = 10.0,
+        jitter: float = 0.2,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self._initial, self._cap, self._jitter, self._rng = initial, cap, jitter, rng
+        self._next = initial
+        self.attempts = 0
+
+    def next_delay(self) -> float:
+        base = self._next
+        self._next = min(self._cap, self._next * 2)
+        self.attempts += 1
+        spread = 1.0 + self._jitter * (2 * self._rng() - 1)
+        return min(self._cap, base * spread)
+
+    def reset(self) -> None:
+        self._next = self._initial
+        self.attempts = 0
+
+
+class FleetConnection:
+    def __init__(
+        self, address: str, *, insecure: bool, root_certificates: bytes | None = None
+    ) -> None:
+        self.address = address
+        self._channel = create_channel(
+            address, insecure=insecure, root_certificates=root_certificates
+        )
+        self._stub = fleet_pb2_grpc.FleetStub(self._channel)
+        self._lock = threading.Lock()
+        self._pending: set[grpc.Future[Any]] = set()
+        self._cancelled = False
+
+    def close(self) -> None:
+        self.cancel_pending()
+        self._channel.close()
+
+    def cancel_pending(self) -> None:
+        """Cancel the waits in flight (long polls, heartbeats, registration) and refuse new
+        ones; pushes still go through so that a stopping node can hand over what it has."""
+        with self._lock:
+            self._cancelled = True
+            pending = list(self._pending)
+        for future in pending:
+            future.cancel()
+
+    def _call(
+        self,
+        method: grpc.UnaryUnaryMultiCallable[Req, Resp],
+        request: Req,
+        timeout: float,
+        *,
+        cancellable: bool = True,
+    ) -> Resp:
+        future: grpc.Future[Resp] = method.future(request, timeout=timeout)
+        if cancellable:
+            with self._lock:
+                if self._cancelled:
+                    future.cancel()
+                self._pending.add(future)
+        try:
+            return future.result()  # bounded by the call's deadline
+        except grpc.FutureCancelledError as exc:
+            raise Stopped("call cancelled: the SuperNode is stopping") from exc
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.CANCELLED and self._cancelled:
+                raise Stopped("call cancelled: the SuperNode is stopping") from exc
+            raise error_from_rpc(exc, self.address) from exc
+        finally:
+            with self._lock:
+                self._pending.discard(future)
+
+    # -- node -----------------------------------------------------------------------------------
+
+    def create_node(
+        self, heartbeat_interval: float, requested_node_id: int = 0
+    ) -> tuple[int, float]:
+        request = fpb.CreateNodeRequest(
+            heartbeat_interval=heartbeat_interval, requested_node_id=requested_node_id
+        )
+        response = self._call(self._stub.CreateNode, request, RPC_TIMEOUT)
+        return response.node_id, response.heartbeat_interval or heartbeat_interval
+
+    def delete_node(self, node_id: int, timeout: float = 2.0) -> None:
+        request = fpb.DeleteNodeRequest(node_id=node_id)
+        self._call(self._stub.DeleteNode, request, timeout, cancellable=False)
+
+    def heartbeat(self, node_id: int, interval: float, active_run_ids: list[int]) -> list[int]:
+        """Returns the ids among ``active_run_ids`` whose runs ended."""
+        request = fpb.HeartbeatRequest(
+            node_id=node_id, heartbeat_interval=interval, active_run_ids=active_run_ids
+        )
+        response = self._call(self._stub.Heartbeat, request, RPC_TIMEOUT)
+        return list(response.finished_run_ids)
+
+    # -- messages -------------------------------------------------------------------------------
+
+    def pull_messages(self, node_id: int, wait: float, max_messages: int) -> list[mpb.Message]:
+        request = fpb.FleetPullMessagesRequest(
+            node_id=node_id, wait_seconds=wait, max_messages=max_messages
+        )
+        response = self._call(self._stub.PullMessages, request, wait + POLL_MARGIN)
+        return list(response.messages)
+
+    def push_messages(self, node_id: int, messages: list[mpb.Message]) -> None:
+        request = fpb.FleetPushMessagesRequest(node_id=node_id, messages=messages)
+        self._call(self._stub.PushMessages, request, RPC_TIMEOUT, cancellable=False)
+
+    def push_logs(self, node_id: int, run_id: int, lines: list[str]) -> None:
+        request = fpb.FleetPushLogsRequest(node_id=node_id, run_id=run_id, lines=lines)
+        self._call(self._stub.PushLogs, request, RPC_TIMEOUT, cancellable=False)
+
+    # -- runs, FABs, objects --------------------------------------------------------------------
+
+    def get_run(self, node_id: int, run_id: int) -> rpb.Run:
+        request = rpb.GetRunRequest(node_id=node_id, run_id=run_id)
+        return self._call(self._stub.GetRun, request, RPC_TIMEOUT).run
+
+    def get_fab(self, node_id: int, run_id: int, fab_hash: str) -> rpb.Fab:
+        request = rpb.GetFabRequest(node_id=node_id, run_id=run_id, fab_hash=fab_hash)
+        return self._call(self._stub.GetFab, request, FAB_TIMEOUT).fab
+
+    def _objects(self, node_id: int, run_id: int) -> tuple[ObjectClient, dict[str, Any]]:
+        metadata = [(NODE_ID_KEY, str(node_id)), (RUN_ID_KEY, str(run_id))]
+        client = ObjectClient(self._channel, FLEET_SERVICE, metadata=metadata)
+        return client, {"node_id": node_id, "run_id": run_id}
+
+    def pull_objects(
+        self, node_id: int, run_id: int, object_ids: list[str]
+    ) -> dict[str, memoryview]:
+        client, ids = self._objects(node_id, run_id)
+        try:
+            return client.pull(object_ids, ids=ids, timeout=OBJECT_TIMEOUT)
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc, self.address) from exc
+
+    def push_objects(self, node_id: int, run_id: int, objects: Mapping[str, Buffer]) -> int:
+        """Send those of ``objects`` the SuperLink lacks; returns how many were sent."""
+        client, ids = self._objects(node_id, run_id)
+        try:
+            return client.push(objects, ids=ids, timeout=OBJECT_TIMEOUT)
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc, self.address) from exc

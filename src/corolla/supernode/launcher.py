@@ -1,0 +1,118 @@
+"""Isolation `subprocess`: the SuperNode starts, watches, stops and reaps `flwr-clientapp`.
+
+One warm process per active run serves all that run's messages on this node. The app token goes
+to the child in its environment, never on the command line. A watcher thread per process reaps
+it and reports its exit; `stop` asks the process to finish, then SIGTERM, then SIGKILL.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+TOKEN_ENV = "COROLLA_APP_TOKEN"
+VOLUNTARY_EXIT = 1.0  # seconds a stopped app gets to exit by itself (its run is over)
+TERM_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
+_POLL = 0.2
+
+OnExit = Callable[["AppProcess", int], None]
+
+
+def clientapp_command(address: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "corolla.runtime.clientapp",
+        "--clientappio-api-address",
+        address,
+        "--insecure",
+    ]
+
+
+class AppProcess:
+    """A running `flwr-clientapp`; ``on_exit(process, returncode)`` runs once it is reaped."""
+
+    def __init__(self, run_id: int, popen: subprocess.Popen[bytes], on_exit: OnExit) -> None:
+        self.run_id = run_id
+        self._popen = popen
+        self._on_exit = on_exit
+        self._stop_requested = threading.Event()
+        self.stopping = False
+        self._thread = threading.Thread(
+            target=self._watch, name=f"clientapp-{popen.pid}", daemon=True
+        )
+
+    @classmethod
+    def start(cls, *, run_id: int, address: str, token: str, on_exit: OnExit) -> AppProcess:
+        env = dict(os.environ)
+        env[TOKEN_ENV] = token
+        env["PYTHONUNBUFFERED"] = "1"
+        popen = subprocess.Popen(
+            clientapp_command(address),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # a terminal's Ctrl-C reaches the SuperNode, which stops us
+        )
+        process = cls(run_id, popen, on_exit)
+        log.info("run %d: started ClientApp process %d", run_id, popen.pid)
+        process._thread.start()
+        return process
+
+    @property
+    def pid(self) -> int:
+        return self._popen.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.returncode
+
+    def alive(self) -> bool:
+        return self._popen.poll() is None and self._thread.is_alive()
+
+    def stop(self) -> None:
+        """Ask for the process to end (escalating to SIGTERM, then SIGKILL); returns at once."""
+        self.stopping = True
+        self._stop_requested.set()
+
+    def join(self, timeout: float) -> bool:
+        """Wait until the process is reaped and reported; True if it was."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _watch(self) -> None:
+        code: int | None = None
+        while code is None:
+            if self._stop_requested.is_set():
+                code = self._terminate()
+                break
+            try:
+                code = self._popen.wait(_POLL)
+            except subprocess.TimeoutExpired:
+                continue
+        if code != 0:
+            log.info(
+                "run %d: ClientApp process %d exited with code %d", self.run_id, self.pid, code
+            )
+        self._on_exit(self, code)
+
+    def _terminate(self) -> int:
+        try:
+            return self._popen.wait(VOLUNTARY_EXIT)
+        except subprocess.TimeoutExpired:
+            pass
+        log.info("run %d: sending SIGTERM to ClientApp process %d", self.run_id, self.pid)
+        self._popen.terminate()
+        try:
+            return self._popen.wait(TERM_GRACE)
+        except subprocess.TimeoutExpired:
+            log.warning(
+                "run %d: ClientApp process %d ignored SIGTERM, killing", self.run_id, self.pid
+            )
+            self._popen.kill()
+            return self._popen.wait(TERM_GRACE)

@@ -1,0 +1,255 @@
+"""The SuperNode: registers with the SuperLink, pulls work, runs ClientApp processes.
+
+Threads: ``fleet-pull`` (registration and the PullMessages long poll), ``heartbeat``,
+``outbox`` (replies and logs up to the SuperLink), the ClientAppIo server's pool, and one
+watcher per app process. A failed call is logged and retried with backoff; an unexpected
+exception in a worker stops the node and is reported by `failure`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from corolla.common.errors import CorollaError, DeadlineExceeded, NotFound, Unavailable
+from corolla.common.grpc import bind, create_server
+from corolla.common.transfer import add_service
+from corolla.proto.v1 import clientappio_pb2 as cpb
+from corolla.proto.v1 import message_pb2 as mpb
+from corolla.records import ErrorCode
+from corolla.records.serde import referenced_object_ids, user_config_to_proto
+from corolla.supernode.clientappio import ClientAppIoServicer
+from corolla.supernode.config import SuperNodeConfig, local_address
+from corolla.supernode.connection import Backoff, FleetConnection, Stopped
+from corolla.supernode.outbox import Outbox
+from corolla.supernode.runs import RunState, RunTable
+from corolla.supernode.supervisor import Supervisor
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGES = 64  # per PullMessages call
+INTAKE_RETRIES = 5  # fetch attempts (0.5 s .. 8 s apart) before a message gets an error reply
+
+
+class SuperNode:
+    def __init__(self, config: SuperNodeConfig) -> None:
+        self.config = config
+        self._conn = FleetConnection(
+            config.superlink, insecure=config.insecure, root_certificates=config.root_certificates
+        )
+        self._runs = RunTable()
+        self._stop = threading.Event()
+        self._stopped = False
+        self._registration = threading.Lock()
+        self._node_id = 0
+        self._interval = config.heartbeat_interval
+        self._outbox = Outbox(self._conn, lambda: self._node_id)
+        self._server = create_server()
+        servicer = ClientAppIoServicer(self._runs, self._outbox)
+        add_service(self._server, cpb.DESCRIPTOR.services_by_name["ClientAppIo"], servicer)
+        self.clientappio_port = bind(self._server, config.clientappio_address, None)
+        self._app_address = local_address(config.clientappio_address, self.clientappio_port)
+        self._apps = Supervisor(self._runs, self._outbox, self._app_address, self._guard)
+        self._threads = [
+            threading.Thread(target=self._guard(self._pull_loop), name="fleet-pull"),
+            threading.Thread(target=self._guard(self._heartbeat_loop), name="heartbeat"),
+            threading.Thread(target=self._guard(self._outbox.run), name="outbox"),
+        ]
+        self.failure: BaseException | None = None
+
+    @property
+    def node_id(self) -> int:
+        """This node's id at the SuperLink (0 until registered)."""
+        return self._node_id
+
+    def start(self) -> None:
+        self._server.start()
+        log.info("ClientAppIo API listening on %s", self._app_address)
+        for thread in self._threads:
+            thread.start()
+
+    def request_stop(self) -> None:
+        """Ask the node to stop (safe from a signal handler); `stop` does the work."""
+        self._stop.set()
+
+    def wait(self, timeout: float) -> bool:
+        """True once a stop was requested (or a worker failed)."""
+        return self._stop.wait(timeout)
+
+    def stop(self, grace: float = 2.0) -> None:
+        """Stop gracefully: app processes first (reaped), then pending replies, then the API."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._stop.set()
+        self._conn.cancel_pending()
+        self._apps.stop_all()
+        self._outbox.close(grace)
+        for thread in self._threads:
+            if thread.ident is not None:  # started
+                thread.join(grace + 1)
+        if self._node_id:
+            try:
+                self._conn.delete_node(self._node_id)
+            except CorollaError as exc:
+                log.info("could not sign off node %d at the SuperLink: %s", self._node_id, exc)
+        self._server.stop(grace).wait(grace + 1)
+        self._conn.close()
+        log.info("SuperNode stopped")
+
+    def _guard(self, target: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                target()
+            except BaseException as exc:
+                log.exception("SuperNode worker %s failed", threading.current_thread().name)
+                self.failure = exc
+                self._stop.set()
+
+        return run
+
+    # -- registration ---------------------------------------------------------------------------
+
+    def _registered(self, stale: int = 0) -> int:
+        """The node id, registering first if needed (``stale``: an id the SuperLink lost).
+
+        Retries with capped exponential backoff until it succeeds; 0 when the node stops.
+        """
+        with self._registration:
+            if stale and self._node_id == stale:
+                log.warning("the SuperLink lost node %d; registering again", stale)
+                self._node_id = 0
+            requested = stale
+            backoff = Backoff()
+            while not self._node_id and not self._stop.is_set():
+                try:
+                    node_id, interval = self._conn.create_node(self._interval, requested)
+                except Stopped:
+                    return 0
+                except CorollaError as exc:
+                    delay = backoff.next_delay()
+                    log.warning(
+                        "cannot register with the SuperLink at %s (attempt %d): %s; retrying in "
+                        "%.1f s",
+                        self._conn.address,
+                        backoff.attempts,
+                        exc,
+                        delay,
+                    )
+                    self._stop.wait(delay)
+                    continue
+                self._node_id, self._interval = node_id, interval
+                log.info(
+                    "registered as node %d with the SuperLink at %s", node_id, self._conn.address
+                )
+            return self._node_id
+
+    def _heartbeat_loop(self) -> None:
+        backoff = Backoff()
+        while not self._stop.is_set():
+            node_id = self._registered()
+            if not node_id:
+                return
+            try:
+                finished = self._conn.heartbeat(node_id, self._interval, self._runs.run_ids())
+            except Stopped:
+                return
+            except NotFound:
+                self._registered(stale=node_id)
+                continue
+            except CorollaError as exc:
+                delay = backoff.next_delay()
+                log.warning("heartbeat failed: %s; retrying in %.1f s", exc, delay)
+                self._stop.wait(delay)
+                continue
+            backoff.reset()
+            for run_id in finished:
+                self._apps.finish_run(run_id)
+            self._stop.wait(self._interval)
+
+    # -- work -----------------------------------------------------------------------------------
+
+    def _pull_loop(self) -> None:
+        backoff = Backoff()
+        while not self._stop.is_set():
+            node_id = self._registered()
+            if not node_id:
+                return
+            try:
+                messages = self._conn.pull_messages(node_id, self.config.max_wait, MAX_MESSAGES)
+            except Stopped:
+                return
+            except NotFound:
+                self._registered(stale=node_id)
+                continue
+            except CorollaError as exc:
+                delay = backoff.next_delay()
+                log.warning("cannot pull messages: %s; retrying in %.1f s", exc, delay)
+                self._stop.wait(delay)
+                continue
+            backoff.reset()
+            for message in messages:
+                self._intake(node_id, message)
+
+    def _intake(self, node_id: int, message: mpb.Message) -> None:
+        """Fetch what ``message`` needs (run, FAB, objects) and queue it for its app process.
+
+        The SuperLink handed the message over already, so a SuperLink that is briefly away is
+        waited for; a message that cannot be taken gets an error reply (the round goes on).
+        """
+        run_id, message_id = message.metadata.run_id, message.metadata.message_id
+        log.info("run %d: received message %s", run_id, message_id)
+        backoff = Backoff()
+        reason: CorollaError
+        while True:
+            try:
+                state = self._take(node_id, message)
+                break
+            except Stopped:
+                return
+            except (Unavailable, DeadlineExceeded) as exc:
+                if backoff.attempts >= INTAKE_RETRIES or self._stop.is_set():
+                    reason = exc
+                else:
+                    delay = backoff.next_delay()
+                    log.warning("run %d: cannot fetch %s yet: %s", run_id, message_id, exc)
+                    self._stop.wait(delay)
+                    continue
+            except CorollaError as exc:
+                reason = exc
+            log.warning("run %d: cannot take message %s: %s", run_id, message_id, reason)
+            self._apps.fail(
+                message, ErrorCode.MESSAGE_UNAVAILABLE, f"the SuperNode cannot take it: {reason}"
+            )
+            return
+        if state is None:
+            self._apps.fail(message, ErrorCode.RUN_STOPPED, f"run {run_id} has finished")
+            return
+        self._apps.ensure_process(state)
+
+    def _take(self, node_id: int, message: mpb.Message) -> RunState | None:
+        """Queue ``message`` with its objects in place; None if its run has finished here."""
+        run_id = message.metadata.run_id
+        state = self._runs.get(run_id) or self._open_run(node_id, run_id)
+        if not state.active:
+            return None
+        needed = self._runs.missing_objects(state, referenced_object_ids([message]))
+        for _ in range(3):  # objects released meanwhile (shared with a reply) are fetched again
+            objects = self._conn.pull_objects(node_id, run_id, needed) if needed else {}
+            needed = self._runs.enqueue(state, message, objects)
+            if not needed:
+                return state
+        raise NotFound(f"objects of message {message.metadata.message_id} vanished")
+
+    def _open_run(self, node_id: int, run_id: int) -> RunState:
+        run = self._conn.get_run(node_id, run_id)
+        fab = self._conn.get_fab(node_id, run_id, run.fab_hash)
+        context = mpb.Context(
+            run_id=run_id,
+            node_id=node_id,
+            node_config=user_config_to_proto(self.config.node_config),
+            run_config=run.run_config,
+        )
+        log.info("run %d: app %s %s (FAB %.12s)", run_id, run.fab_id, run.fab_version, fab.hash)
+        return self._runs.open(run, fab, context)

@@ -1,0 +1,140 @@
+"""Replies and log lines on their way to the SuperLink, in order, retried while it is away.
+
+A reply is retried (with backoff) until it is delivered or its TTL runs out; log batches get a
+few attempts. Errors that retrying cannot fix (the SuperLink refused the item) drop the item
+with a log line. Nothing here raises into the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from corolla.common.errors import (
+    CorollaError,
+    DeadlineExceeded,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
+from corolla.proto.v1 import message_pb2 as mpb
+from corolla.supernode.connection import Backoff, FleetConnection, Stopped
+
+log = logging.getLogger(__name__)
+
+LOG_ATTEMPTS = 3
+REFUSED_ATTEMPTS = 5  # NOT_FOUND (e.g. the node is re-registering) or RESOURCE_EXHAUSTED
+MAX_PENDING_LOG_BATCHES = 1000
+_AWAY = (Unavailable, DeadlineExceeded)  # retried until the reply's TTL runs out
+_REFUSED = (NotFound, ResourceExhausted)  # retried a few times
+
+
+@dataclass
+class _Reply:
+    run_id: int
+    message: mpb.Message
+    objects: dict[str, memoryview]
+    expires_at: float
+    attempts: int = 0
+
+
+@dataclass
+class _Logs:
+    run_id: int
+    lines: list[str]
+    attempts: int = 0
+
+
+class Outbox:
+    def __init__(self, connection: FleetConnection, node_id: Callable[[], int]) -> None:
+        self._conn = connection
+        self._node_id = node_id
+        self._items: deque[_Reply | _Logs] = deque()
+        self._changed = threading.Condition()
+        self._closing = False
+        self._deadline = float("inf")
+
+    def reply(self, run_id: int, message: mpb.Message, objects: dict[str, memoryview]) -> None:
+        md = message.metadata
+        expires_at = time.time() + md.ttl if md.ttl > 0 else float("inf")
+        self._put(_Reply(run_id, message, objects, expires_at))
+
+    def logs(self, run_id: int, lines: list[str]) -> None:
+        if not lines:
+            return
+        with self._changed:
+            if sum(isinstance(i, _Logs) for i in self._items) >= MAX_PENDING_LOG_BATCHES:
+                return  # the SuperLink is away for long: drop app output rather than grow
+        self._put(_Logs(run_id, lines))
+
+    def _put(self, item: _Reply | _Logs) -> None:
+        with self._changed:
+            self._items.append(item)
+            self._changed.notify_all()
+
+    def close(self, timeout: float) -> None:
+        """Send what is queued (one attempt each) for up to ``timeout`` s; `run` then returns."""
+        with self._changed:
+            self._closing = True
+            self._deadline = time.monotonic() + timeout
+            self._changed.notify_all()
+
+    def run(self) -> None:
+        backoff = Backoff()
+        while True:
+            with self._changed:
+                while not self._items and not self._closing:
+                    self._changed.wait(1.0)
+                if not self._items or time.monotonic() > self._deadline:
+                    return
+                item = self._items[0]
+            if self._send(item):
+                backoff.reset()
+                with self._changed:
+                    self._items.popleft()
+            elif not self._closing:
+                with self._changed:
+                    self._changed.wait(backoff.next_delay())
+
+    def _send(self, item: _Reply | _Logs) -> bool:
+        """True when the item is done with (sent or dropped), False to retry it later."""
+        node_id = self._node_id()
+        item.attempts += 1
+        try:
+            if isinstance(item, _Reply):
+                if item.objects:
+                    self._conn.push_objects(node_id, item.run_id, item.objects)
+                self._conn.push_messages(node_id, [item.message])
+                log.debug("run %d: reply %s sent", item.run_id, item.message.metadata.message_id)
+            else:
+                prefixed = [f"[node {node_id}] {line}" for line in item.lines]
+                self._conn.push_logs(node_id, item.run_id, prefixed)
+            return True
+        except Stopped:
+            return True
+        except CorollaError as exc:
+            return self._failed(item, exc)
+
+    def _failed(self, item: _Reply | _Logs, exc: CorollaError) -> bool:
+        what = (
+            f"reply to {item.message.metadata.reply_to_message_id}"
+            if isinstance(item, _Reply)
+            else f"{len(item.lines)} log lines"
+        )
+        if self._closing:
+            retry = False
+        elif isinstance(item, _Logs):
+            retry = isinstance(exc, _AWAY + _REFUSED) and item.attempts < LOG_ATTEMPTS
+        elif isinstance(exc, _AWAY):
+            retry = time.time() < item.expires_at
+        else:
+            retry = isinstance(exc, _REFUSED) and item.attempts < REFUSED_ATTEMPTS
+        if retry:
+            log.warning("run %d: cannot send %s yet: %s", item.run_id, what, exc)
+            return False
+        log.error("run %d: dropping %s: %s", item.run_id, what, exc)
+        return True

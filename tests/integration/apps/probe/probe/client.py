@@ -1,0 +1,32 @@
+"""ClientApp of the probe app: adds 1 to the arrays; raises on a chosen partition."""
+
+import os
+import time
+
+from corolla.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from corolla.clientapp import ClientApp
+
+app = ClientApp()
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    if int(context.node_config.get("partition-id", -2)) == int(
+        context.run_config["client-raise-node"]
+    ):
+        raise RuntimeError("probe ClientApp failure on purpose")
+    time.sleep(float(context.run_config["round-sleep"]))
+    arrays = [a + 1 for a in msg.content["arrays"].to_numpy_ndarrays()]
+    count = context.state.get("count", MetricRecord({"n": 0}))
+    context.state["count"] = MetricRecord({"n": int(count["n"]) + 1})
+    metrics = MetricRecord(
+        {"num-examples": 5, "pid": os.getpid(), "calls": int(context.state["count"]["n"])}
+    )
+    print(f"probe client pid={os.getpid()} call={context.state['count']['n']}", flush=True)
+    return Message(RecordDict({"arrays": ArrayRecord(arrays), "metrics": metrics}), reply_to=msg)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    metrics = MetricRecord({"num-examples": 5, "loss": 1.0})
+    return Message(RecordDict({"metrics": metrics}), reply_to=msg)

@@ -1,0 +1,29 @@
+"""ServerApp of the probe app: FedAvg on a 10-parameter model, printing what happened."""
+
+import numpy as np
+
+from corolla.app import ArrayRecord, Context
+from corolla.serverapp import Grid, ServerApp
+from corolla.serverapp.strategy import FedAvg
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    config = context.run_config
+    print(f"probe marker={config['marker']}", flush=True)
+    if config["server-raise"]:
+        raise ValueError("probe ServerApp failure on purpose")
+    nodes = int(config["min-nodes"])
+    strategy = FedAvg(min_train_nodes=nodes, min_evaluate_nodes=nodes, min_available_nodes=nodes)
+    result = strategy.start(
+        grid=grid,
+        initial_arrays=ArrayRecord([np.zeros(10)]),
+        num_rounds=int(config["num-server-rounds"]),
+        timeout=60,
+    )
+    final = result.arrays.to_numpy_ndarrays()[0]
+    print(f"probe final={final[0]:.1f}", flush=True)
+    for server_round, metrics in sorted(result.train_metrics_clientapp.items()):
+        print(f"probe round={server_round} calls={metrics.get('calls')}", flush=True)

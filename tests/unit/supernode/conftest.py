@@ -1,0 +1,56 @@
+"""Fixtures for the SuperNode tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from supernode_fakes import FakeFleet, make_fab, serve_fleet
+
+from corolla.supernode.config import SuperNodeConfig
+from corolla.supernode.node import SuperNode
+
+
+@pytest.fixture(autouse=True)
+def corolla_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "home"
+    monkeypatch.setenv("COROLLA_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def fleet() -> Iterator[FakeFleet]:
+    fake = FakeFleet()
+    server = serve_fleet(fake)
+    yield fake
+    server.stop(0).wait(5)
+
+
+@pytest.fixture
+def app_fab(tmp_path: Path) -> tuple[bytes, str]:
+    return make_fab(tmp_path / "apps")
+
+
+@pytest.fixture
+def start_node(fleet: FakeFleet) -> Iterator[Callable[..., SuperNode]]:
+    nodes: list[SuperNode] = []
+
+    def start(**overrides: Any) -> SuperNode:
+        settings: dict[str, Any] = {
+            "superlink": fleet.address,
+            "clientappio_address": "127.0.0.1:0",
+            "heartbeat_interval": 0.3,
+            "max_wait": 1.0,
+            "node_config": {"partition-id": 1, "dataset": "mnist"},
+        }
+        settings.update(overrides)
+        node = SuperNode(SuperNodeConfig(**settings))
+        node.start()
+        nodes.append(node)
+        return node
+
+    yield start
+    for node in nodes:
+        node.stop()

@@ -1,0 +1,188 @@
+"""The ClientAppIo servicer over real gRPC: tokens, long polls, reply checks, objects."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+
+from corolla.common.grpc import bind, create_channel, create_server
+from corolla.common.objects import object_id_of
+from corolla.common.transfer import TOKEN_KEY, ObjectClient, add_service
+from corolla.proto.v1 import clientappio_pb2 as cpb
+from corolla.proto.v1 import clientappio_pb2_grpc
+from corolla.proto.v1 import message_pb2 as mpb
+from corolla.proto.v1 import run_pb2 as rpb
+from corolla.records import ArrayRecord, ConfigRecord, Message, RecordDict
+from corolla.records.serde import message_from_proto
+from corolla.records.wire import encode_messages
+from corolla.supernode.clientappio import ClientAppIoServicer
+from corolla.supernode.connection import FleetConnection
+from corolla.supernode.outbox import Outbox
+from corolla.supernode.runs import RunState, RunTable
+
+pytestmark = pytest.mark.timeout(30)
+SERVICE = "corolla.proto.v1.ClientAppIo"
+
+
+@dataclass
+class Harness:
+    runs: RunTable
+    outbox: Outbox
+    state: RunState
+    stub: clientappio_pb2_grpc.ClientAppIoStub
+    channel: grpc.Channel
+
+    def objects(self, token: str) -> ObjectClient:
+        return ObjectClient(self.channel, SERVICE, metadata=[(TOKEN_KEY, token)])
+
+
+@pytest.fixture
+def io() -> Iterator[Harness]:
+    runs = RunTable()
+    connection = FleetConnection("127.0.0.1:1", insecure=True)  # never dialled: outbox not run
+    outbox = Outbox(connection, lambda: 5)
+    state = runs.open(
+        rpb.Run(run_id=3, fab_hash="ab" * 32),
+        rpb.Fab(hash="ab" * 32, content=b"zip"),
+        mpb.Context(run_id=3, node_id=5),
+    )
+    server = create_server(max_workers=8)
+    add_service(
+        server, cpb.DESCRIPTOR.services_by_name["ClientAppIo"], ClientAppIoServicer(runs, outbox)
+    )
+    port = bind(server, "127.0.0.1:0", None)
+    server.start()
+    channel = create_channel(f"127.0.0.1:{port}", insecure=True)
+    yield Harness(runs, outbox, state, clientappio_pb2_grpc.ClientAppIoStub(channel), channel)
+    channel.close()
+    connection.close()
+    server.stop(0).wait(5)
+
+
+def message_for(
+    node_id: int = 5, run_id: int = 3, arrays: bool = False
+) -> tuple[mpb.Message, dict[str, Any]]:
+    content = RecordDict({"cfg": ConfigRecord({"x": 1})})
+    if arrays:
+        content["a"] = ArrayRecord.from_numpy_ndarrays([np.ones(50_000, dtype=np.float32)])
+    message = Message(content, dst_node_id=node_id, message_type="train")
+    message.metadata.run_id = run_id
+    message.metadata.src_node_id = 0
+    protos, objects = encode_messages([message])
+    return protos[0], objects
+
+
+def test_unknown_token_is_unauthenticated(io: Harness) -> None:
+    calls = [
+        lambda: io.stub.PullAppInputs(cpb.ClientPullAppInputsRequest(token="nope"), timeout=5),
+        lambda: io.stub.PullMessage(cpb.ClientPullMessageRequest(token="nope"), timeout=5),
+        lambda: io.stub.PushLogs(cpb.ClientPushLogsRequest(token="", lines=["x"]), timeout=5),
+        lambda: io.objects("nope").push({object_id_of(b"x"): b"x"}, ids={}, timeout=5),
+        lambda: io.objects("nope").pull([object_id_of(b"x")], ids={}, timeout=5),
+    ]
+    for call in calls:
+        with pytest.raises(grpc.RpcError) as info:
+            call()
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_request_run_is_refused_until_process_isolation_exists(io: Harness) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        io.stub.RequestRun(cpb.ClientRequestRunRequest(wait_seconds=1), timeout=5)
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "process is not available yet" in (info.value.details() or "")
+
+
+def test_app_inputs_carry_run_fab_and_context(io: Harness) -> None:
+    inputs = io.stub.PullAppInputs(cpb.ClientPullAppInputsRequest(token=io.state.token), timeout=5)
+    assert inputs.run.run_id == 3
+    assert inputs.fab.content == b"zip"
+    assert (inputs.context.run_id, inputs.context.node_id) == (3, 5)
+
+
+def test_long_poll_returns_as_soon_as_a_message_is_queued(io: Harness) -> None:
+    proto, _ = message_for()
+    result: dict[str, float] = {}
+
+    def enqueue_later() -> None:
+        time.sleep(0.3)
+        result["queued"] = time.monotonic()
+        io.runs.enqueue(io.state, proto, {})
+
+    threading.Thread(target=enqueue_later).start()
+    request = cpb.ClientPullMessageRequest(token=io.state.token, wait_seconds=10)
+    response = io.stub.PullMessage(request, timeout=15)
+    latency = time.monotonic() - result["queued"]
+    assert response.run_active
+    assert response.message.metadata.message_id == proto.metadata.message_id
+    assert latency < 0.1, f"long poll answered {latency * 1000:.0f} ms after the message came"
+
+
+def test_long_poll_times_out_empty_and_reports_an_ended_run(io: Harness) -> None:
+    request = cpb.ClientPullMessageRequest(token=io.state.token, wait_seconds=0.2)
+    response = io.stub.PullMessage(request, timeout=5)
+    assert not response.HasField("message") and response.run_active
+    io.runs.deactivate(io.state)
+    started = time.monotonic()
+    response = io.stub.PullMessage(
+        cpb.ClientPullMessageRequest(token=io.state.token, wait_seconds=10), timeout=15
+    )
+    assert not response.run_active
+    assert time.monotonic() - started < 1
+
+
+def test_push_message_accepts_only_replies_to_delivered_messages(io: Harness) -> None:
+    proto, _ = message_for()
+    received = message_from_proto(proto)
+    stray = encode_messages([Message(RecordDict(), reply_to=received)])[0][0]
+    with pytest.raises(grpc.RpcError) as info:
+        io.stub.PushMessage(
+            cpb.ClientPushMessageRequest(token=io.state.token, message=stray), timeout=5
+        )
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+    io.runs.enqueue(io.state, proto, {})
+    pulled = io.stub.PullMessage(
+        cpb.ClientPullMessageRequest(token=io.state.token, wait_seconds=1), timeout=5
+    )
+    assert pulled.message.metadata.message_id == proto.metadata.message_id
+    context = mpb.Context(run_id=3, node_id=5)
+    context.node_config.items.add(key="seen")
+    io.stub.PushMessage(
+        cpb.ClientPushMessageRequest(token=io.state.token, message=stray, context=context),
+        timeout=5,
+    )
+    assert io.state.context.node_config.items[0].key == "seen"
+    assert not io.state.inflight
+    with pytest.raises(grpc.RpcError) as info:  # answered already
+        io.stub.PushMessage(
+            cpb.ClientPushMessageRequest(token=io.state.token, message=stray), timeout=5
+        )
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_objects_round_trip_through_the_run_cache(io: Harness) -> None:
+    _, objects = message_for(arrays=True)
+    assert objects
+    client = io.objects(io.state.token)
+    assert client.push(objects, ids={"token": io.state.token}, timeout=5) == 1
+    assert client.push(objects, ids={"token": io.state.token}, timeout=5) == 0  # has it now
+    pulled = client.pull(list(objects), ids={"token": io.state.token}, timeout=5)
+    assert {k: bytes(v) for k, v in pulled.items()} == {k: bytes(v) for k, v in objects.items()}
+    with pytest.raises(grpc.RpcError) as info:
+        client.pull([object_id_of(b"absent")], ids={}, timeout=5)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_unknown_run_token_after_the_run_is_dropped(io: Harness) -> None:
+    io.runs.drop(io.state)
+    with pytest.raises(grpc.RpcError) as info:
+        io.stub.PullAppInputs(cpb.ClientPullAppInputsRequest(token=io.state.token), timeout=5)
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
