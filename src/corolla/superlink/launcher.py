@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 
 from corolla.common.errors import CorollaError
@@ -25,6 +26,7 @@ START_TIMEOUT = 120.0
 class _AppProcess:
     run_id: int
     process: subprocess.Popen[bytes]
+    started: float = field(default_factory=time.monotonic)
     tail: collections.deque[str] = field(
         default_factory=lambda: collections.deque(maxlen=TAIL_LINES)
     )
@@ -34,8 +36,18 @@ class _AppProcess:
 class ServerAppLauncher:
     """Starts pending runs, stops processes of runs that ended, fails runs whose process died."""
 
-    def __init__(self, state: LinkState, serverappio_address: str, *, poll: float = 0.5) -> None:
+    def __init__(
+        self,
+        state: LinkState,
+        serverappio_address: str,
+        *,
+        poll: float = 0.5,
+        start_timeout: float = START_TIMEOUT,
+        command: list[str] | None = None,
+    ) -> None:
         self._state = state
+        self._start_timeout = start_timeout
+        self._command = command or [sys.executable, "-m", "corolla.runtime.serverapp"]
         self._address = serverappio_address
         self._poll = poll
         self._procs: dict[int, _AppProcess] = {}
@@ -78,6 +90,17 @@ class ServerAppLauncher:
                 self._terminate(app)
                 del self._procs[run.run_id]
                 self._state.delete_run_objects(run.run_id)
+            elif (
+                run.status == RunStatus.STARTING
+                and app is not None
+                and time.monotonic() - app.started > self._start_timeout
+            ):
+                self._finish(
+                    run.run_id,
+                    f"ServerApp process did not start the run within {self._start_timeout:.0f} s",
+                )
+                self._terminate(app)
+                del self._procs[run.run_id]
         for run_id, app in list(self._procs.items()):
             code = app.process.poll()
             if code is None:
@@ -104,9 +127,7 @@ class ServerAppLauncher:
         self._state.update_run_status(run_id, RunStatus.STARTING)
         env = {**os.environ, TOKEN_ENV: token}
         command = [
-            sys.executable,
-            "-m",
-            "corolla.runtime.serverapp",
+            *self._command,
             "--serverappio-api-address",
             self._address,
             "--insecure",
