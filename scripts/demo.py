@@ -10,6 +10,7 @@ and stops everything it started (also on Ctrl-C).
 from __future__ import annotations
 
 import argparse
+import signal
 import subprocess
 import sys
 import tempfile
@@ -28,6 +29,8 @@ def main() -> int:
     parser.add_argument("--nodes", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=None, help="override num-server-rounds")
     args = parser.parse_args()
+    # SIGTERM ends the demo like Ctrl-C does: every daemon is stopped in order.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
     work = Path(tempfile.mkdtemp(prefix="corolla-demo-"))
     federation = LocalFederation(
@@ -38,13 +41,15 @@ def main() -> int:
         exec="127.0.0.1:9093",
     )
     print(f"demo: starting a SuperLink and {args.nodes} SuperNodes (logs in {work})", flush=True)
+    client: subprocess.Popen[bytes] | None = None
     try:
         federation.start()
         command = [str(FLWR), "run", str(APP), "local", "--stream"]
         if args.rounds is not None:
             command += ["--run-config", f"num-server-rounds={args.rounds}"]
         print("demo: $ flwr run examples/digits local --stream", flush=True)
-        return subprocess.run(command, env=federation.env, check=False, timeout=1800).returncode
+        client = subprocess.Popen(command, env=federation.env)
+        return client.wait(timeout=1800)
     except CorollaError as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return 1
@@ -52,6 +57,13 @@ def main() -> int:
         print("\ndemo: interrupted, shutting down", flush=True)
         return 130
     finally:
+        if client is not None and client.poll() is None:
+            client.send_signal(signal.SIGINT)
+            try:
+                client.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                client.kill()
+                client.wait(timeout=10)
         federation.stop()
         print("demo: all processes stopped", flush=True)
 

@@ -87,9 +87,10 @@ def create_channel(
 def create_server(
     max_workers: int = 64, options: list[tuple[str, Any]] | None = None
 ) -> grpc.Server:
+    # No SO_REUSEPORT: a second daemon on a busy port must fail, not silently share it.
     return grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
-        options=_merge_options(options),
+        options=_merge_options([("grpc.so_reuseport", 0), *(options or [])]),
         maximum_concurrent_rpcs=max_workers * 4,
     )
 

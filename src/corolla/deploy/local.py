@@ -62,6 +62,7 @@ class LocalFederation:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env=self.env,
+                start_new_session=True,  # Ctrl-C reaches the caller, which stops us in order
             )
         return Daemon(name, process, log_path)
 
