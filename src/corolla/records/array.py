@@ -108,6 +108,9 @@ class Array:
     @classmethod
     def from_torch_tensor(cls, tensor: torch.Tensor) -> Array:
         """Copy a torch tensor (moved to CPU, detached) into a new `Array`."""
+        dtype = str(tensor.dtype).removeprefix("torch.")
+        if dtype == "bfloat16":
+            raise TypeError("bfloat16 tensors have no NumPy dtype: convert with .float() first")
         return cls.from_numpy_ndarray(tensor.detach().cpu().numpy())
 
     # -- accessors -----------------------------------------------------------------------------

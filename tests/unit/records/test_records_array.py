@@ -404,7 +404,8 @@ def test_numpy_path_works_without_torch(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_torch_round_trip() -> None:
-    torch = pytest.importorskip("torch")
+    import torch
+
     tensor = torch.arange(6, dtype=torch.float32).reshape(2, 3)
     array = Array.from_torch_tensor(tensor)
     assert array.dtype == "float32"
@@ -416,12 +417,31 @@ def test_torch_round_trip() -> None:
 
 
 def test_torch_state_dict_round_trip() -> None:
-    torch = pytest.importorskip("torch")
+    import torch
+
     state = {"w": torch.ones(2, 2), "b": torch.zeros(2, dtype=torch.int64)}
     record = ArrayRecord.from_torch_state_dict(state)
     assert list(record) == ["w", "b"]
     back = record.to_torch_state_dict()
     assert all(torch.equal(back[k], v) for k, v in state.items())
+
+
+def test_torch_module_state_dict_loads_back() -> None:
+    import torch
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    record = ArrayRecord(model.state_dict())
+    fresh = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    fresh.load_state_dict(record.to_torch_state_dict())
+    x = torch.randn(5, 4)
+    assert torch.equal(model(x), fresh(x))
+
+
+def test_torch_bfloat16_is_refused_clearly() -> None:
+    import torch
+
+    with pytest.raises(TypeError, match="bfloat16"):
+        Array.from_torch_tensor(torch.ones(2, dtype=torch.bfloat16))
 
 
 # -- property tests ------------------------------------------------------------------------------
