@@ -4,6 +4,7 @@ Prints the run's wall time (from `flwr run` to finished) and the median seconds 
 (train + evaluate), measured by the ServerApp at the end of each round.
 
     python bench/round_overhead.py [--nodes 2] [--rounds 10] [--params 1000]
+                                   [--isolation subprocess|process]
 """
 
 from __future__ import annotations
@@ -53,16 +54,22 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--params", type=int, default=1000)
+    parser.add_argument(
+        "--isolation",
+        choices=["subprocess", "process"],
+        default="subprocess",
+        help="process: operator-style long-running flwr-serverapp/flwr-clientapp processes",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="corolla-bench-") as tmp:
-        federation = LocalFederation(Path(tmp), num_nodes=args.nodes)
+        federation = LocalFederation(Path(tmp), num_nodes=args.nodes, isolation=args.isolation)
         with federation:
             app = app_for_federation(APP, Path(tmp) / "app", federation.exec)
             # Warm-up run: FAB install and imports happen once per machine, not per run.
             run_once(federation, app, 1, args.params)
             one_wall, _ = run_once(federation, app, 1, args.params)
             wall, per_round = run_once(federation, app, args.rounds, args.params)
-    print(f"nodes={args.nodes} params={args.params}")
+    print(f"isolation={args.isolation} nodes={args.nodes} params={args.params}")
     print(f"1-round run, flwr run -> finished:        {one_wall:6.2f} s")
     print(f"{args.rounds}-round run, flwr run -> finished:       {wall:6.2f} s")
     print(f"median seconds per round (train+evaluate): {statistics.median(per_round):6.3f} s")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 _LINK_READY = re.compile(r"SuperLink ready: serverappio=(\S+) fleet=(\S+) exec=(\S+)")
 _NODE_READY = re.compile(r"registered as node (\d+)", re.IGNORECASE)
+_APPIO_READY = re.compile(r"ClientAppIo API listening on (\S+)")
 
 
 @dataclass
@@ -38,8 +40,13 @@ class LocalFederation:
     node_configs: list[str] | None = None
     database: str | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    isolation: str = "subprocess"
+    secret_file: Path | None = None  # isolation "process": the shared AppIo secret
+    superlink_args: list[str] = field(default_factory=list)
+    supernode_args: list[str] = field(default_factory=list)
     superlink: Daemon | None = None
     supernodes: list[Daemon] = field(default_factory=list)
+    app_processes: list[Daemon] = field(default_factory=list)
     serverappio: str = ""
     fleet: str = ""
     exec: str = ""
@@ -81,6 +88,8 @@ class LocalFederation:
                 "127.0.0.1:0" if not self.fleet else self.fleet,
                 "--exec-api-address",
                 "127.0.0.1:0" if not self.exec else self.exec,
+                *self._isolation_args(),
+                *self.superlink_args,
             ],
         )
         match = _wait_for(self.superlink, _LINK_READY)
@@ -103,11 +112,45 @@ class LocalFederation:
                 "127.0.0.1:0",
                 "--node-config",
                 config,
+                *self._isolation_args(),
+                *self.supernode_args,
             ],
         )
         if wait:
             _wait_for(node, _NODE_READY)
         return node
+
+    def _isolation_args(self) -> list[str]:
+        if self.isolation == "subprocess":
+            return []
+        if self.secret_file is None:
+            self.secret_file = self.workdir / "appio-secret"
+            self.secret_file.write_text(secrets.token_urlsafe(32))
+            self.secret_file.chmod(0o600)
+        return ["--isolation", "process", "--appio-secret-file", str(self.secret_file)]
+
+    def clientappio_address(self, index: int) -> str:
+        return _wait_for(self.supernodes[index], _APPIO_READY).group(1)
+
+    def start_app_process(
+        self, kind: str, address: str, args: list[str] | None = None, name: str = ""
+    ) -> Daemon:
+        """An operator-managed ``flwr-serverapp``/``flwr-clientapp`` (isolation process)."""
+        module, flag = {
+            "serverapp": ("corolla.runtime.serverapp", "--serverappio-api-address"),
+            "clientapp": ("corolla.runtime.clientapp", "--clientappio-api-address"),
+        }[kind]
+        secret = [] if self.secret_file is None else ["--appio-secret-file", str(self.secret_file)]
+        name = name or f"{kind}-{len(self.app_processes)}"
+        daemon = self._spawn(name, [module, flag, address, "--insecure", *secret, *(args or [])])
+        self.app_processes.append(daemon)
+        return daemon
+
+    def start_app_processes(self) -> None:
+        """One flwr-serverapp and one flwr-clientapp per SuperNode."""
+        self.start_app_process("serverapp", self.serverappio)
+        for index in range(len(self.supernodes)):
+            self.start_app_process("clientapp", self.clientappio_address(index))
 
     def start(self) -> LocalFederation:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -115,10 +158,16 @@ class LocalFederation:
         self.supernodes = [self.start_supernode(i, wait=False) for i in range(self.num_nodes)]
         for node in self.supernodes:
             _wait_for(node, _NODE_READY)
+        if self.isolation == "process":
+            self.start_app_processes()
         return self
 
     def stop(self) -> None:
-        daemons = [*self.supernodes, *([self.superlink] if self.superlink else [])]
+        daemons = [
+            *self.app_processes,
+            *self.supernodes,
+            *([self.superlink] if self.superlink else []),
+        ]
         for daemon in daemons:
             terminate(daemon.process)
 

@@ -44,3 +44,15 @@ def load_component(app_dir: Path, reference: str, expected: type[T]) -> T:
             f"{reference} is a {type(obj).__name__}, expected a {expected.__name__} instance"
         )
     return obj
+
+
+def unload(app_dir: Path) -> None:
+    """Forget an app's modules and path, so the next run imports its own app afresh."""
+    root = str(app_dir)
+    while root in sys.path:
+        sys.path.remove(root)
+    for name, module in list(sys.modules.items()):
+        origin = getattr(module, "__file__", None) or ""
+        if origin.startswith(root + "/") or origin == root:
+            del sys.modules[name]
+    importlib.invalidate_caches()

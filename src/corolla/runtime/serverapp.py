@@ -1,8 +1,9 @@
-"""Entry point of ``flwr-serverapp``: run one ServerApp against the SuperLink's ServerAppIo API.
+"""Entry point of ``flwr-serverapp``: run ServerApps against the SuperLink's ServerAppIo API.
 
-In isolation ``subprocess`` the SuperLink starts this process with the run's token in
-``COROLLA_APP_TOKEN``. The process pulls its inputs (run, FAB, context), runs the app with a
-`GrpcGrid`, forwards its output to the run's log, and pushes back the final context and status.
+Isolation ``subprocess``: the SuperLink starts this process with one run's token in
+``COROLLA_APP_TOKEN``; it runs that run and exits. Isolation ``process``: an operator starts it;
+it asks for work with the shared AppIo secret (``--appio-secret-file`` or
+``COROLLA_APPIO_SECRET``), runs each run it is given, and waits for the next (``--max-runs``).
 """
 
 from __future__ import annotations
@@ -13,96 +14,105 @@ import os
 import signal
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 
 import grpc
 
-from corolla.clientapp.clientapp import short_traceback
-from corolla.common.errors import AppError, CorollaError
+from corolla.common.appio import TOKEN_ENV, app_secret
+from corolla.common.errors import CorollaError, Unauthenticated, Unavailable
 from corolla.common.grpc import create_channel, error_from_rpc
-from corolla.fab import load_app_config
+from corolla.common.tls import read_root_certificates
 from corolla.proto.v1 import serverappio_pb2 as spb
 from corolla.proto.v1.serverappio_pb2_grpc import ServerAppIoStub
-from corolla.records.serde import context_to_proto
-from corolla.records.wire import decode_context
-from corolla.runtime.grid import GrpcGrid
-from corolla.runtime.loader import install, load_component
-from corolla.runtime.logs import LogForwarder
-from corolla.serverapp.serverapp import ServerApp
+from corolla.runtime.backoff import Backoff
+from corolla.runtime.serverapp_run import execute_run
 
-TOKEN_ENV = "COROLLA_APP_TOKEN"
-RPC_TIMEOUT = 60.0
 log = logging.getLogger("corolla.serverapp")
+
+REQUEST_WAIT = 10.0
+EXIT_UNAUTHENTICATED = 5
 
 
 @dataclass(frozen=True)
 class ServerAppConfig:
     address: str
     insecure: bool
-    token: str
+    root_certificates: Path | None
+    token: str | None  # subprocess mode
+    secret: str | None  # process mode
+    max_runs: int | None
 
 
 def parse_config(argv: list[str] | None = None) -> ServerAppConfig:
     parser = argparse.ArgumentParser(prog="flwr-serverapp", description=__doc__)
     parser.add_argument("--serverappio-api-address", default="127.0.0.1:9091")
     parser.add_argument("--insecure", action="store_true", help="connect without TLS")
+    parser.add_argument("--root-certificates", type=Path, help="CA to verify the SuperLink")
+    parser.add_argument("--appio-secret-file", type=Path, help="shared AppIo secret (process)")
+    parser.add_argument("--max-runs", type=int, default=None, help="exit after this many runs")
     args = parser.parse_args(argv)
-    token = os.environ.get(TOKEN_ENV, "")
-    if not token:
+    token = os.environ.get(TOKEN_ENV) or None
+    try:
+        secret = None if token else app_secret(args.appio_secret_file)
+    except CorollaError as exc:
+        parser.exit(2, f"flwr-serverapp: {exc}\n")
+    if token is None and secret is None:
         parser.exit(
-            2, f"flwr-serverapp: {TOKEN_ENV} is not set (isolation 'process' arrives later)\n"
+            2,
+            "flwr-serverapp: no AppIo secret: give --appio-secret-file or set "
+            "COROLLA_APPIO_SECRET (isolation process)\n",
         )
-    if not args.insecure:
-        parser.exit(2, "flwr-serverapp: TLS is not available yet; pass --insecure\n")
-    return ServerAppConfig(args.serverappio_api_address, args.insecure, token)
+    if args.insecure == (args.root_certificates is not None):
+        parser.exit(2, "flwr-serverapp: give either --insecure or --root-certificates\n")
+    if args.max_runs is not None and args.max_runs < 1:
+        parser.exit(2, "flwr-serverapp: --max-runs must be at least 1\n")
+    return ServerAppConfig(
+        args.serverappio_api_address,
+        args.insecure,
+        args.root_certificates,
+        token,
+        secret,
+        args.max_runs,
+    )
 
 
-def run(config: ServerAppConfig) -> int:
-    channel = create_channel(config.address, insecure=config.insecure)
+def _request_run(stub: ServerAppIoStub, secret: str) -> tuple[int, str] | None:
+    request = spb.RequestRunRequest(wait_seconds=REQUEST_WAIT, secret=secret)
+    try:
+        reply = stub.RequestRun(request, timeout=REQUEST_WAIT + 30)
+    except grpc.RpcError as exc:
+        raise error_from_rpc(exc) from exc
+    return (reply.run_id, reply.token) if reply.run_id else None
+
+
+def serve(config: ServerAppConfig) -> int:
+    roots = read_root_certificates(config.root_certificates) if config.root_certificates else None
+    channel = create_channel(config.address, insecure=config.insecure, root_certificates=roots)
     stub = ServerAppIoStub(channel)
     try:
-        inputs = stub.PullAppInputs(
-            spb.PullAppInputsRequest(token=config.token), timeout=RPC_TIMEOUT
-        )
-    except grpc.RpcError as exc:
-        print(f"flwr-serverapp: {error_from_rpc(exc, config.address)}", file=sys.stderr)
-        return 1
-    run_id = inputs.run.run_id
-    grid = GrpcGrid(channel, config.token, run_id)
-
-    def push_logs(lines: list[str]) -> None:
-        request = spb.PushLogsRequest(run_id=run_id, token=config.token, lines=lines)
-        stub.PushLogs(request, timeout=RPC_TIMEOUT)
-
-    sub_status, details = "completed", ""
-    context = None
-    with LogForwarder(push_logs):
-        try:
-            context = decode_context(inputs.context, grid._fetch)
-            app_dir = install(inputs.fab.content, inputs.fab.hash)
-            reference = load_app_config(app_dir).serverapp
-            app = load_component(app_dir, reference, ServerApp)
-            log.info("run %d: starting ServerApp %s", run_id, reference)
-            app(grid, context)
-            log.info("run %d: ServerApp finished", run_id)
-        except AppError as exc:
-            sub_status, details = "failed", str(exc)
-            log.error("%s", exc)
-        except Exception as exc:
-            sub_status = "failed"
-            details = f"ServerApp raised {type(exc).__name__}: {exc}\n{short_traceback(exc)}"
-            log.error("ServerApp raised an exception:\n%s", short_traceback(exc))
-    request = spb.PushAppOutputsRequest(token=config.token, sub_status=sub_status, details=details)
-    if context is not None:
-        request.context.CopyFrom(context_to_proto(context))
-    try:
-        stub.PushAppOutputs(request, timeout=RPC_TIMEOUT)
-    except grpc.RpcError as exc:
-        print(f"flwr-serverapp: cannot report the result: {error_from_rpc(exc)}", file=sys.stderr)
-        return 1
+        if config.token is not None:
+            return 0 if execute_run(stub, channel, config.token) else 1
+        assert config.secret is not None
+        log.info("waiting for runs from the SuperLink at %s", config.address)
+        served = 0
+        backoff = Backoff()
+        while config.max_runs is None or served < config.max_runs:
+            try:
+                claimed = _request_run(stub, config.secret)
+            except Unavailable as exc:
+                delay = backoff.next()
+                log.warning("SuperLink unreachable (%s); retrying in %.1f s", exc, delay)
+                backoff.sleep(delay)
+                continue
+            backoff.reset()
+            if claimed is not None:
+                log.info("run %d: picked up", claimed[0])
+                execute_run(stub, channel, claimed[1])
+                served += 1
+        return 0
     finally:
         channel.close()
-    return 0 if sub_status == "completed" else 1
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -114,10 +124,15 @@ def main(argv: list[str] | None = None) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        sys.exit(run(config))
+        sys.exit(serve(config))
+    except Unauthenticated as exc:
+        print(f"flwr-serverapp: refused by the SuperLink: {exc}", file=sys.stderr)
+        sys.exit(EXIT_UNAUTHENTICATED)
     except CorollaError as exc:
         print(f"flwr-serverapp: {exc}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -9,13 +9,13 @@ import grpc
 
 from corolla.common.errors import InvalidArgument, NotFound, PermissionDenied
 from corolla.common.grpc import abort_on_error
-from corolla.common.objects import CHUNK_SIZE
-from corolla.common.transfer import NODE_ID_KEY, call_metadata, receive_objects, send_objects
+from corolla.common.transfer import NODE_ID_KEY, RUN_ID_KEY, call_metadata
 from corolla.proto.v1 import fleet_pb2 as fpb
 from corolla.proto.v1 import objects_pb2 as opb
 from corolla.proto.v1 import run_pb2 as rpb
 from corolla.superlink.convert import fab_to_proto, run_to_proto
 from corolla.superlink.messages import from_stored, to_stored
+from corolla.superlink.objects import missing_response, store_pushed, stream_stored
 from corolla.superlink.state import LinkState, RunStatus
 
 log = logging.getLogger(__name__)
@@ -124,29 +124,20 @@ class FleetServicer:
     def PushObjects(
         self, request_iterator: Iterator[bytes], context: grpc.ServicerContext
     ) -> opb.PushObjectsResponse:
-        node_id = self._known_node(int(call_metadata(context).get(NODE_ID_KEY, "0")))
-        run_id = int(call_metadata(context).get("corolla-run-id", "0"))
-        log.debug("node %d pushes objects for run %d", node_id, run_id)
-        return receive_objects(
-            request_iterator, lambda oid, data: self._state.store_object(run_id, oid, data)
-        )
+        metadata = call_metadata(context)
+        self._known_node(int(metadata.get(NODE_ID_KEY, "0")))
+        return store_pushed(self._state, int(metadata.get(RUN_ID_KEY, "0")), request_iterator)
 
     @abort_on_error
     def PullObjects(
         self, request: opb.PullObjectsRequest, context: grpc.ServicerContext
     ) -> Iterator[bytes]:
         self._known_node(request.node_id)
-        ids = list(request.object_ids)
-        missing = self._state.missing_objects(ids)
-        if missing:
-            raise NotFound(f"unknown objects: {', '.join(missing)}")
-        return send_objects(ids, self._state.object_size, self._state.read_object, CHUNK_SIZE)
+        return stream_stored(self._state, request.object_ids)
 
     @abort_on_error
     def MissingObjects(
         self, request: opb.MissingObjectsRequest, context: grpc.ServicerContext
     ) -> opb.MissingObjectsResponse:
         self._known_node(request.node_id)
-        return opb.MissingObjectsResponse(
-            object_ids=self._state.missing_objects(list(request.object_ids))
-        )
+        return missing_response(self._state, request.object_ids)

@@ -10,13 +10,14 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from corolla.common.appio import TOKEN_ENV
 from corolla.common.errors import CorollaError
 from corolla.superlink.state import LinkState, RunStatus, SubStatus
 
 log = logging.getLogger(__name__)
 
-TOKEN_ENV = "COROLLA_APP_TOKEN"
 TAIL_LINES = 15
 TERMINATE_GRACE = 5.0
 START_TIMEOUT = 120.0
@@ -44,10 +45,16 @@ class ServerAppLauncher:
         poll: float = 0.5,
         start_timeout: float = START_TIMEOUT,
         command: list[str] | None = None,
+        root_certificates: Path | None = None,
     ) -> None:
         self._state = state
         self._start_timeout = start_timeout
         self._command = command or [sys.executable, "-m", "corolla.runtime.serverapp"]
+        self._transport = (
+            ["--insecure"]
+            if root_certificates is None
+            else ["--root-certificates", str(root_certificates)]
+        )
         self._address = serverappio_address
         self._poll = poll
         self._procs: dict[int, _AppProcess] = {}
@@ -130,7 +137,7 @@ class ServerAppLauncher:
             *self._command,
             "--serverappio-api-address",
             self._address,
-            "--insecure",
+            *self._transport,
         ]
         try:
             process = subprocess.Popen(

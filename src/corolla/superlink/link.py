@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 
+from corolla.common.appio import new_secret, warn_if_exposed
+from corolla.common.errors import InvalidArgument
 from corolla.common.grpc import MAX_FAB_BYTES, bind, create_server
+from corolla.common.tls import ServerTls
 from corolla.common.transfer import add_service
 from corolla.proto.v1 import exec_pb2, fleet_pb2, serverappio_pb2
+from corolla.superlink.dispatcher import AppHeartbeats, ProcessDispatcher
 from corolla.superlink.exec import ExecServicer
 from corolla.superlink.fleet import FleetServicer
 from corolla.superlink.launcher import ServerAppLauncher
@@ -28,7 +33,12 @@ class SuperLinkConfig:
     fleet_address: str = "0.0.0.0:9092"
     exec_address: str = "0.0.0.0:9093"
     database: str = ":memory:"
-    insecure: bool = True
+    tls: ServerTls | None = None  # None: plaintext (--insecure)
+    tls_root_certificates: Path | None = None  # what local app processes trust
+    isolation: str = "subprocess"
+    appio_secret: str | None = None  # required for isolation "process"
+    app_attach_timeout: float = 300.0
+    app_heartbeat_timeout: float = 15.0
 
 
 def _local(address: str, port: int) -> str:
@@ -48,23 +58,51 @@ class SuperLink:
         self._servers: list[grpc.Server] = []
         self.ports: dict[str, int] = {}
         self.launcher: ServerAppLauncher | None = None
+        self.dispatcher: ProcessDispatcher | None = None
+
+    @property
+    def error(self) -> BaseException | None:
+        """A crash of a background worker (the daemon then exits non-zero)."""
+        worker = self.launcher or self.dispatcher
+        return None if worker is None else worker.error
 
     def start(self) -> None:
+        config = self.config
+        credentials = config.tls.credentials() if config.tls else None
+        heartbeats = AppHeartbeats()
         serverappio = create_server()
+        self.ports["serverappio"] = bind(serverappio, config.serverappio_address, credentials)
+        appio_address = _local(config.serverappio_address, self.ports["serverappio"])
+        notify: Callable[[], None]
+        if config.isolation == "process":
+            if not config.appio_secret:
+                raise InvalidArgument("isolation 'process' needs the AppIo secret")
+            self.dispatcher = ProcessDispatcher(
+                self.state,
+                heartbeats,
+                attach_timeout=config.app_attach_timeout,
+                heartbeat_timeout=config.app_heartbeat_timeout,
+            )
+            notify, secret = self.dispatcher.notify, config.appio_secret
+        else:
+            self.launcher = ServerAppLauncher(
+                self.state, appio_address, root_certificates=config.tls_root_certificates
+            )
+            # Known to nobody: in subprocess mode children get per-run tokens directly.
+            notify, secret = self.launcher.notify, new_secret()
+        warn_if_exposed(config.serverappio_address, credentials is not None, "ServerAppIo")
         add_service(
             serverappio,
             serverappio_pb2.DESCRIPTOR.services_by_name["ServerAppIo"],
-            ServerAppIoServicer(self.state),
-        )
-        self.ports["serverappio"] = bind(serverappio, self.config.serverappio_address, None)
-        self.launcher = ServerAppLauncher(
-            self.state, _local(self.config.serverappio_address, self.ports["serverappio"])
+            ServerAppIoServicer(
+                self.state, secret=secret, heartbeats=heartbeats, dispatcher=self.dispatcher
+            ),
         )
         fleet = create_server(max_workers=256)
         add_service(
             fleet, fleet_pb2.DESCRIPTOR.services_by_name["Fleet"], FleetServicer(self.state)
         )
-        self.ports["fleet"] = bind(fleet, self.config.fleet_address, None)
+        self.ports["fleet"] = bind(fleet, config.fleet_address, credentials)
         fab_limit = [
             ("grpc.max_receive_message_length", MAX_FAB_BYTES),
             ("grpc.max_send_message_length", MAX_FAB_BYTES),
@@ -73,18 +111,23 @@ class SuperLink:
         add_service(
             exec_server,
             exec_pb2.DESCRIPTOR.services_by_name["Exec"],
-            ExecServicer(self.state, self.launcher.notify),
+            ExecServicer(self.state, notify),
         )
-        self.ports["exec"] = bind(exec_server, self.config.exec_address, None)
+        self.ports["exec"] = bind(exec_server, config.exec_address, credentials)
         self._servers = [serverappio, fleet, exec_server]
         for server in self._servers:
             server.start()
-        self.launcher.start()
+        if self.launcher is not None:
+            self.launcher.start()
+        if self.dispatcher is not None:
+            self.dispatcher.start()
         log.info(
-            "SuperLink ready: serverappio=%s fleet=%s exec=%s",
-            _local(self.config.serverappio_address, self.ports["serverappio"]),
-            _local(self.config.fleet_address, self.ports["fleet"]),
-            _local(self.config.exec_address, self.ports["exec"]),
+            "SuperLink ready: serverappio=%s fleet=%s exec=%s (isolation %s, %s)",
+            appio_address,
+            _local(config.fleet_address, self.ports["fleet"]),
+            _local(config.exec_address, self.ports["exec"]),
+            config.isolation,
+            "TLS" if credentials else "insecure",
         )
 
     def stop(self) -> None:
@@ -93,6 +136,8 @@ class SuperLink:
         events = [server.stop(GRACE) for server in self._servers]
         if self.launcher is not None:
             self.launcher.stop()
+        if self.dispatcher is not None:
+            self.dispatcher.stop()
         for event in events:
             event.wait(GRACE + 1)
         self.state.close()

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 
 import grpc
 
-from corolla.common.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from corolla.common.appio import check_secret
+from corolla.common.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from corolla.common.grpc import abort_on_error
-from corolla.common.objects import CHUNK_SIZE
-from corolla.common.transfer import TOKEN_KEY, call_metadata, receive_objects, send_objects
+from corolla.common.transfer import TOKEN_KEY, call_metadata
 from corolla.proto.v1 import message_pb2 as mpb
 from corolla.proto.v1 import objects_pb2 as opb
 from corolla.proto.v1 import run_pb2 as rpb
@@ -18,7 +18,9 @@ from corolla.proto.v1 import serverappio_pb2 as spb
 from corolla.records.context import Context
 from corolla.records.serde import context_to_proto
 from corolla.superlink.convert import fab_to_proto, run_to_proto
+from corolla.superlink.dispatcher import AppHeartbeats, ProcessDispatcher
 from corolla.superlink.messages import from_stored, lost_reply, to_stored
+from corolla.superlink.objects import missing_response, store_pushed, stream_stored
 from corolla.superlink.state import LinkState, RunStatus, SubStatus
 
 log = logging.getLogger(__name__)
@@ -28,8 +30,18 @@ SERVER_NODE_ID = 0
 
 
 class ServerAppIoServicer:
-    def __init__(self, state: LinkState) -> None:
+    def __init__(
+        self,
+        state: LinkState,
+        *,
+        secret: str,
+        heartbeats: AppHeartbeats,
+        dispatcher: ProcessDispatcher | None = None,
+    ) -> None:
         self._state = state
+        self._secret = secret
+        self._heartbeats = heartbeats
+        self._dispatcher = dispatcher
 
     def _run_for(self, token: str, run_id: int | None = None) -> int:
         owner = self._state.run_id_for_token(token)
@@ -48,7 +60,23 @@ class ServerAppIoServicer:
     def RequestRun(
         self, request: spb.RequestRunRequest, context: grpc.ServicerContext
     ) -> spb.RequestRunResponse:
-        raise FailedPrecondition("isolation mode 'process' is not available yet")
+        check_secret(self._secret, request.secret)
+        if self._dispatcher is None:
+            raise FailedPrecondition("this SuperLink starts its own ServerApp processes")
+        claimed = self._dispatcher.claim(min(max(request.wait_seconds, 0.0), MAX_WAIT))
+        if claimed is None:
+            return spb.RequestRunResponse()
+        return spb.RequestRunResponse(run_id=claimed[0], token=claimed[1])
+
+    @abort_on_error
+    def Heartbeat(
+        self, request: spb.AppHeartbeatRequest, context: grpc.ServicerContext
+    ) -> spb.AppHeartbeatResponse:
+        run_id = self._run_for(request.token)
+        active = self._state.get_run(run_id).status != RunStatus.FINISHED
+        if active:
+            self._heartbeats.beat(run_id)
+        return spb.AppHeartbeatResponse(run_active=active)
 
     @abort_on_error
     def PullAppInputs(
@@ -158,25 +186,18 @@ class ServerAppIoServicer:
         self, request_iterator: Iterator[bytes], context: grpc.ServicerContext
     ) -> opb.PushObjectsResponse:
         run_id = self._active_run(call_metadata(context).get(TOKEN_KEY, ""))
-        return receive_objects(
-            request_iterator, lambda oid, data: self._state.store_object(run_id, oid, data)
-        )
+        return store_pushed(self._state, run_id, request_iterator)
 
     @abort_on_error
     def PullObjects(
         self, request: opb.PullObjectsRequest, context: grpc.ServicerContext
     ) -> Iterator[bytes]:
         self._run_for(request.token)
-        ids = list(request.object_ids)
-        missing = self._state.missing_objects(ids)
-        if missing:
-            raise NotFound(f"unknown objects: {', '.join(missing)}")
-        return send_objects(ids, self._state.object_size, self._state.read_object, CHUNK_SIZE)
+        return stream_stored(self._state, request.object_ids)
 
     @abort_on_error
     def MissingObjects(
         self, request: opb.MissingObjectsRequest, context: grpc.ServicerContext
     ) -> opb.MissingObjectsResponse:
         self._run_for(request.token)
-        missing = self._state.missing_objects(list(request.object_ids))
-        return opb.MissingObjectsResponse(object_ids=missing)
+        return missing_response(self._state, request.object_ids)

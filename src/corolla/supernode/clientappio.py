@@ -1,16 +1,19 @@
 """ClientAppIo API servicer (SuperNode :9094): where `flwr-clientapp` processes get their work.
 
-Thin: every call is authenticated by its run's token (field ``token``, or call metadata for the
-object streams), then served from the `RunTable`; replies and logs go to the `Outbox`.
+Thin: `RequestRun` needs the shared AppIo secret (isolation ``process``; in ``subprocess`` the
+secret is random and known to nobody); every other call is authenticated by its run's token
+(field ``token``, or call metadata for the object streams), then served from the `RunTable`;
+replies and logs go to the `Outbox`.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import grpc
 
-from corolla.common.errors import FailedPrecondition
+from corolla.common.appio import check_secret
 from corolla.common.grpc import abort_on_error
 from corolla.common.transfer import TOKEN_KEY, call_metadata, receive_objects, send_objects
 from corolla.proto.v1 import clientappio_pb2 as cpb
@@ -18,13 +21,16 @@ from corolla.proto.v1 import objects_pb2 as opb
 from corolla.supernode.outbox import Outbox
 from corolla.supernode.runs import RunState, RunTable
 
+log = logging.getLogger(__name__)
+
 MAX_WAIT = 30.0  # longest long poll served
 
 
 class ClientAppIoServicer:
-    def __init__(self, runs: RunTable, outbox: Outbox) -> None:
+    def __init__(self, runs: RunTable, outbox: Outbox, secret: str) -> None:
         self._runs = runs
         self._outbox = outbox
+        self._secret = secret
 
     def _run_of(self, context: grpc.ServicerContext, token: str = "") -> RunState:
         return self._runs.by_token(token or call_metadata(context).get(TOKEN_KEY, ""))
@@ -33,7 +39,21 @@ class ClientAppIoServicer:
     def RequestRun(
         self, request: cpb.ClientRequestRunRequest, context: grpc.ServicerContext
     ) -> cpb.ClientRequestRunResponse:
-        raise FailedPrecondition("isolation mode process is not available yet")
+        check_secret(self._secret, request.secret)
+        wait = min(max(request.wait_seconds, 0.0), MAX_WAIT)
+        handed = self._runs.hand_out(wait)
+        if handed is None:
+            return cpb.ClientRequestRunResponse()
+        run_id, token = handed
+        log.info("run %d: handed to the flwr-clientapp process at %s", run_id, context.peer())
+        return cpb.ClientRequestRunResponse(run_id=run_id, token=token)
+
+    @abort_on_error
+    def Heartbeat(
+        self, request: cpb.ClientHeartbeatRequest, context: grpc.ServicerContext
+    ) -> cpb.ClientHeartbeatResponse:
+        state = self._run_of(context, request.token)
+        return cpb.ClientHeartbeatResponse(run_active=state.active)
 
     @abort_on_error
     def PullAppInputs(
@@ -51,8 +71,10 @@ class ClientAppIoServicer:
     ) -> cpb.ClientPullMessageResponse:
         state = self._run_of(context, request.token)
         wait = min(max(request.wait_seconds, 0.0), MAX_WAIT)
-        message = self._runs.next_message(state, wait)
-        response = cpb.ClientPullMessageResponse(run_active=state.active)
+        message = self._runs.next_message(state, wait, request.token)
+        with self._runs.lock:  # False also when this process was detached meanwhile
+            active = state.active and state.token == request.token
+        response = cpb.ClientPullMessageResponse(run_active=active)
         if message is not None:
             response.message.CopyFrom(message)
             response.run_active = True

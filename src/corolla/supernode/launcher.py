@@ -14,9 +14,10 @@ import sys
 import threading
 from collections.abc import Callable
 
+from corolla.common.appio import SECRET_ENV, TOKEN_ENV
+
 log = logging.getLogger(__name__)
 
-TOKEN_ENV = "COROLLA_APP_TOKEN"
 VOLUNTARY_EXIT = 1.0  # seconds a stopped app gets to exit by itself (its run is over)
 TERM_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
 _POLL = 0.2
@@ -51,6 +52,7 @@ class AppProcess:
     @classmethod
     def start(cls, *, run_id: int, address: str, token: str, on_exit: OnExit) -> AppProcess:
         env = dict(os.environ)
+        env.pop(SECRET_ENV, None)  # a child needs its run token, never the AppIo secret
         env[TOKEN_ENV] = token
         env["PYTHONUNBUFFERED"] = "1"
         popen = subprocess.Popen(

@@ -24,11 +24,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    log.warning(
-        "connecting to the SuperLink at %s without TLS (--insecure): traffic is not encrypted; "
-        "use this for local testing only",
-        config.superlink,
-    )
+    if config.insecure:
+        log.warning(
+            "connecting to the SuperLink at %s and serving ClientAppIo without TLS "
+            "(--insecure): traffic is not encrypted; use this for local testing only",
+            config.superlink,
+        )
     try:
         node = SuperNode(config)
     except CorollaError as exc:

@@ -1,9 +1,11 @@
 """The SuperNode: registers with the SuperLink, pulls work, runs ClientApp processes.
 
 Threads: ``fleet-pull`` (registration and the PullMessages long poll), ``heartbeat``,
-``outbox`` (replies and logs up to the SuperLink), the ClientAppIo server's pool, and one
-watcher per app process. A failed call is logged and retried with backoff; an unexpected
-exception in a worker stops the node and is reported by `failure`.
+``outbox`` (replies and logs up to the SuperLink), the ClientAppIo server's pool, and either
+one watcher per app process (isolation ``subprocess``, `Supervisor`) or the ``app-watchdog``
+of the attached external app processes (isolation ``process``, `ExternalApps`). A failed call is
+logged and retried with backoff; an unexpected exception in a worker stops the node and is
+reported by `failure`.
 """
 
 from __future__ import annotations
@@ -12,7 +14,14 @@ import logging
 import threading
 from collections.abc import Callable
 
-from corolla.common.errors import CorollaError, DeadlineExceeded, NotFound, Unavailable
+from corolla.common.appio import new_secret, warn_if_exposed
+from corolla.common.errors import (
+    CorollaError,
+    DeadlineExceeded,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
 from corolla.common.grpc import bind, create_server
 from corolla.common.transfer import add_service
 from corolla.proto.v1 import clientappio_pb2 as cpb
@@ -22,6 +31,7 @@ from corolla.records.serde import referenced_object_ids, user_config_to_proto
 from corolla.supernode.clientappio import ClientAppIoServicer
 from corolla.supernode.config import SuperNodeConfig, local_address
 from corolla.supernode.connection import Backoff, FleetConnection, Stopped
+from corolla.supernode.external import ExternalApps
 from corolla.supernode.outbox import Outbox
 from corolla.supernode.runs import RunState, RunTable
 from corolla.supernode.supervisor import Supervisor
@@ -35,10 +45,15 @@ INTAKE_RETRIES = 5  # fetch attempts (0.5 s .. 8 s apart) before a message gets 
 class SuperNode:
     def __init__(self, config: SuperNodeConfig) -> None:
         self.config = config
+        external = config.isolation == "process"
+        if external and not config.appio_secret:
+            raise InvalidArgument("isolation process needs an AppIo secret")
+        if not config.insecure and config.clientappio_tls is None:
+            raise InvalidArgument("without insecure, the ClientAppIo API needs TLS material")
         self._conn = FleetConnection(
             config.superlink, insecure=config.insecure, root_certificates=config.root_certificates
         )
-        self._runs = RunTable()
+        self._runs = RunTable(attachable=external)
         self._stop = threading.Event()
         self._stopped = False
         self._registration = threading.Lock()
@@ -46,17 +61,42 @@ class SuperNode:
         self._interval = config.heartbeat_interval
         self._outbox = Outbox(self._conn, lambda: self._node_id)
         self._server = create_server()
-        servicer = ClientAppIoServicer(self._runs, self._outbox)
+        # In isolation subprocess nobody knows the secret: RequestRun is refused to everyone.
+        secret = config.appio_secret if external and config.appio_secret else new_secret()
+        servicer = ClientAppIoServicer(self._runs, self._outbox, secret)
         add_service(self._server, cpb.DESCRIPTOR.services_by_name["ClientAppIo"], servicer)
-        self.clientappio_port = bind(self._server, config.clientappio_address, None)
-        self._app_address = local_address(config.clientappio_address, self.clientappio_port)
-        self._apps = Supervisor(self._runs, self._outbox, self._app_address, self._guard)
+        tls = config.clientappio_tls
+        self.clientappio_port = bind(
+            self._server, config.clientappio_address, tls.credentials() if tls else None
+        )
+        self.clientappio_address = local_address(config.clientappio_address, self.clientappio_port)
         self._threads = [
             threading.Thread(target=self._guard(self._pull_loop), name="fleet-pull"),
             threading.Thread(target=self._guard(self._heartbeat_loop), name="heartbeat"),
             threading.Thread(target=self._guard(self._outbox.run), name="outbox"),
         ]
+        self._apps = self._app_runner(external)
         self.failure: BaseException | None = None
+
+    def _app_runner(self, external: bool) -> Supervisor | ExternalApps:
+        """Who runs the ClientApps: attached external processes, or our own children."""
+        if external:
+            apps = ExternalApps(
+                self._runs,
+                self._outbox,
+                app_address=self.clientappio_address,
+                attach_timeout=self.config.app_attach_timeout,
+                heartbeat_timeout=self.config.app_heartbeat_timeout,
+            )
+            watchdog = threading.Thread(target=self._guard(apps.watch), name="app-watchdog")
+            self._threads.append(watchdog)
+            return apps
+        # Our own children reach us on loopback; with TLS on the API they get a plaintext
+        # loopback-only port (their tokens never leave this machine) instead of the certificate.
+        children = self.clientappio_address
+        if self.config.clientappio_tls is not None:
+            children = f"127.0.0.1:{bind(self._server, '127.0.0.1:0', None)}"
+        return Supervisor(self._runs, self._outbox, children, self._guard)
 
     @property
     def node_id(self) -> int:
@@ -65,7 +105,15 @@ class SuperNode:
 
     def start(self) -> None:
         self._server.start()
-        log.info("ClientAppIo API listening on %s", self._app_address)
+        tls = self.config.clientappio_tls is not None
+        log.info(
+            "ClientAppIo API listening on %s (bound to %s, %s, isolation %s)",
+            self.clientappio_address,
+            self.config.clientappio_address,
+            "TLS" if tls else "no TLS",
+            self.config.isolation,
+        )
+        warn_if_exposed(self.config.clientappio_address, tls, "ClientAppIo")
         for thread in self._threads:
             thread.start()
 
@@ -219,12 +267,12 @@ class SuperNode:
             except CorollaError as exc:
                 reason = exc
             log.warning("run %d: cannot take message %s: %s", run_id, message_id, reason)
-            self._apps.fail(
+            self._outbox.fail(
                 message, ErrorCode.MESSAGE_UNAVAILABLE, f"the SuperNode cannot take it: {reason}"
             )
             return
         if state is None:
-            self._apps.fail(message, ErrorCode.RUN_STOPPED, f"run {run_id} has finished")
+            self._outbox.fail(message, ErrorCode.RUN_STOPPED, f"run {run_id} has finished")
             return
         self._apps.ensure_process(state)
 

@@ -23,6 +23,7 @@ from corolla.common.errors import (
 )
 from corolla.proto.v1 import message_pb2 as mpb
 from corolla.supernode.connection import Backoff, FleetConnection, Stopped
+from corolla.supernode.replies import error_reply
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,10 @@ class Outbox:
         md = message.metadata
         expires_at = time.time() + md.ttl if md.ttl > 0 else float("inf")
         self._put(_Reply(run_id, message, objects, expires_at))
+
+    def fail(self, message: mpb.Message, code: int, reason: str) -> None:
+        """Answer ``message`` with an error reply on its ClientApp's behalf."""
+        self.reply(message.metadata.run_id, error_reply(message, code, reason), {})
 
     def logs(self, run_id: int, lines: list[str]) -> None:
         if not lines:

@@ -3,6 +3,10 @@
 The node relays encoded messages and contexts without decoding them; the protobufs held here
 are opaque payloads. One lock guards the table; each run's condition (on that lock) wakes the
 app process's long poll the moment a message is queued or the run ends.
+
+Isolation ``process`` (an *attachable* table): a run whose message waits with no app process
+attached is handed to one `RequestRun` caller (`hand_out`) with a fresh token; `detach` voids
+that token when the process goes silent, and the run waits for the next caller.
 """
 
 from __future__ import annotations
@@ -11,17 +15,31 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from corolla.common.errors import InvalidArgument, NotFound, Unauthenticated
+from corolla.common.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unauthenticated,
+    Unavailable,
+)
 from corolla.proto.v1 import message_pb2 as mpb
 from corolla.proto.v1 import run_pb2 as rpb
 from corolla.records.serde import referenced_object_ids
 
 if TYPE_CHECKING:
     from corolla.supernode.launcher import AppProcess
+
+
+@dataclass
+class Attachment:
+    """An external app process serving a run (isolation ``process``); times are the clock's."""
+
+    since: float
+    last_seen: float
 
 
 @dataclass(eq=False)
@@ -36,15 +54,25 @@ class RunState:
     queue: deque[mpb.Message] = field(default_factory=deque)
     inflight: dict[str, mpb.Message] = field(default_factory=dict)  # delivered, not answered
     active: bool = True
-    process: AppProcess | None = None
+    process: AppProcess | None = None  # isolation subprocess
     delivered: int = 0  # messages handed to the current process
+    attached: Attachment | None = None  # isolation process
+    queued_at: dict[str, float] = field(default_factory=dict)  # message id -> clock
+    unattached_since: float = 0.0  # clock time the run last lost its app process
+    warned: bool = False  # "waiting for an app process" was logged for this wait
 
 
 class RunTable:
-    def __init__(self) -> None:
+    def __init__(
+        self, *, attachable: bool = False, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.lock = threading.RLock()
+        self.clock = clock
+        self.attachable = attachable
         self._by_id: dict[int, RunState] = {}
         self._by_token: dict[str, RunState] = {}
+        self._wanted = threading.Condition(self.lock)  # a run may need an app process
+        self._closed = False
 
     def open(self, run: rpb.Run, fab: rpb.Fab, context: mpb.Context) -> RunState:
         with self.lock:
@@ -77,6 +105,8 @@ class RunTable:
             state = self._by_token.get(token) if token else None
         if state is None:
             raise Unauthenticated("unknown or expired app token")
+        if state.attached is not None:  # any call with the token shows the process is alive
+            state.attached.last_seen = self.clock()
         return state
 
     def drop(self, state: RunState) -> None:
@@ -87,6 +117,58 @@ class RunTable:
             self._by_token.pop(state.token, None)
             state.objects.clear()
             state.queue.clear()
+            state.queued_at.clear()
+
+    def close(self) -> None:
+        """The node stops: `hand_out` refuses from now on (waiters wake at once)."""
+        with self.lock:
+            self._closed = True
+            self._wanted.notify_all()
+
+    # -- external app processes (isolation process) ---------------------------------------------
+
+    @staticmethod
+    def needs_app(state: RunState) -> bool:
+        return state.active and state.attached is None and bool(state.queue)
+
+    def hand_out(self, wait: float) -> tuple[int, str] | None:
+        """Wait up to ``wait`` s for a run that needs an app process and attach the caller to
+        it; returns ``(run_id, token)`` with a fresh token, or None."""
+        if not self.attachable:
+            raise FailedPrecondition(
+                "this SuperNode runs in isolation subprocess: it starts its own app processes"
+            )
+        deadline = time.monotonic() + wait
+        with self.lock:
+            while True:
+                if self._closed:  # callers back off instead of asking again at once
+                    raise Unavailable("the SuperNode is stopping")
+                waiting = [s for s in self._by_id.values() if self.needs_app(s)]
+                if waiting:
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._wanted.wait(remaining)
+            state = min(waiting, key=lambda s: min(s.queued_at.values(), default=0.0))
+            self._by_token.pop(state.token, None)
+            state.token = secrets.token_urlsafe(32)
+            self._by_token[state.token] = state
+            now = self.clock()
+            state.attached = Attachment(since=now, last_seen=now)
+            state.warned = False
+            return state.run_id, state.token
+
+    def detach(self, state: RunState) -> list[mpb.Message]:
+        """The run's app process is gone: void its token; returns the messages it held."""
+        with self.lock:
+            self._by_token.pop(state.token, None)
+            state.token = ""
+            state.attached = None
+            state.unattached_since = self.clock()
+            state.changed.notify_all()  # a long poll of the lost process ends now
+            self._wanted.notify_all()
+            return self.take_inflight(state)
 
     # -- messages -------------------------------------------------------------------------------
 
@@ -100,7 +182,9 @@ class RunTable:
             missing = self.missing_objects(state, referenced_object_ids([message]))
             if not missing:
                 state.queue.append(message)
+                state.queued_at[message.metadata.message_id] = self.clock()
                 state.changed.notify_all()
+                self._wanted.notify_all()
             return missing
 
     def deactivate(self, state: RunState) -> list[mpb.Message]:
@@ -114,20 +198,25 @@ class RunTable:
         with self.lock:
             queued = list(state.queue)
             state.queue.clear()
+            state.queued_at.clear()
             return queued
 
-    def next_message(self, state: RunState, wait: float) -> mpb.Message | None:
-        """The next queued message (now in flight), or None after ``wait`` or when inactive."""
+    def next_message(
+        self, state: RunState, wait: float, token: str | None = None
+    ) -> mpb.Message | None:
+        """The next queued message (now in flight), or None after ``wait``, when inactive, or
+        when ``token`` is no longer the run's (its app process was detached)."""
         deadline = time.monotonic() + wait
         with self.lock:
-            while state.active and not state.queue:
+            while state.active and not state.queue and token in (None, state.token):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return None
                 state.changed.wait(remaining)
-            if not state.active:
+            if not state.active or token not in (None, state.token):
                 return None
             message = state.queue.popleft()
+            state.queued_at.pop(message.metadata.message_id, None)
             state.inflight[message.metadata.message_id] = message
             state.delivered += 1
             return message
@@ -158,6 +247,17 @@ class RunTable:
             reply_objects = {oid: state.objects[oid] for oid in referenced_object_ids([reply])}
             self._prune(state)
             return reply_objects
+
+    def take_waiting(self, state: RunState, message_ids: Iterable[str]) -> list[mpb.Message]:
+        """Take the given queued messages out of the queue (they will not be delivered)."""
+        wanted = set(message_ids)
+        with self.lock:
+            taken = [m for m in state.queue if m.metadata.message_id in wanted]
+            state.queue = deque(m for m in state.queue if m.metadata.message_id not in wanted)
+            for message_id in wanted:
+                state.queued_at.pop(message_id, None)
+            self._prune(state)
+            return taken
 
     def take_inflight(self, state: RunState) -> list[mpb.Message]:
         with self.lock:

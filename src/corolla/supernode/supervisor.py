@@ -15,7 +15,6 @@ from corolla.proto.v1 import message_pb2 as mpb
 from corolla.records import ErrorCode
 from corolla.supernode.launcher import TERM_GRACE, VOLUNTARY_EXIT, AppProcess
 from corolla.supernode.outbox import Outbox
-from corolla.supernode.replies import error_reply
 from corolla.supernode.runs import RunState, RunTable
 
 log = logging.getLogger(__name__)
@@ -33,7 +32,7 @@ class Supervisor:
 
     def fail(self, message: mpb.Message, code: int, reason: str) -> None:
         """Answer ``message`` with an error reply on its ClientApp's behalf."""
-        self._outbox.reply(message.metadata.run_id, error_reply(message, code, reason), {})
+        self._outbox.fail(message, code, reason)
 
     def ensure_process(self, state: RunState, *, only_if_queued: bool = False) -> None:
         """Start the run's app process unless one is running (or nothing waits for one)."""

@@ -297,6 +297,19 @@ def test_unknown_node_is_not_found(state: LinkState, call: str) -> None:
         UNKNOWN_NODE_CALLS[call](state, 777)
 
 
+def test_annotate_run_sets_details_but_not_status(state: LinkState) -> None:
+    run_id = new_run(state)
+    run = state.annotate_run(run_id, "waiting for an app process")
+    assert (run.status, run.details) == (RunStatus.PENDING, "waiting for an app process")
+    assert state.get_run(run_id).details == "waiting for an app process"
+    state.update_run_status(run_id, RunStatus.FINISHED, SubStatus.FAILED, "gave up")
+    with pytest.raises(FailedPrecondition):
+        state.annotate_run(run_id, "too late")
+    assert state.get_run(run_id).details == "gave up"
+    with pytest.raises(NotFound):
+        state.annotate_run(12345, "x")
+
+
 def test_wait_for_status_change(state: LinkState) -> None:
     run_id = new_run(state)
     assert state.wait_for_status_change(run_id, "starting", 5.0).status == RunStatus.PENDING

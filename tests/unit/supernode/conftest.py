@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from supernode_fakes import FakeFleet, make_fab, serve_fleet
+from supernode_fakes import AppProcesses, FakeFleet, make_fab, serve_fleet
 
 from corolla.supernode.config import SuperNodeConfig
 from corolla.supernode.node import SuperNode
@@ -54,3 +54,10 @@ def start_node(fleet: FakeFleet) -> Iterator[Callable[..., SuperNode]]:
     yield start
     for node in nodes:
         node.stop()
+
+
+@pytest.fixture
+def app_processes(tmp_path: Path) -> Iterator[AppProcesses]:
+    processes = AppProcesses(tmp_path)
+    yield processes
+    processes.reap()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -12,6 +14,7 @@ from typing import Any
 
 import grpc
 
+from corolla.common.appio import SECRET_ENV
 from corolla.common.errors import NotFound
 from corolla.common.grpc import abort_on_error, bind, create_server
 from corolla.common.transfer import add_service, receive_objects, send_objects
@@ -48,6 +51,7 @@ import time
 from corolla.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from corolla.clientapp import ClientApp
 
+APP_VERSION = "v1"
 app = ClientApp()
 log = logging.getLogger("testapp")
 
@@ -68,6 +72,13 @@ def train(msg, context):
             "out": MetricRecord({"pid": os.getpid(), "count": count}),
             "node": ConfigRecord(dict(context.node_config)),
             "run": ConfigRecord(dict(context.run_config)),
+            "env": ConfigRecord(
+                {
+                    "version": APP_VERSION,
+                    "home": os.environ.get("COROLLA_HOME", ""),
+                    "cwd": os.getcwd(),
+                }
+            ),
         }
     )
     if "arrays" in msg.content:
@@ -277,10 +288,14 @@ def pid_gone(pid: int) -> bool:
         return True
 
 
-def serve_fleet(fleet: FakeFleet, address: str = "127.0.0.1:0") -> grpc.Server:
+def serve_fleet(
+    fleet: FakeFleet,
+    address: str = "127.0.0.1:0",
+    credentials: grpc.ServerCredentials | None = None,
+) -> grpc.Server:
     server = create_server(max_workers=16)
     add_service(server, fpb.DESCRIPTOR.services_by_name["Fleet"], fleet)
-    port = bind(server, address, None)
+    port = bind(server, address, credentials)
     fleet.address = f"127.0.0.1:{port}"
     fleet.server = server
     server.start()
@@ -297,3 +312,61 @@ def make_fab(
     (app_dir / f"{module}.py").write_text(textwrap.dedent(module_source))
     built = build_fab(app_dir)
     return built.data, built.fab_hash
+
+
+APPIO_SECRET = "the-appio-secret-of-these-tests"
+
+
+class AppProcesses:
+    """Externally managed `flwr-clientapp` processes (isolation process); all reaped at the end."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.started: list[subprocess.Popen[str]] = []
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """A minimal environment of its own: PATH, its own COROLLA_HOME, the secret."""
+        return {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "COROLLA_HOME": str(self.root / "app-home"),
+            "PYTHONUNBUFFERED": "1",
+            SECRET_ENV: APPIO_SECRET,
+            **extra,
+        }
+
+    def start(
+        self,
+        address: str,
+        *args: str,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> subprocess.Popen[str]:
+        log_path = self.root / f"clientapp-{len(self.started)}.log"
+        with log_path.open("w") as log_file:
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "corolla.runtime.clientapp",
+                    "--clientappio-api-address",
+                    address,
+                    *args,
+                ],
+                env=self.env() if env is None else env,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        self.started.append(process)
+        return process
+
+    def output(self, process: subprocess.Popen[str]) -> str:
+        return (self.root / f"clientapp-{self.started.index(process)}.log").read_text()
+
+    def reap(self) -> None:
+        for process in self.started:
+            if process.poll() is None:
+                process.kill()
+            process.wait(10)

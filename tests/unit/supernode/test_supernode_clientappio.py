@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,12 +12,14 @@ import grpc
 import numpy as np
 import pytest
 
+from corolla.common.errors import FailedPrecondition
 from corolla.common.grpc import bind, create_channel, create_server
 from corolla.common.objects import object_id_of
 from corolla.common.transfer import TOKEN_KEY, ObjectClient, add_service
 from corolla.proto.v1 import clientappio_pb2 as cpb
 from corolla.proto.v1 import clientappio_pb2_grpc
 from corolla.proto.v1 import message_pb2 as mpb
+from corolla.proto.v1 import objects_pb2 as opb
 from corolla.proto.v1 import run_pb2 as rpb
 from corolla.records import ArrayRecord, ConfigRecord, Message, RecordDict
 from corolla.records.serde import message_from_proto
@@ -29,6 +31,7 @@ from corolla.supernode.runs import RunState, RunTable
 
 pytestmark = pytest.mark.timeout(30)
 SERVICE = "corolla.proto.v1.ClientAppIo"
+SECRET = "s3cret-" * 4
 
 
 @dataclass
@@ -45,7 +48,7 @@ class Harness:
 
 @pytest.fixture
 def io() -> Iterator[Harness]:
-    runs = RunTable()
+    runs = RunTable(attachable=True)
     connection = FleetConnection("127.0.0.1:1", insecure=True)  # never dialled: outbox not run
     outbox = Outbox(connection, lambda: 5)
     state = runs.open(
@@ -55,7 +58,9 @@ def io() -> Iterator[Harness]:
     )
     server = create_server(max_workers=8)
     add_service(
-        server, cpb.DESCRIPTOR.services_by_name["ClientAppIo"], ClientAppIoServicer(runs, outbox)
+        server,
+        cpb.DESCRIPTOR.services_by_name["ClientAppIo"],
+        ClientAppIoServicer(runs, outbox, SECRET),
     )
     port = bind(server, "127.0.0.1:0", None)
     server.start()
@@ -79,25 +84,109 @@ def message_for(
     return protos[0], objects
 
 
-def test_unknown_token_is_unauthenticated(io: Harness) -> None:
-    calls = [
-        lambda: io.stub.PullAppInputs(cpb.ClientPullAppInputsRequest(token="nope"), timeout=5),
-        lambda: io.stub.PullMessage(cpb.ClientPullMessageRequest(token="nope"), timeout=5),
-        lambda: io.stub.PushLogs(cpb.ClientPushLogsRequest(token="", lines=["x"]), timeout=5),
-        lambda: io.objects("nope").push({object_id_of(b"x"): b"x"}, ids={}, timeout=5),
-        lambda: io.objects("nope").pull([object_id_of(b"x")], ids={}, timeout=5),
-    ]
-    for call in calls:
+def test_every_rpc_refuses_callers_without_credentials(io: Harness) -> None:
+    """The access policy, checked against the full method list: a new RPC fails this test."""
+    calls: dict[str, Callable[[], Any]] = {
+        "RequestRun": lambda: io.stub.RequestRun(
+            cpb.ClientRequestRunRequest(secret="wrong-secret-0123456789"), timeout=5
+        ),
+        "Heartbeat": lambda: io.stub.Heartbeat(cpb.ClientHeartbeatRequest(token="x"), timeout=5),
+        "PullAppInputs": lambda: io.stub.PullAppInputs(
+            cpb.ClientPullAppInputsRequest(token="nope"), timeout=5
+        ),
+        "PullMessage": lambda: io.stub.PullMessage(
+            cpb.ClientPullMessageRequest(token="nope"), timeout=5
+        ),
+        "PushMessage": lambda: io.stub.PushMessage(
+            cpb.ClientPushMessageRequest(token="nope"), timeout=5
+        ),
+        "PushLogs": lambda: io.stub.PushLogs(
+            cpb.ClientPushLogsRequest(token="", lines=["x"]), timeout=5
+        ),
+        "PushObjects": lambda: io.objects("nope").push(
+            {object_id_of(b"x"): b"x"}, ids={}, timeout=5
+        ),
+        "PullObjects": lambda: io.objects("nope").pull([object_id_of(b"x")], ids={}, timeout=5),
+        "MissingObjects": lambda: io.stub.MissingObjects(
+            opb.MissingObjectsRequest(object_ids=["a"]), timeout=5
+        ),
+    }
+    methods = {m.name for m in cpb.DESCRIPTOR.services_by_name["ClientAppIo"].methods}
+    assert set(calls) == methods
+    for name, call in calls.items():
         with pytest.raises(grpc.RpcError) as info:
             call()
-        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED, name
 
 
-def test_request_run_is_refused_until_process_isolation_exists(io: Harness) -> None:
+@pytest.mark.parametrize(("secret", "detail"), [("", "missing"), ("x" * 32, "wrong")])
+def test_request_run_needs_the_secret(io: Harness, secret: str, detail: str) -> None:
     with pytest.raises(grpc.RpcError) as info:
-        io.stub.RequestRun(cpb.ClientRequestRunRequest(wait_seconds=1), timeout=5)
-    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "process is not available yet" in (info.value.details() or "")
+        io.stub.RequestRun(cpb.ClientRequestRunRequest(secret=secret, wait_seconds=5), timeout=5)
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert detail in (info.value.details() or "")
+
+
+def test_request_run_hands_a_waiting_run_to_one_caller_with_a_fresh_token(io: Harness) -> None:
+    started = time.monotonic()
+    empty = io.stub.RequestRun(
+        cpb.ClientRequestRunRequest(secret=SECRET, wait_seconds=0.3), timeout=5
+    )
+    assert (empty.run_id, empty.token) == (0, "")  # nothing needs an app process
+    assert 0.25 < time.monotonic() - started < 3
+
+    proto, _ = message_for()
+    threading.Timer(0.2, lambda: io.runs.enqueue(io.state, proto, {})).start()
+    old_token = io.state.token
+    handed = io.stub.RequestRun(
+        cpb.ClientRequestRunRequest(secret=SECRET, wait_seconds=10), timeout=15
+    )
+    assert handed.run_id == 3 and handed.token not in ("", old_token)
+    again = io.stub.RequestRun(
+        cpb.ClientRequestRunRequest(secret=SECRET, wait_seconds=0.2), timeout=5
+    )
+    assert again.run_id == 0  # one process per run: it is attached now
+    with pytest.raises(grpc.RpcError) as info:
+        io.stub.Heartbeat(cpb.ClientHeartbeatRequest(token=old_token), timeout=5)
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    beat = io.stub.Heartbeat(cpb.ClientHeartbeatRequest(token=handed.token), timeout=5)
+    assert beat.run_active
+    pulled = io.stub.PullMessage(
+        cpb.ClientPullMessageRequest(token=handed.token, wait_seconds=1), timeout=5
+    )
+    assert pulled.message.metadata.message_id == proto.metadata.message_id
+    io.runs.deactivate(io.state)
+    beat = io.stub.Heartbeat(cpb.ClientHeartbeatRequest(token=handed.token), timeout=5)
+    assert not beat.run_active
+
+
+def test_detached_process_loses_its_token_and_its_long_poll_ends(io: Harness) -> None:
+    proto, _ = message_for()
+    io.runs.enqueue(io.state, proto, {})
+    handed = io.runs.hand_out(1.0)
+    assert handed is not None
+    _, token = handed
+    pulled = io.stub.PullMessage(
+        cpb.ClientPullMessageRequest(token=token, wait_seconds=1), timeout=5
+    )
+    assert pulled.HasField("message")
+
+    threading.Timer(0.3, lambda: io.runs.detach(io.state)).start()
+    started = time.monotonic()
+    response = io.stub.PullMessage(
+        cpb.ClientPullMessageRequest(token=token, wait_seconds=10), timeout=15
+    )
+    assert not response.run_active and time.monotonic() - started < 3
+    assert not io.state.inflight  # detach took the message it held
+    with pytest.raises(grpc.RpcError) as info:
+        io.stub.PullMessage(cpb.ClientPullMessageRequest(token=token), timeout=5)
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_request_run_is_refused_in_isolation_subprocess() -> None:
+    runs = RunTable(attachable=False)
+    with pytest.raises(FailedPrecondition, match="isolation subprocess"):
+        runs.hand_out(0.1)
 
 
 def test_app_inputs_carry_run_fab_and_context(io: Harness) -> None:

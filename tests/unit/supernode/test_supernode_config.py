@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from corolla.deploy.certs import generate
 from corolla.supernode.config import UsageError, local_address, parse_args, parse_node_config
 from corolla.supernode.connection import Backoff
 from corolla.supernode.main import main
@@ -68,17 +71,60 @@ def test_defaults_and_flags() -> None:
         10.0,
         "subprocess",
     )
+    assert (config.app_attach_timeout, config.app_heartbeat_timeout) == (120.0, 5.0)
+    assert config.insecure and config.clientappio_tls is None and config.appio_secret is None
     config = parse_args(
         ["--insecure", "--superlink", "link:1", "--node-config", "a=1", "--max-wait", "2"]
     )
     assert (config.superlink, config.node_config, config.max_wait) == ("link:1", {"a": 1}, 2.0)
 
 
+def test_process_isolation_and_tls_flags(tmp_path: Path) -> None:
+    certs = generate(tmp_path / "certs")
+    secret_file = tmp_path / "secret"
+    secret_file.write_text("a-long-enough-secret-value\n")
+    config = parse_args(
+        [
+            "--isolation",
+            "process",
+            "--appio-secret-file",
+            str(secret_file),
+            "--ssl-certfile",
+            str(certs.server_cert),
+            "--ssl-keyfile",
+            str(certs.server_key),
+            "--root-certificates",
+            str(certs.ca_cert),
+            "--app-attach-timeout",
+            "3",
+            "--app-heartbeat-timeout",
+            "2",
+        ]
+    )
+    assert config.isolation == "process" and not config.insecure
+    assert config.appio_secret == "a-long-enough-secret-value"
+    assert config.clientappio_tls is not None
+    assert config.clientappio_tls.certificate_chain == certs.server_cert.read_bytes()
+    assert config.root_certificates == certs.ca_cert.read_bytes()
+    assert (config.app_attach_timeout, config.app_heartbeat_timeout) == (3.0, 2.0)
+    assert "a-long-enough-secret-value" not in repr(config)
+    # Without a root certificate file the Fleet connection uses the system roots.
+    tls_only = ["--ssl-certfile", str(certs.server_cert), "--ssl-keyfile", str(certs.server_key)]
+    assert parse_args(tls_only).root_certificates is None
+
+
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [
-        ([], "--insecure"),
-        (["--insecure", "--isolation", "process"], "--isolation process is not available yet"),
+        ([], "--ssl-certfile PATH and --ssl-keyfile PATH (or --insecure"),
+        (["--ssl-certfile", "c.pem"], "--ssl-keyfile"),
+        (["--insecure", "--ssl-certfile", "c.pem"], "--insecure means no TLS"),
+        (["--insecure", "--root-certificates", "ca.pem"], "drop --root-certificates"),
+        (["--insecure", "--isolation", "process"], "requires --appio-secret-file PATH"),
+        (["--insecure", "--appio-secret-file", "s"], "--isolation process only"),
+        (["--insecure", "--isolation", "process", "--appio-secret-file", "/nope"], "secret"),
+        (["--insecure", "--app-heartbeat-timeout", "0.5"], "--app-heartbeat-timeout"),
+        (["--insecure", "--app-attach-timeout", "0"], "--app-attach-timeout"),
         (["--insecure", "--max-wait", "0"], "--max-wait"),
         (["--insecure", "--superlink", "nohostport"], "HOST:PORT"),
         (["--insecure", "--node-config", "x"], "--node-config"),

@@ -27,15 +27,18 @@ class ClientRequestRunRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     WAIT_SECONDS_FIELD_NUMBER: _builtins.int
+    SECRET_FIELD_NUMBER: _builtins.int
     wait_seconds: _builtins.float
+    secret: _builtins.str
     def __init__(
         self,
         *,
         wait_seconds: _builtins.float = ...,
+        secret: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["wait_seconds", b"wait_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["secret", b"secret", "wait_seconds", b"wait_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -43,6 +46,8 @@ Global___ClientRequestRunRequest: _TypeAlias = ClientRequestRunRequest  # noqa: 
 
 @_typing.final
 class ClientRequestRunResponse(_message.Message):
+    """run_id 0: no run needing an app process arrived within the wait."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     RUN_ID_FIELD_NUMBER: _builtins.int
@@ -62,6 +67,44 @@ class ClientRequestRunResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ClientRequestRunResponse: _TypeAlias = ClientRequestRunResponse  # noqa: Y015
+
+@_typing.final
+class ClientHeartbeatRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    token: _builtins.str
+    def __init__(
+        self,
+        *,
+        token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClientHeartbeatRequest: _TypeAlias = ClientHeartbeatRequest  # noqa: Y015
+
+@_typing.final
+class ClientHeartbeatResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ACTIVE_FIELD_NUMBER: _builtins.int
+    run_active: _builtins.bool
+    def __init__(
+        self,
+        *,
+        run_active: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run_active", b"run_active"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClientHeartbeatResponse: _TypeAlias = ClientHeartbeatResponse  # noqa: Y015
 
 @_typing.final
 class ClientPullAppInputsRequest(_message.Message):

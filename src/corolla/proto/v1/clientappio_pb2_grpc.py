@@ -40,6 +40,11 @@ class ClientAppIoStub:
                 request_serializer=corolla_dot_proto_dot_v1_dot_clientappio__pb2.ClientRequestRunRequest.SerializeToString,
                 response_deserializer=corolla_dot_proto_dot_v1_dot_clientappio__pb2.ClientRequestRunResponse.FromString,
                 _registered_method=True)
+        self.Heartbeat = channel.unary_unary(
+                '/corolla.proto.v1.ClientAppIo/Heartbeat',
+                request_serializer=corolla_dot_proto_dot_v1_dot_clientappio__pb2.ClientHeartbeatRequest.SerializeToString,
+                response_deserializer=corolla_dot_proto_dot_v1_dot_clientappio__pb2.ClientHeartbeatResponse.FromString,
+                _registered_method=True)
         self.PullAppInputs = channel.unary_unary(
                 '/corolla.proto.v1.ClientAppIo/PullAppInputs',
                 request_serializer=corolla_dot_proto_dot_v1_dot_clientappio__pb2.ClientPullAppInputsRequest.SerializeToString,
@@ -82,6 +87,14 @@ class ClientAppIoServicer:
 
     def RequestRun(self, request, context):
         """Isolation "process": wait for a run that needs an app process and receive its token.
+        Needs the shared AppIo secret; every other call needs the run's token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Heartbeat(self, request, context):
+        """The app process is alive; the answer says whether its run is still active.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -137,6 +150,11 @@ def add_ClientAppIoServicer_to_server(servicer, server):
                     servicer.RequestRun,
                     request_deserializer=corolla_dot_proto_dot_v1_dot_clientappio__pb2.ClientRequestRunRequest.FromString,
                     response_serializer=corolla_dot_proto_dot_v1_dot_clientappio__pb2.ClientRequestRunResponse.SerializeToString,
+            ),
+            'Heartbeat': grpc.unary_unary_rpc_method_handler(
+                    servicer.Heartbeat,
+                    request_deserializer=corolla_dot_proto_dot_v1_dot_clientappio__pb2.ClientHeartbeatRequest.FromString,
+                    response_serializer=corolla_dot_proto_dot_v1_dot_clientappio__pb2.ClientHeartbeatResponse.SerializeToString,
             ),
             'PullAppInputs': grpc.unary_unary_rpc_method_handler(
                     servicer.PullAppInputs,
@@ -201,6 +219,33 @@ class ClientAppIo:
             '/corolla.proto.v1.ClientAppIo/RequestRun',
             corolla_dot_proto_dot_v1_dot_clientappio__pb2.ClientRequestRunRequest.SerializeToString,
             corolla_dot_proto_dot_v1_dot_clientappio__pb2.ClientRequestRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Heartbeat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corolla.proto.v1.ClientAppIo/Heartbeat',
+            corolla_dot_proto_dot_v1_dot_clientappio__pb2.ClientHeartbeatRequest.SerializeToString,
+            corolla_dot_proto_dot_v1_dot_clientappio__pb2.ClientHeartbeatResponse.FromString,
             options,
             channel_credentials,
             insecure,

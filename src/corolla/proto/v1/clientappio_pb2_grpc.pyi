@@ -35,7 +35,11 @@ class ClientAppIoStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ClientAppIoAsyncStub: ...
     RequestRun: _grpc.UnaryUnaryMultiCallable[_clientappio_pb2.ClientRequestRunRequest, _clientappio_pb2.ClientRequestRunResponse]
-    """Isolation "process": wait for a run that needs an app process and receive its token."""
+    """Isolation "process": wait for a run that needs an app process and receive its token.
+    Needs the shared AppIo secret; every other call needs the run's token.
+    """
+    Heartbeat: _grpc.UnaryUnaryMultiCallable[_clientappio_pb2.ClientHeartbeatRequest, _clientappio_pb2.ClientHeartbeatResponse]
+    """The app process is alive; the answer says whether its run is still active."""
     PullAppInputs: _grpc.UnaryUnaryMultiCallable[_clientappio_pb2.ClientPullAppInputsRequest, _clientappio_pb2.ClientPullAppInputsResponse]
     PullMessage: _grpc.UnaryUnaryMultiCallable[_clientappio_pb2.ClientPullMessageRequest, _clientappio_pb2.ClientPullMessageResponse]
     """Long poll: the next message for this run, or none after `wait_seconds`."""
@@ -49,7 +53,11 @@ class ClientAppIoStub:
 class ClientAppIoAsyncStub(ClientAppIoStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     RequestRun: _aio.UnaryUnaryMultiCallable[_clientappio_pb2.ClientRequestRunRequest, _clientappio_pb2.ClientRequestRunResponse]  # type: ignore[assignment]
-    """Isolation "process": wait for a run that needs an app process and receive its token."""
+    """Isolation "process": wait for a run that needs an app process and receive its token.
+    Needs the shared AppIo secret; every other call needs the run's token.
+    """
+    Heartbeat: _aio.UnaryUnaryMultiCallable[_clientappio_pb2.ClientHeartbeatRequest, _clientappio_pb2.ClientHeartbeatResponse]  # type: ignore[assignment]
+    """The app process is alive; the answer says whether its run is still active."""
     PullAppInputs: _aio.UnaryUnaryMultiCallable[_clientappio_pb2.ClientPullAppInputsRequest, _clientappio_pb2.ClientPullAppInputsResponse]  # type: ignore[assignment]
     PullMessage: _aio.UnaryUnaryMultiCallable[_clientappio_pb2.ClientPullMessageRequest, _clientappio_pb2.ClientPullMessageResponse]  # type: ignore[assignment]
     """Long poll: the next message for this run, or none after `wait_seconds`."""
@@ -66,7 +74,17 @@ class ClientAppIoServicer(metaclass=_abc_1.ABCMeta):
         request: _clientappio_pb2.ClientRequestRunRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_clientappio_pb2.ClientRequestRunResponse, _abc.Awaitable[_clientappio_pb2.ClientRequestRunResponse]]:
-        """Isolation "process": wait for a run that needs an app process and receive its token."""
+        """Isolation "process": wait for a run that needs an app process and receive its token.
+        Needs the shared AppIo secret; every other call needs the run's token.
+        """
+
+    @_abc_1.abstractmethod
+    def Heartbeat(
+        self,
+        request: _clientappio_pb2.ClientHeartbeatRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_clientappio_pb2.ClientHeartbeatResponse, _abc.Awaitable[_clientappio_pb2.ClientHeartbeatResponse]]:
+        """The app process is alive; the answer says whether its run is still active."""
 
     @_abc_1.abstractmethod
     def PullAppInputs(

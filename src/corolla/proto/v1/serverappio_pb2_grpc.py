@@ -41,6 +41,11 @@ class ServerAppIoStub:
                 request_serializer=corolla_dot_proto_dot_v1_dot_serverappio__pb2.RequestRunRequest.SerializeToString,
                 response_deserializer=corolla_dot_proto_dot_v1_dot_serverappio__pb2.RequestRunResponse.FromString,
                 _registered_method=True)
+        self.Heartbeat = channel.unary_unary(
+                '/corolla.proto.v1.ServerAppIo/Heartbeat',
+                request_serializer=corolla_dot_proto_dot_v1_dot_serverappio__pb2.AppHeartbeatRequest.SerializeToString,
+                response_deserializer=corolla_dot_proto_dot_v1_dot_serverappio__pb2.AppHeartbeatResponse.FromString,
+                _registered_method=True)
         self.PullAppInputs = channel.unary_unary(
                 '/corolla.proto.v1.ServerAppIo/PullAppInputs',
                 request_serializer=corolla_dot_proto_dot_v1_dot_serverappio__pb2.PullAppInputsRequest.SerializeToString,
@@ -102,7 +107,15 @@ class ServerAppIoServicer:
     """Missing associated documentation comment in .proto file."""
 
     def RequestRun(self, request, context):
-        """Isolation "process": wait for a run to execute and receive its token.
+        """Isolation "process": wait for a run to execute and receive its token. Needs the shared
+        AppIo secret; every other call needs the run's token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Heartbeat(self, request, context):
+        """The app process is alive; the answer says whether its run is still active.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -182,6 +195,11 @@ def add_ServerAppIoServicer_to_server(servicer, server):
                     servicer.RequestRun,
                     request_deserializer=corolla_dot_proto_dot_v1_dot_serverappio__pb2.RequestRunRequest.FromString,
                     response_serializer=corolla_dot_proto_dot_v1_dot_serverappio__pb2.RequestRunResponse.SerializeToString,
+            ),
+            'Heartbeat': grpc.unary_unary_rpc_method_handler(
+                    servicer.Heartbeat,
+                    request_deserializer=corolla_dot_proto_dot_v1_dot_serverappio__pb2.AppHeartbeatRequest.FromString,
+                    response_serializer=corolla_dot_proto_dot_v1_dot_serverappio__pb2.AppHeartbeatResponse.SerializeToString,
             ),
             'PullAppInputs': grpc.unary_unary_rpc_method_handler(
                     servicer.PullAppInputs,
@@ -266,6 +284,33 @@ class ServerAppIo:
             '/corolla.proto.v1.ServerAppIo/RequestRun',
             corolla_dot_proto_dot_v1_dot_serverappio__pb2.RequestRunRequest.SerializeToString,
             corolla_dot_proto_dot_v1_dot_serverappio__pb2.RequestRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Heartbeat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corolla.proto.v1.ServerAppIo/Heartbeat',
+            corolla_dot_proto_dot_v1_dot_serverappio__pb2.AppHeartbeatRequest.SerializeToString,
+            corolla_dot_proto_dot_v1_dot_serverappio__pb2.AppHeartbeatResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -36,7 +36,11 @@ class ServerAppIoStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ServerAppIoAsyncStub: ...
     RequestRun: _grpc.UnaryUnaryMultiCallable[_serverappio_pb2.RequestRunRequest, _serverappio_pb2.RequestRunResponse]
-    """Isolation "process": wait for a run to execute and receive its token."""
+    """Isolation "process": wait for a run to execute and receive its token. Needs the shared
+    AppIo secret; every other call needs the run's token.
+    """
+    Heartbeat: _grpc.UnaryUnaryMultiCallable[_serverappio_pb2.AppHeartbeatRequest, _serverappio_pb2.AppHeartbeatResponse]
+    """The app process is alive; the answer says whether its run is still active."""
     PullAppInputs: _grpc.UnaryUnaryMultiCallable[_serverappio_pb2.PullAppInputsRequest, _serverappio_pb2.PullAppInputsResponse]
     PushAppOutputs: _grpc.UnaryUnaryMultiCallable[_serverappio_pb2.PushAppOutputsRequest, _serverappio_pb2.PushAppOutputsResponse]
     GetNodes: _grpc.UnaryUnaryMultiCallable[_serverappio_pb2.GetNodesRequest, _serverappio_pb2.GetNodesResponse]
@@ -54,7 +58,11 @@ class ServerAppIoStub:
 class ServerAppIoAsyncStub(ServerAppIoStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     RequestRun: _aio.UnaryUnaryMultiCallable[_serverappio_pb2.RequestRunRequest, _serverappio_pb2.RequestRunResponse]  # type: ignore[assignment]
-    """Isolation "process": wait for a run to execute and receive its token."""
+    """Isolation "process": wait for a run to execute and receive its token. Needs the shared
+    AppIo secret; every other call needs the run's token.
+    """
+    Heartbeat: _aio.UnaryUnaryMultiCallable[_serverappio_pb2.AppHeartbeatRequest, _serverappio_pb2.AppHeartbeatResponse]  # type: ignore[assignment]
+    """The app process is alive; the answer says whether its run is still active."""
     PullAppInputs: _aio.UnaryUnaryMultiCallable[_serverappio_pb2.PullAppInputsRequest, _serverappio_pb2.PullAppInputsResponse]  # type: ignore[assignment]
     PushAppOutputs: _aio.UnaryUnaryMultiCallable[_serverappio_pb2.PushAppOutputsRequest, _serverappio_pb2.PushAppOutputsResponse]  # type: ignore[assignment]
     GetNodes: _aio.UnaryUnaryMultiCallable[_serverappio_pb2.GetNodesRequest, _serverappio_pb2.GetNodesResponse]  # type: ignore[assignment]
@@ -75,7 +83,17 @@ class ServerAppIoServicer(metaclass=_abc_1.ABCMeta):
         request: _serverappio_pb2.RequestRunRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_serverappio_pb2.RequestRunResponse, _abc.Awaitable[_serverappio_pb2.RequestRunResponse]]:
-        """Isolation "process": wait for a run to execute and receive its token."""
+        """Isolation "process": wait for a run to execute and receive its token. Needs the shared
+        AppIo secret; every other call needs the run's token.
+        """
+
+    @_abc_1.abstractmethod
+    def Heartbeat(
+        self,
+        request: _serverappio_pb2.AppHeartbeatRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_serverappio_pb2.AppHeartbeatResponse, _abc.Awaitable[_serverappio_pb2.AppHeartbeatResponse]]:
+        """The app process is alive; the answer says whether its run is still active."""
 
     @_abc_1.abstractmethod
     def PullAppInputs(

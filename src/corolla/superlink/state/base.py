@@ -101,6 +101,12 @@ class LinkState(ABC):
         (`FailedPrecondition`). Sets the matching timestamp from ``clock``."""
 
     @abstractmethod
+    def annotate_run(self, run_id: int, details: str) -> RunRecord:
+        """Set the human-readable ``details`` of an unfinished run without changing its status
+        (e.g. why it is still pending). A finished run's details never change
+        (`FailedPrecondition`)."""
+
+    @abstractmethod
     def wait_for_status_change(self, run_id: int, known: str, wait: float) -> RunRecord:
         """Return the run once its status differs from ``known`` or after ``wait`` seconds."""
 

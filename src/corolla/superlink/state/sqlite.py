@@ -252,6 +252,16 @@ class SqliteLinkState(LinkState):
         self._signals.notify([("run", run_id), ("replies", run_id)])
         return run
 
+    def annotate_run(self, run_id: int, details: str) -> RunRecord:
+        with self._db(write=True) as conn:
+            run = fetch_run(conn, run_id)
+            if run.status == RunStatus.FINISHED:
+                raise FailedPrecondition(f"run {run_id} is finished ({run.sub_status})")
+            conn.execute("UPDATE runs SET details = ? WHERE run_id = ?", (details, run_id))
+            run = fetch_run(conn, run_id)
+        self._signals.notify([("run", run_id)])
+        return run
+
     def wait_for_status_change(self, run_id: int, known: str, wait: float) -> RunRecord:
         return self._poll(
             ("run", run_id), lambda: self.get_run(run_id), lambda run: run.status != known, wait

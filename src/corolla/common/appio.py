@@ -1,0 +1,79 @@
+"""Access control of the AppIo APIs (ServerAppIo, ClientAppIo): the shared secret.
+
+An app process proves it may ask for work (``RequestRun``) with a secret shared with its
+daemon: read from ``--appio-secret-file`` (daemon and app process) or, for the app process,
+from the environment variable ``COROLLA_APPIO_SECRET``. Never on a command line. After that,
+every call carries the per-run token the daemon handed out. In isolation ``subprocess`` the
+daemon makes a random secret that nobody else knows and gives its children tokens directly.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+import os
+import secrets
+from pathlib import Path
+
+from corolla.common.errors import InvalidArgument, Unauthenticated
+
+SECRET_ENV = "COROLLA_APPIO_SECRET"
+TOKEN_ENV = "COROLLA_APP_TOKEN"
+MIN_SECRET_LENGTH = 16
+
+log = logging.getLogger(__name__)
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def read_secret_file(path: Path) -> str:
+    try:
+        secret = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read the AppIo secret file {path}: {exc}") from exc
+    if len(secret) < MIN_SECRET_LENGTH:
+        raise InvalidArgument(
+            f"the AppIo secret in {path} is too short (at least {MIN_SECRET_LENGTH} characters)"
+        )
+    return secret
+
+
+def app_secret(path: Path | None) -> str | None:
+    """The app process's secret: the file if given, else ``COROLLA_APPIO_SECRET``, else None."""
+    if path is not None:
+        return read_secret_file(path)
+    secret = os.environ.get(SECRET_ENV, "").strip()
+    if secret and len(secret) < MIN_SECRET_LENGTH:
+        raise InvalidArgument(
+            f"{SECRET_ENV} is too short (at least {MIN_SECRET_LENGTH} characters)"
+        )
+    return secret or None
+
+
+def check_secret(expected: str, given: str) -> None:
+    """Constant-time comparison; a missing or wrong secret is `Unauthenticated`."""
+    if not given:
+        raise Unauthenticated("the AppIo secret is missing")
+    if not hmac.compare_digest(expected.encode(), given.encode()):
+        raise Unauthenticated("wrong AppIo secret")
+
+
+def warn_if_exposed(address: str, tls: bool, api: str) -> None:
+    """Log a warning when an AppIo API listens beyond loopback without TLS."""
+    if tls:
+        return
+    host = address.rsplit(":", 1)[0].strip("[]")
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        log.warning(
+            "%s API bound to %s without TLS: app processes' traffic (tokens included) can be "
+            "read on the network; bind to 127.0.0.1 or enable TLS",
+            api,
+            address,
+        )

@@ -1,0 +1,109 @@
+"""One run of a ServerApp: pull inputs, run the app on a `GrpcGrid`, push outputs and status."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import grpc
+
+from corolla.clientapp.clientapp import short_traceback
+from corolla.common.errors import AppError
+from corolla.common.grpc import error_from_rpc
+from corolla.fab import load_app_config
+from corolla.proto.v1 import serverappio_pb2 as spb
+from corolla.proto.v1.serverappio_pb2_grpc import ServerAppIoStub
+from corolla.records.context import Context
+from corolla.records.serde import context_to_proto
+from corolla.records.wire import decode_context
+from corolla.runtime.grid import GrpcGrid
+from corolla.runtime.loader import install, load_component, unload
+from corolla.runtime.logs import LogForwarder
+from corolla.serverapp.serverapp import ServerApp
+
+log = logging.getLogger("corolla.serverapp")
+
+RPC_TIMEOUT = 60.0
+HEARTBEAT_INTERVAL = 2.0
+
+
+class _Heartbeat:
+    """Tells the SuperLink the process is alive; notes when the run was stopped elsewhere."""
+
+    def __init__(self, stub: ServerAppIoStub, token: str) -> None:
+        self._stub, self._token = stub, token
+        self._done = threading.Event()
+        self.run_stopped = False
+        self._thread = threading.Thread(target=self._loop, name="app-heartbeat", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join(timeout=RPC_TIMEOUT)
+
+    def _loop(self) -> None:
+        while not self._done.wait(HEARTBEAT_INTERVAL):
+            try:
+                reply = self._stub.Heartbeat(
+                    spb.AppHeartbeatRequest(token=self._token), timeout=RPC_TIMEOUT
+                )
+            except grpc.RpcError as exc:
+                log.warning("heartbeat failed: %s", error_from_rpc(exc))
+                continue
+            if not reply.run_active:
+                # Stopped elsewhere: the app's next Grid call fails and the run ends here.
+                self.run_stopped = True
+                return
+
+
+def execute_run(stub: ServerAppIoStub, channel: grpc.Channel, token: str) -> bool:
+    """Run the run ``token`` belongs to; True if it completed."""
+    try:
+        inputs = stub.PullAppInputs(spb.PullAppInputsRequest(token=token), timeout=RPC_TIMEOUT)
+    except grpc.RpcError as exc:
+        raise error_from_rpc(exc) from exc
+    run_id = inputs.run.run_id
+    grid = GrpcGrid(channel, token, run_id)
+
+    def push_logs(lines: list[str]) -> None:
+        stub.PushLogs(spb.PushLogsRequest(run_id=run_id, token=token, lines=lines), timeout=30)
+
+    sub_status, details = "completed", ""
+    context: Context | None = None
+    app_dir: Path | None = None
+    with LogForwarder(push_logs), _Heartbeat(stub, token) as heartbeat:
+        try:
+            context = decode_context(inputs.context, grid._fetch)
+            app_dir = install(inputs.fab.content, inputs.fab.hash)
+            reference = load_app_config(app_dir).serverapp
+            app = load_component(app_dir, reference, ServerApp)
+            log.info("run %d: starting ServerApp %s", run_id, reference)
+            app(grid, context)
+            log.info("run %d: ServerApp finished", run_id)
+        except AppError as exc:
+            sub_status, details = "failed", str(exc)
+            log.error("%s", exc)
+        except Exception as exc:
+            if heartbeat.run_stopped:
+                sub_status, details = "failed", "run stopped while the ServerApp was running"
+                log.warning("run %d was stopped; ServerApp abandoned", run_id)
+            else:
+                sub_status = "failed"
+                details = f"ServerApp raised {type(exc).__name__}: {exc}\n{short_traceback(exc)}"
+                log.error("ServerApp raised an exception:\n%s", short_traceback(exc))
+        finally:
+            if app_dir is not None:
+                unload(app_dir)
+    request = spb.PushAppOutputsRequest(token=token, sub_status=sub_status, details=details)
+    if context is not None:
+        request.context.CopyFrom(context_to_proto(context))
+    try:
+        stub.PushAppOutputs(request, timeout=RPC_TIMEOUT)
+    except grpc.RpcError as exc:
+        log.error("cannot report the result of run %d: %s", run_id, error_from_rpc(exc))
+        return False
+    return sub_status == "completed"
