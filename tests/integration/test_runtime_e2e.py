@@ -39,9 +39,16 @@ def wait_for_status(cli: Cli, run_id: int, status: str, timeout: float = 60) -> 
     raise AssertionError(f"run {run_id} never reached {status}: {cli.run_info(run_id)}")
 
 
-def test_full_run_through_the_cli(probe_cli: Cli) -> None:
+def test_full_run_through_the_cli(probe_cli: Cli, federation: LocalFederation) -> None:
     result = probe_cli("run", str(probe_cli.app), "local", "--stream")
     assert result.returncode == 0, result.stdout + result.stderr
+    # The nodes hear of the run's end on their long poll, not on the next heartbeat (5 s),
+    # and end its ClientApp processes.
+    node_pids = [node.process.pid for node in federation.supernodes]
+    deadline = time.monotonic() + 3
+    while any(children_of(pid) for pid in node_pids):
+        assert time.monotonic() < deadline, "ClientApp processes outlived their run"
+        time.sleep(0.05)
     assert "probe final=2.0" in result.stdout  # two rounds, each node adds 1: FedAvg gives +1
     # The ClientApp processes stayed warm: one process served both rounds on each node.
     calls = re.findall(r"probe round=(\d+) calls=(\d+)", result.stdout)

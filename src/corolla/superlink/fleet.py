@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import grpc
 
@@ -59,13 +59,7 @@ class FleetServicer:
     ) -> fpb.HeartbeatResponse:
         interval = request.heartbeat_interval or self._default_heartbeat
         self._state.heartbeat(request.node_id, interval)
-        finished = []
-        for run_id in request.active_run_ids:
-            try:
-                if self._state.get_run(run_id).status == RunStatus.FINISHED:
-                    finished.append(run_id)
-            except NotFound:
-                finished.append(run_id)
+        finished = self._finished(request.active_run_ids)
         return fpb.HeartbeatResponse(success=True, finished_run_ids=finished)
 
     @abort_on_error
@@ -75,8 +69,24 @@ class FleetServicer:
         node_id = self._known_node(request.node_id)
         wait = min(max(request.wait_seconds, 0.0), MAX_WAIT)
         limit = min(request.max_messages or MAX_BATCH, MAX_BATCH)
-        stored = self._state.pull_instructions(node_id, limit, wait=wait)
-        return fpb.FleetPullMessagesResponse(messages=[from_stored(m) for m in stored])
+        finished = self._finished(request.active_run_ids)
+        stored = self._state.pull_instructions(node_id, limit, wait=0.0 if finished else wait)
+        if not stored and not finished:  # woken without work: perhaps a run ended
+            finished = self._finished(request.active_run_ids)
+        return fpb.FleetPullMessagesResponse(
+            messages=[from_stored(m) for m in stored], finished_run_ids=finished
+        )
+
+    def _finished(self, run_ids: Iterable[int]) -> list[int]:
+        """Those of ``run_ids`` that have ended (or that the SuperLink does not know)."""
+        finished = []
+        for run_id in run_ids:
+            try:
+                if self._state.get_run(run_id).status == RunStatus.FINISHED:
+                    finished.append(run_id)
+            except NotFound:
+                finished.append(run_id)
+        return finished
 
     @abort_on_error
     def PushMessages(

@@ -140,12 +140,18 @@ class FleetConnection:
 
     # -- messages -------------------------------------------------------------------------------
 
-    def pull_messages(self, node_id: int, wait: float, max_messages: int) -> list[mpb.Message]:
+    def pull_messages(
+        self, node_id: int, wait: float, max_messages: int, active_run_ids: list[int]
+    ) -> tuple[list[mpb.Message], list[int]]:
+        """Messages for the node, and the ids among ``active_run_ids`` whose runs ended."""
         request = fpb.FleetPullMessagesRequest(
-            node_id=node_id, wait_seconds=wait, max_messages=max_messages
+            node_id=node_id,
+            wait_seconds=wait,
+            max_messages=max_messages,
+            active_run_ids=active_run_ids,
         )
         response = self._call(self._stub.PullMessages, request, wait + POLL_MARGIN)
-        return list(response.messages)
+        return list(response.messages), list(response.finished_run_ids)
 
     def push_messages(self, node_id: int, messages: list[mpb.Message]) -> None:
         request = fpb.FleetPushMessagesRequest(node_id=node_id, messages=messages)

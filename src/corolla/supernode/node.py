@@ -225,7 +225,9 @@ class SuperNode:
             if not node_id:
                 return
             try:
-                messages = self._conn.pull_messages(node_id, self.config.max_wait, MAX_MESSAGES)
+                messages, finished = self._conn.pull_messages(
+                    node_id, self.config.max_wait, MAX_MESSAGES, self._runs.active_run_ids()
+                )
             except Stopped:
                 return
             except NotFound:
@@ -237,6 +239,8 @@ class SuperNode:
                 self._stop.wait(delay)
                 continue
             backoff.reset()
+            for run_id in finished:
+                self._apps.finish_run(run_id)
             for message in messages:
                 self._intake(node_id, message)
 

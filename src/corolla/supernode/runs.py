@@ -96,6 +96,11 @@ class RunTable:
         with self.lock:
             return list(self._by_id)
 
+    def active_run_ids(self) -> list[int]:
+        """Runs not known to have ended (their end is what the node waits to hear of)."""
+        with self.lock:
+            return [run_id for run_id, state in self._by_id.items() if state.active]
+
     def all(self) -> list[RunState]:
         with self.lock:
             return list(self._by_id.values())

@@ -16,7 +16,7 @@ import pytest
 
 from corolla.clientapp import ClientApp
 from corolla.common.appio import SECRET_ENV
-from corolla.runtime import clientapp
+from corolla.runtime import clientapp, clientapp_run
 from corolla.runtime.clientapp import (
     TOKEN_ENV,
     ClientAppProcessConfig,
@@ -85,7 +85,7 @@ def test_usage_errors_exit_2_with_one_line(
 
 
 def test_gives_up_when_the_supernode_stays_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(clientapp, "UNREACHABLE_LIMIT", 0.5)
+    monkeypatch.setattr(clientapp_run, "UNREACHABLE_LIMIT", 0.5)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

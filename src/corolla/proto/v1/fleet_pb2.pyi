@@ -161,19 +161,25 @@ class FleetPullMessagesRequest(_message.Message):
     NODE_ID_FIELD_NUMBER: _builtins.int
     WAIT_SECONDS_FIELD_NUMBER: _builtins.int
     MAX_MESSAGES_FIELD_NUMBER: _builtins.int
+    ACTIVE_RUN_IDS_FIELD_NUMBER: _builtins.int
     node_id: _builtins.int
     wait_seconds: _builtins.float
     max_messages: _builtins.int
+    @_builtins.property
+    def active_run_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Runs the node has app processes for: the poll also returns when one of them ends."""
+
     def __init__(
         self,
         *,
         node_id: _builtins.int = ...,
         wait_seconds: _builtins.float = ...,
         max_messages: _builtins.int = ...,
+        active_run_ids: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_messages", b"max_messages", "node_id", b"node_id", "wait_seconds", b"wait_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_run_ids", b"active_run_ids", "max_messages", b"max_messages", "node_id", b"node_id", "wait_seconds", b"wait_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -184,16 +190,22 @@ class FleetPullMessagesResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     MESSAGES_FIELD_NUMBER: _builtins.int
+    FINISHED_RUN_IDS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[_message_pb2.Message]: ...
+    @_builtins.property
+    def finished_run_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Those of `active_run_ids` that ended: the node releases their ClientApp processes."""
+
     def __init__(
         self,
         *,
         messages: _abc.Iterable[_message_pb2.Message] | None = ...,
+        finished_run_ids: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["finished_run_ids", b"finished_run_ids", "messages", b"messages"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

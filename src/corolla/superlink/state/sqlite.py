@@ -250,6 +250,8 @@ class SqliteLinkState(LinkState):
             )
             run = fetch_run(conn, run_id)
         self._signals.notify([("run", run_id), ("replies", run_id)])
+        if status == RunStatus.FINISHED:
+            self.wake_all()  # nodes long-polling for work learn at once that the run ended
         return run
 
     def annotate_run(self, run_id: int, details: str) -> RunRecord:

@@ -1,0 +1,72 @@
+"""Fleet servicer behaviour that the SuperNode relies on, against a real state."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from corolla.proto.v1 import fleet_pb2 as fpb
+from corolla.superlink.fleet import FleetServicer
+from corolla.superlink.state import LinkState, RunStatus, SqliteLinkState, SubStatus
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class Context:
+    """Stands in for grpc.ServicerContext: only used when a call fails."""
+
+    def abort(self, code: Any, details: str) -> None:
+        raise AssertionError(f"aborted: {code} {details}")
+
+
+@pytest.fixture
+def state() -> Iterator[LinkState]:
+    db = SqliteLinkState(":memory:")
+    yield db
+    db.close()
+
+
+def new_run(state: LinkState) -> int:
+    return state.create_run(
+        fab_id="p/a", fab_version="1", fab_hash="f" * 64, override_config={}, run_config={}
+    )
+
+
+def test_long_poll_returns_at_once_when_an_active_run_ends(state: LinkState) -> None:
+    fleet = FleetServicer(state)
+    node_id = state.create_node(5.0)
+    run_id = new_run(state)
+    request = fpb.FleetPullMessagesRequest(
+        node_id=node_id, wait_seconds=20, active_run_ids=[run_id]
+    )
+    timer = threading.Timer(
+        0.3,
+        lambda: state.update_run_status(run_id, RunStatus.FINISHED, SubStatus.COMPLETED),
+    )
+    started = time.monotonic()
+    timer.start()
+    reply = fleet.PullMessages(request, Context())
+    elapsed = time.monotonic() - started
+    timer.join()
+    assert list(reply.finished_run_ids) == [run_id]
+    assert list(reply.messages) == []
+    assert elapsed < 5  # not the 20 s wait: the run's end woke the poll
+
+
+def test_finished_and_unknown_runs_are_reported_without_waiting(state: LinkState) -> None:
+    fleet = FleetServicer(state)
+    node_id = state.create_node(5.0)
+    done = new_run(state)
+    state.update_run_status(done, RunStatus.FINISHED, SubStatus.STOPPED, "stopped by user")
+    alive = new_run(state)
+    request = fpb.FleetPullMessagesRequest(
+        node_id=node_id, wait_seconds=20, active_run_ids=[done, alive, 424242]
+    )
+    started = time.monotonic()
+    reply = fleet.PullMessages(request, Context())
+    assert time.monotonic() - started < 2
+    assert sorted(reply.finished_run_ids) == sorted([done, 424242])
