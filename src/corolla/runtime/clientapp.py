@@ -24,7 +24,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -46,6 +45,7 @@ from corolla.runtime.clientapp_run import (
     RunAbandoned,
     serve_run,
 )
+from corolla.runtime.parent import exit_with_parent
 
 # Named explicitly: run with `python -m`, __name__ would be "__main__" in `flwr log` lines.
 log = logging.getLogger("corolla.runtime.clientapp")
@@ -63,7 +63,6 @@ __all__ = [
 
 BACKOFF_CAP = 10.0  # longest pause between attempts to reach the SuperNode (isolation process)
 EXIT_UNAUTHENTICATED = 5
-_PARENT_CHECK = 0.5
 
 
 @dataclass(frozen=True)
@@ -258,19 +257,6 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
     raise _Stop(signal.Signals(signum).name)
 
 
-def _exit_with_parent() -> None:
-    """Exit when the process that started us is gone (we were re-parented)."""
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(_PARENT_CHECK)
-        print("flwr-clientapp: parent process gone, exiting", file=sys.__stderr__)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     config = parse_args(argv)
     logging.basicConfig(
@@ -279,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     interrupter = Interrupter()
     interrupter.install()
     if not config.external:
-        _exit_with_parent()
+        exit_with_parent("flwr-clientapp")
         sys.exit(run(config, interrupter))
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)

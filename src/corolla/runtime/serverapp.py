@@ -26,6 +26,7 @@ from corolla.common.tls import read_root_certificates
 from corolla.proto.v1 import serverappio_pb2 as spb
 from corolla.proto.v1.serverappio_pb2_grpc import ServerAppIoStub
 from corolla.runtime.backoff import Backoff
+from corolla.runtime.parent import exit_with_parent
 from corolla.runtime.serverapp_run import execute_run
 
 log = logging.getLogger("corolla.serverapp")
@@ -92,6 +93,7 @@ def serve(config: ServerAppConfig) -> int:
     stub = ServerAppIoStub(channel)
     try:
         if config.token is not None:
+            exit_with_parent("flwr-serverapp")
             return 0 if execute_run(stub, channel, config.token) else 1
         assert config.secret is not None
         log.info("waiting for runs from the SuperLink at %s", config.address)

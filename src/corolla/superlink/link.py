@@ -20,7 +20,7 @@ from corolla.superlink.exec import ExecServicer
 from corolla.superlink.fleet import FleetServicer
 from corolla.superlink.launcher import ServerAppLauncher
 from corolla.superlink.serverappio import ServerAppIoServicer
-from corolla.superlink.state import LinkState, SqliteLinkState
+from corolla.superlink.state import LinkState, RunStatus, SqliteLinkState, SubStatus
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,7 @@ class SuperLink:
         self._servers = [serverappio, fleet, exec_server]
         for server in self._servers:
             server.start()
+        self._recover(heartbeats)
         if self.launcher is not None:
             self.launcher.start()
         if self.dispatcher is not None:
@@ -129,6 +130,21 @@ class SuperLink:
             config.isolation,
             "TLS" if credentials else "insecure",
         )
+
+    def _recover(self, heartbeats: AppHeartbeats) -> None:
+        """Runs a previous instance left in progress. Subprocess mode: their ServerApp processes
+        ended with it, so the runs fail with that reason. Process mode: the attached app
+        process may still be alive and reconnect; it has one heartbeat timeout to do so."""
+        for run in self.state.list_runs():
+            if run.status not in (RunStatus.STARTING, RunStatus.RUNNING):
+                continue
+            if self.dispatcher is not None:
+                heartbeats.beat(run.run_id)
+                continue
+            reason = "the SuperLink restarted while the run was in progress"
+            self.state.update_run_status(run.run_id, RunStatus.FINISHED, SubStatus.FAILED, reason)
+            self.state.append_logs(run.run_id, [f"ERROR run failed: {reason}"])
+            log.warning("run %d failed: %s", run.run_id, reason)
 
     def stop(self) -> None:
         """Graceful: stop accepting calls, end the app processes, close the state."""
