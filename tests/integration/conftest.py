@@ -2,60 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from integration_helpers import APPS, Cli
 
 from corolla.deploy.local import LocalFederation, app_for_federation
-
-APPS = Path(__file__).parent / "apps"
-FLWR = Path(sys.executable).parent / "flwr"
-
-
-class Cli:
-    """Runs the ``flwr`` console script like a user, against one federation."""
-
-    def __init__(self, federation: LocalFederation, app: Path) -> None:
-        self.federation = federation
-        self.app = app
-
-    def __call__(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(FLWR), *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=self.federation.env,
-            check=False,
-        )
-
-    def start(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [str(FLWR), *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=self.federation.env,
-        )
-
-    def runs(self) -> list[dict[str, Any]]:
-        result = self("ls", str(self.app), "local", "--format", "json")
-        assert result.returncode == 0, result.stderr
-        data = json.loads(result.stdout)
-        return list(data if isinstance(data, list) else data["runs"])
-
-    def run_info(self, run_id: int) -> dict[str, Any]:
-        result = self("ls", str(self.app), "local", "--run-id", str(run_id), "--format", "json")
-        assert result.returncode == 0, result.stderr
-        data = json.loads(result.stdout)
-        rows = data if isinstance(data, list) else data["runs"]
-        return dict(rows[0])
 
 
 @pytest.fixture
@@ -72,26 +25,3 @@ def federation(tmp_path: Path) -> Iterator[LocalFederation]:
 def probe_cli(federation: LocalFederation, tmp_path: Path) -> Cli:
     app = app_for_federation(APPS / "probe", tmp_path / "probe", federation.exec)
     return Cli(federation, app)
-
-
-def children_of(pid: int) -> list[int]:
-    """Live descendant pids of ``pid`` (from /proc)."""
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if fields[0] != "Z":
-            parents[int(entry)] = int(fields[1])
-    found, frontier = [], [pid]
-    while frontier:
-        current = frontier.pop()
-        for child, parent in parents.items():
-            if parent == current:
-                found.append(child)
-                frontier.append(child)
-    return found

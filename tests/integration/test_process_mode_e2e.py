@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import APPS, Cli
+from integration_helpers import APPS, Cli
 
 from corolla.deploy.local import LocalFederation, app_for_federation
 

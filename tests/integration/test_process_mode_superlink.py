@@ -11,7 +11,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import APPS, Cli
+from integration_helpers import APPS, Cli
 
 from corolla.deploy.certs import generate
 from corolla.deploy.local import LocalFederation, app_for_federation, terminate

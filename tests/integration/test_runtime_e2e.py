@@ -12,7 +12,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import APPS, FLWR, Cli, children_of
+from integration_helpers import APPS, FLWR, Cli, children_of
 
 from corolla.deploy.local import LocalFederation, app_for_federation, terminate
 from corolla.proto.v1 import exec_pb2, run_pb2

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import APPS, Cli, children_of
+from integration_helpers import APPS, Cli, children_of
 
 from corolla.deploy.local import LocalFederation, app_for_federation
 
