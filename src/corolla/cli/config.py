@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from corolla.common.errors import InvalidArgument
+from corolla.common.kvpairs import split_pairs
 from corolla.fab import AppConfig, ConfigValue
 from corolla.fab.config import PYPROJECT
 
 ROOT_CERTIFICATES_OPTION = "root-certificates"
-_OPENERS = {"[": "]", "{": "}"}
 
 
 # -- run config ---------------------------------------------------------------------------------
@@ -56,40 +56,6 @@ def parse_pairs(text: str) -> dict[str, ConfigValue]:
             ) from None
         out.update(flatten(doc, where="--run-config"))
     return out
-
-
-def split_pairs(text: str) -> list[str]:
-    """Split on whitespace outside TOML strings, arrays and inline tables."""
-    pairs: list[str] = []
-    current: list[str] = []
-    quote = ""
-    depth: list[str] = []
-    escaped = False
-    for char in text:
-        if quote:
-            if escaped:
-                escaped = False
-            elif char == "\\" and quote == '"':
-                escaped = True
-            elif char == quote:
-                quote = ""
-        elif char in "\"'":
-            quote = char
-        elif char in _OPENERS:
-            depth.append(_OPENERS[char])
-        elif depth and char == depth[-1]:
-            depth.pop()
-        elif char.isspace() and not depth:
-            if current:
-                pairs.append("".join(current))
-                current = []
-            continue
-        current.append(char)
-    if quote or depth:
-        raise InvalidArgument(f"--run-config: unterminated {quote or depth[0]} in {text!r}")
-    if current:
-        pairs.append("".join(current))
-    return pairs
 
 
 def flatten(table: Mapping[str, Any], *, where: str, prefix: str = "") -> dict[str, ConfigValue]:

@@ -15,6 +15,7 @@ from typing import TypeVar
 
 from corolla.common.appio import read_secret_file
 from corolla.common.errors import InvalidArgument
+from corolla.common.kvpairs import split_pairs
 from corolla.common.tls import ServerTls, read_root_certificates
 from corolla.records import UserConfig
 
@@ -67,44 +68,17 @@ def parse_node_config(text: str) -> UserConfig:
     ``k='1'`` is the string ``"1"`` and ``k=1`` the integer 1.
     """
     config: UserConfig = {}
-    for pair in _split_pairs(text):
+    try:
+        pairs = split_pairs(text, "--node-config")
+    except InvalidArgument as exc:
+        raise UsageError(str(exc)) from None
+    for pair in pairs:
         key, sep, raw = pair.partition("=")
         key = key.strip()
         if not sep or not key or not raw:
             raise UsageError(f"--node-config: expected key=value, got {pair!r}")
         config[key] = _toml_value(key, raw)
     return config
-
-
-def _split_pairs(text: str) -> list[str]:
-    """Split on whitespace outside single/double quotes, keeping the quotes (shell-like)."""
-    pairs: list[str] = []
-    current: list[str] = []
-    quote = ""
-    escaped = False
-    for char in text:
-        if quote:
-            current.append(char)
-            if escaped:
-                escaped = False
-            elif char == "\\" and quote == '"':
-                escaped = True
-            elif char == quote:
-                quote = ""
-        elif char in "'\"":
-            quote = char
-            current.append(char)
-        elif char.isspace():
-            if current:
-                pairs.append("".join(current))
-                current = []
-        else:
-            current.append(char)
-    if quote:
-        raise UsageError(f"--node-config: unterminated quote in {text!r}")
-    if current:
-        pairs.append("".join(current))
-    return pairs
 
 
 def _toml_value(key: str, raw: str) -> int | float | str | bool:
