@@ -62,6 +62,16 @@ def test_full_run_through_the_cli(probe_cli: Cli, federation: LocalFederation) -
     assert re.search(r"\[node \d+\].*probe client pid=", log.stdout), log.stdout
 
 
+def test_large_model_travels_as_chunked_objects(probe_cli: Cli) -> None:
+    # 3 M float64 parameters = 24 MB: far above the inline limit and gRPC's message size,
+    # so the model goes through PushObjects/PullObjects in both directions on every hop.
+    result = probe_cli(
+        "run", str(probe_cli.app), "local", "--stream", "--run-config", "params=3000000"
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "probe final=2.0 size=3000000 all-equal=True" in result.stdout
+
+
 def test_two_runs_in_sequence_and_two_at_once(probe_cli: Cli) -> None:
     for marker in ("first", "second"):
         result = probe_cli(

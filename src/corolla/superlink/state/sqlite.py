@@ -475,21 +475,31 @@ class SqliteLinkState(LinkState):
         return self._object_chunks(object_id, self.object_size(object_id), chunk_size)
 
     def _object_chunks(self, object_id: str, size: int, chunk_size: int) -> Iterator[bytes]:
+        # One blob handle for the whole read: reopening it per chunk makes SQLite walk the
+        # overflow-page chain from the start each time (quadratic in the object's size).
         # The lock is held per chunk, never while the consumer handles one.
-        offset = 0
-        while offset < size:
-            with self._db() as conn:
-                query = "SELECT rowid FROM objects WHERE object_id = ?"
-                row = conn.execute(query, (object_id,)).fetchone()
-                if row is None:
-                    raise NotFound(f"object {object_id} was deleted while being read")
-                with conn.blobopen("objects", "data", row[0], readonly=True) as blob:
-                    blob.seek(offset)
-                    chunk = blob.read(chunk_size)
-            if not chunk:
-                return
-            offset += len(chunk)
-            yield chunk
+        with self._db() as conn:
+            query = "SELECT rowid FROM objects WHERE object_id = ?"
+            row = conn.execute(query, (object_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"object {object_id} was deleted while being read")
+            blob = conn.blobopen("objects", "data", row[0], readonly=True)
+        try:
+            offset = 0
+            while offset < size:
+                with self._db():
+                    try:
+                        chunk = blob.read(chunk_size)
+                    except sqlite3.OperationalError as exc:  # the row changed under us
+                        raise NotFound(f"object {object_id} changed while being read") from exc
+                if not chunk:
+                    return
+                offset += len(chunk)
+                yield chunk
+        finally:
+            with self._lock:
+                if not self._closed:
+                    blob.close()
 
     def delete_run_objects(self, run_id: int) -> int:
         # An object stays while another run stored it or references it from a message.

@@ -19,11 +19,14 @@ def main(grid: Grid, context: Context) -> None:
     strategy = FedAvg(min_train_nodes=nodes, min_evaluate_nodes=nodes, min_available_nodes=nodes)
     result = strategy.start(
         grid=grid,
-        initial_arrays=ArrayRecord([np.zeros(10)]),
+        initial_arrays=ArrayRecord([np.zeros(int(config["params"]))]),
         num_rounds=int(config["num-server-rounds"]),
         timeout=60,
     )
     final = result.arrays.to_numpy_ndarrays()[0]
-    print(f"probe final={final[0]:.1f}", flush=True)
+    print(
+        f"probe final={final[0]:.1f} size={final.size} all-equal={bool((final == final[0]).all())}",
+        flush=True,
+    )
     for server_round, metrics in sorted(result.train_metrics_clientapp.items()):
         print(f"probe round={server_round} calls={metrics.get('calls')}", flush=True)
