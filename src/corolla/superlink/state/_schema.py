@@ -16,7 +16,7 @@ from corolla.superlink.state.base import RunRecord, StoredMessage
 
 _K = TypeVar("_K")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: objects.in_file (payload in a file beside the database)
 MEMORY = ":memory:"
 
 _TABLES = """
@@ -68,7 +68,8 @@ CREATE TABLE IF NOT EXISTS objects (
     object_id TEXT PRIMARY KEY,
     run_id    INTEGER NOT NULL,
     size      INTEGER NOT NULL,
-    data      BLOB NOT NULL
+    data      BLOB NOT NULL,
+    in_file   INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS objects_run ON objects (run_id);
 CREATE TABLE IF NOT EXISTS object_refs (
@@ -151,7 +152,10 @@ def _prepare(conn: sqlite3.Connection, name: str) -> None:
             for statement in _TABLES.split(";"):
                 if statement.strip():
                     conn.execute(statement)
-            if found is None:
+            if found == 1:  # migrate: payloads may now live in files
+                conn.execute("ALTER TABLE objects ADD COLUMN in_file INTEGER NOT NULL DEFAULT 0")
+            if found != SCHEMA_VERSION:
+                conn.execute("DELETE FROM schema_version")
                 conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
         except BaseException:
             conn.execute("ROLLBACK")

@@ -28,6 +28,7 @@ from corolla.common.errors import (
     Unavailable,
 )
 from corolla.records.context import UserConfig
+from corolla.superlink.state._files import ObjectFiles
 from corolla.superlink.state._schema import (
     M_MESSAGE_COLUMNS,
     MESSAGE_COLUMNS,
@@ -142,6 +143,12 @@ class SqliteLinkState(LinkState):
         self._signals = _Signals()
         self._closed = False
         self._conn = connect(database)
+        self._files: ObjectFiles | None = None
+        if self.database != ":memory:":
+            self._files = ObjectFiles(Path(f"{self.database}.objects"))
+            with self._db() as conn:
+                known = [r[0] for r in conn.execute("SELECT object_id FROM objects WHERE in_file")]
+            self._files.remove_orphans(known)
 
     def __repr__(self) -> str:
         return f"SqliteLinkState({self.database!r})"
@@ -438,6 +445,27 @@ class SqliteLinkState(LinkState):
             view = memoryview(data).cast("B")
         except TypeError as exc:
             raise InvalidArgument(f"object {object_id}: data is not a contiguous buffer") from exc
+        if self._files is None:
+            self._store_blob(run_id, object_id, view)
+            return
+        with self._db() as conn:
+            fetch_run(conn, run_id)
+            present = existing(conn, "objects", "object_id", [object_id])
+        if not present:
+            self._files.write(object_id, view)  # outside the lock: the slow part
+        with self._db(write=True) as conn:
+            fetch_run(conn, run_id)
+            if not existing(conn, "objects", "object_id", [object_id]):
+                if not self._files.exists(object_id):  # deleted by a concurrent cleanup
+                    self._files.write(object_id, view)
+                conn.execute(
+                    "INSERT INTO objects (object_id, run_id, size, data, in_file) "
+                    "VALUES (?, ?, ?, x'', 1)",
+                    (object_id, run_id, view.nbytes),
+                )
+            self._add_ref(conn, object_id, run_id)
+
+    def _store_blob(self, run_id: int, object_id: str, view: memoryview) -> None:
         with self._db(write=True) as conn:
             fetch_run(conn, run_id)
             if not existing(conn, "objects", "object_id", [object_id]):
@@ -451,10 +479,14 @@ class SqliteLinkState(LinkState):
                 with conn.blobopen("objects", "data", cursor.lastrowid) as blob:
                     for start in range(0, view.nbytes, _COPY_CHUNK):
                         blob.write(view[start : start + _COPY_CHUNK])
-            conn.execute(
-                "INSERT OR IGNORE INTO object_refs (object_id, run_id) VALUES (?, ?)",
-                (object_id, run_id),
-            )
+            self._add_ref(conn, object_id, run_id)
+
+    @staticmethod
+    def _add_ref(conn: sqlite3.Connection, object_id: str, run_id: int) -> None:
+        conn.execute(
+            "INSERT OR IGNORE INTO object_refs (object_id, run_id) VALUES (?, ?)",
+            (object_id, run_id),
+        )
 
     def missing_objects(self, object_ids: list[str]) -> list[str]:
         with self._db() as conn:
@@ -472,7 +504,14 @@ class SqliteLinkState(LinkState):
     def read_object(self, object_id: str, chunk_size: int) -> Iterator[bytes]:
         if chunk_size < 1:
             raise InvalidArgument(f"chunk_size must be >= 1, not {chunk_size}")
-        return self._object_chunks(object_id, self.object_size(object_id), chunk_size)
+        with self._db() as conn:
+            query = "SELECT size, in_file FROM objects WHERE object_id = ?"
+            row = conn.execute(query, (object_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"object {object_id} not found")
+        if row[1] and self._files is not None:
+            return self._files.read(object_id, chunk_size)
+        return self._object_chunks(object_id, int(row[0]), chunk_size)
 
     def _object_chunks(self, object_id: str, size: int, chunk_size: int) -> Iterator[bytes]:
         # One blob handle for the whole read: reopening it per chunk makes SQLite walk the
@@ -505,15 +544,21 @@ class SqliteLinkState(LinkState):
         # An object stays while another run stored it or references it from a message.
         with self._db(write=True) as conn:
             fetch_run(conn, run_id)
-            deleted = conn.execute(
-                "DELETE FROM objects WHERE object_id IN "
-                "(SELECT object_id FROM object_refs WHERE run_id = ?) AND NOT EXISTS "
-                "(SELECT 1 FROM object_refs r WHERE r.object_id = objects.object_id "
-                "AND r.run_id != ?)",
-                (run_id, run_id),
-            ).rowcount
+            doomed = [
+                (row[0], row[1])
+                for row in conn.execute(
+                    "SELECT object_id, in_file FROM objects WHERE object_id IN "
+                    "(SELECT object_id FROM object_refs WHERE run_id = ?) AND NOT EXISTS "
+                    "(SELECT 1 FROM object_refs r WHERE r.object_id = objects.object_id "
+                    "AND r.run_id != ?)",
+                    (run_id, run_id),
+                )
+            ]
+            conn.executemany("DELETE FROM objects WHERE object_id = ?", [(d[0],) for d in doomed])
             conn.execute("DELETE FROM object_refs WHERE run_id = ?", (run_id,))
-        return int(deleted)
+            if self._files is not None:  # under the lock: a concurrent store re-checks the file
+                self._files.delete(object_id for object_id, in_file in doomed if in_file)
+        return len(doomed)
 
     # -- contexts, logs, tokens ----------------------------------------------------------------
     def set_context(self, run_id: int, context: bytes) -> None:
