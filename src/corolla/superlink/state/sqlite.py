@@ -16,7 +16,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -29,6 +29,7 @@ from corolla.common.errors import (
 )
 from corolla.records.context import UserConfig
 from corolla.superlink.state._files import ObjectFiles
+from corolla.superlink.state._objects import ObjectStore
 from corolla.superlink.state._schema import (
     M_MESSAGE_COLUMNS,
     MESSAGE_COLUMNS,
@@ -46,6 +47,7 @@ from corolla.superlink.state._schema import (
     require_node,
     run_from_row,
 )
+from corolla.superlink.state._signals import Signals, checked_wait
 from corolla.superlink.state.base import (
     HEARTBEAT_PATIENCE,
     Clock,
@@ -70,63 +72,13 @@ _TIMESTAMP_COLUMN = {
     RunStatus.FINISHED: "finished_at",
 }
 _MAX_ID = 2**63
-_COPY_CHUNK = 1 << 20  # bytes copied into an object blob at a time
-
-
-class _Signals:
-    """Per-key change counters that waiters can sleep on; `wake_all` ends every current sleep."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._versions: dict[Hashable, int] = {}
-        self._sleepers: dict[Hashable, tuple[threading.Condition, int]] = {}
-        self._epoch = 0
-
-    def snapshot(self, key: Hashable) -> tuple[int, int]:
-        with self._lock:
-            return self._versions.get(key, 0), self._epoch
-
-    def notify(self, keys: Iterable[Hashable]) -> None:
-        with self._lock:
-            for key in keys:
-                self._versions[key] = self._versions.get(key, 0) + 1
-                if key in self._sleepers:
-                    self._sleepers[key][0].notify_all()
-
-    def wake_all(self) -> None:
-        with self._lock:
-            self._epoch += 1
-            for condition, _ in self._sleepers.values():
-                condition.notify_all()
-
-    def sleep(self, key: Hashable, snapshot: tuple[int, int], timeout: float) -> None:
-        """Sleep up to ``timeout`` seconds unless ``key`` changed since ``snapshot``."""
-        with self._lock:
-            if (self._versions.get(key, 0), self._epoch) != snapshot:
-                return
-            condition, count = self._sleepers.get(key) or (threading.Condition(self._lock), 0)
-            self._sleepers[key] = (condition, count + 1)
-            try:
-                condition.wait(timeout)
-            finally:
-                condition, count = self._sleepers[key]
-                if count == 1:
-                    del self._sleepers[key]
-                else:
-                    self._sleepers[key] = (condition, count - 1)
-
-
-def _checked_wait(wait: float) -> float:
-    if math.isnan(wait) or math.isinf(wait):
-        raise InvalidArgument(f"wait must be a finite number of seconds, not {wait}")
-    return min(max(wait, 0.0), threading.TIMEOUT_MAX)
 
 
 def _token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-class SqliteLinkState(LinkState):
+class SqliteLinkState(ObjectStore, LinkState):
     """`LinkState` in SQLite: a file (WAL mode, survives restarts) or ``":memory:"``.
 
     Choices within the interface: expired instructions are skipped by `pull_instructions` but
@@ -140,7 +92,7 @@ class SqliteLinkState(LinkState):
             self.clock = clock
         self.database = str(database)
         self._lock = threading.RLock()
-        self._signals = _Signals()
+        self._signals = Signals()
         self._closed = False
         self._conn = connect(database)
         self._files: ObjectFiles | None = None
@@ -178,7 +130,7 @@ class SqliteLinkState(LinkState):
         self, key: Hashable, fetch: Callable[[], _T], ready: Callable[[_T], bool], wait: float
     ) -> _T:
         """``fetch()`` until ``ready`` or ``wait`` seconds passed or `wake_all` was called."""
-        deadline = time.monotonic() + _checked_wait(wait)
+        deadline = time.monotonic() + checked_wait(wait)
         start_epoch = self._signals.snapshot(key)[1]
         while True:
             snapshot = self._signals.snapshot(key)
@@ -436,129 +388,6 @@ class SqliteLinkState(LinkState):
 
     def wake_all(self) -> None:
         self._signals.wake_all()
-
-    # -- objects -------------------------------------------------------------------------------
-    def store_object(self, run_id: int, object_id: str, data: bytes | memoryview) -> None:
-        if not object_id:
-            raise InvalidArgument("an object needs an id")
-        try:
-            view = memoryview(data).cast("B")
-        except TypeError as exc:
-            raise InvalidArgument(f"object {object_id}: data is not a contiguous buffer") from exc
-        if self._files is None:
-            self._store_blob(run_id, object_id, view)
-            return
-        with self._db() as conn:
-            fetch_run(conn, run_id)
-            present = existing(conn, "objects", "object_id", [object_id])
-        if not present:
-            self._files.write(object_id, view)  # outside the lock: the slow part
-        with self._db(write=True) as conn:
-            fetch_run(conn, run_id)
-            if not existing(conn, "objects", "object_id", [object_id]):
-                if not self._files.exists(object_id):  # deleted by a concurrent cleanup
-                    self._files.write(object_id, view)
-                conn.execute(
-                    "INSERT INTO objects (object_id, run_id, size, data, in_file) "
-                    "VALUES (?, ?, ?, x'', 1)",
-                    (object_id, run_id, view.nbytes),
-                )
-            self._add_ref(conn, object_id, run_id)
-
-    def _store_blob(self, run_id: int, object_id: str, view: memoryview) -> None:
-        with self._db(write=True) as conn:
-            fetch_run(conn, run_id)
-            if not existing(conn, "objects", "object_id", [object_id]):
-                # Reserve the blob, then copy in chunks: SQLite never holds a second full copy.
-                cursor = conn.execute(
-                    "INSERT INTO objects (object_id, run_id, size, data) "
-                    "VALUES (?, ?, ?, zeroblob(?))",
-                    (object_id, run_id, view.nbytes, view.nbytes),
-                )
-                assert cursor.lastrowid is not None  # every INSERT sets it
-                with conn.blobopen("objects", "data", cursor.lastrowid) as blob:
-                    for start in range(0, view.nbytes, _COPY_CHUNK):
-                        blob.write(view[start : start + _COPY_CHUNK])
-            self._add_ref(conn, object_id, run_id)
-
-    @staticmethod
-    def _add_ref(conn: sqlite3.Connection, object_id: str, run_id: int) -> None:
-        conn.execute(
-            "INSERT OR IGNORE INTO object_refs (object_id, run_id) VALUES (?, ?)",
-            (object_id, run_id),
-        )
-
-    def missing_objects(self, object_ids: list[str]) -> list[str]:
-        with self._db() as conn:
-            present = existing(conn, "objects", "object_id", object_ids)
-        return [oid for oid in dict.fromkeys(object_ids) if oid not in present]
-
-    def object_size(self, object_id: str) -> int:
-        with self._db() as conn:
-            query = "SELECT size FROM objects WHERE object_id = ?"
-            row = conn.execute(query, (object_id,)).fetchone()
-        if row is None:
-            raise NotFound(f"object {object_id} not found")
-        return int(row[0])
-
-    def read_object(self, object_id: str, chunk_size: int) -> Iterator[bytes]:
-        if chunk_size < 1:
-            raise InvalidArgument(f"chunk_size must be >= 1, not {chunk_size}")
-        with self._db() as conn:
-            query = "SELECT size, in_file FROM objects WHERE object_id = ?"
-            row = conn.execute(query, (object_id,)).fetchone()
-        if row is None:
-            raise NotFound(f"object {object_id} not found")
-        if row[1] and self._files is not None:
-            return self._files.read(object_id, chunk_size)
-        return self._object_chunks(object_id, int(row[0]), chunk_size)
-
-    def _object_chunks(self, object_id: str, size: int, chunk_size: int) -> Iterator[bytes]:
-        # One blob handle for the whole read: reopening it per chunk makes SQLite walk the
-        # overflow-page chain from the start each time (quadratic in the object's size).
-        # The lock is held per chunk, never while the consumer handles one.
-        with self._db() as conn:
-            query = "SELECT rowid FROM objects WHERE object_id = ?"
-            row = conn.execute(query, (object_id,)).fetchone()
-            if row is None:
-                raise NotFound(f"object {object_id} was deleted while being read")
-            blob = conn.blobopen("objects", "data", row[0], readonly=True)
-        try:
-            offset = 0
-            while offset < size:
-                with self._db():
-                    try:
-                        chunk = blob.read(chunk_size)
-                    except sqlite3.OperationalError as exc:  # the row changed under us
-                        raise NotFound(f"object {object_id} changed while being read") from exc
-                if not chunk:
-                    return
-                offset += len(chunk)
-                yield chunk
-        finally:
-            with self._lock:
-                if not self._closed:
-                    blob.close()
-
-    def delete_run_objects(self, run_id: int) -> int:
-        # An object stays while another run stored it or references it from a message.
-        with self._db(write=True) as conn:
-            fetch_run(conn, run_id)
-            doomed = [
-                (row[0], row[1])
-                for row in conn.execute(
-                    "SELECT object_id, in_file FROM objects WHERE object_id IN "
-                    "(SELECT object_id FROM object_refs WHERE run_id = ?) AND NOT EXISTS "
-                    "(SELECT 1 FROM object_refs r WHERE r.object_id = objects.object_id "
-                    "AND r.run_id != ?)",
-                    (run_id, run_id),
-                )
-            ]
-            conn.executemany("DELETE FROM objects WHERE object_id = ?", [(d[0],) for d in doomed])
-            conn.execute("DELETE FROM object_refs WHERE run_id = ?", (run_id,))
-            if self._files is not None:  # under the lock: a concurrent store re-checks the file
-                self._files.delete(object_id for object_id, in_file in doomed if in_file)
-        return len(doomed)
 
     # -- contexts, logs, tokens ----------------------------------------------------------------
     def set_context(self, run_id: int, context: bytes) -> None:
