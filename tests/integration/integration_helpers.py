@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,12 @@ from corolla.deploy.local import LocalFederation
 
 APPS = Path(__file__).parent / "apps"
 FLWR = Path(sys.executable).parent / "flwr"
+
+
+def started_run_id(output: str) -> int:
+    match = re.search(r"Started run (\d+)", output)
+    assert match, output
+    return int(match.group(1))
 
 
 class Cli:
@@ -46,6 +54,23 @@ class Cli:
         assert result.returncode == 0, result.stderr
         data = json.loads(result.stdout)
         return list(data if isinstance(data, list) else data["runs"])
+
+    def submit(self, config: str = "") -> int:
+        """``flwr run`` (not streaming); returns the new run's id."""
+        args = ["run", str(self.app), "local"] + (["--run-config", config] if config else [])
+        result = self(*args)
+        assert result.returncode == 0, result.stderr
+        return started_run_id(result.stdout)
+
+    def wait_for(self, run_id: int, status: str, timeout: float = 60) -> dict[str, Any]:
+        """The run's ``flwr ls`` row once it reaches ``status``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            info = self.run_info(run_id)
+            if info["status"] == status:
+                return info
+            time.sleep(0.1)
+        raise AssertionError(f"run {run_id} never reached {status}: {self.run_info(run_id)}")
 
     def run_info(self, run_id: int) -> dict[str, Any]:
         result = self("ls", str(self.app), "local", "--run-id", str(run_id), "--format", "json")

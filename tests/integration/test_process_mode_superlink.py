@@ -22,25 +22,6 @@ pytestmark = pytest.mark.timeout(120)
 SERVERAPP = [sys.executable, "-m", "corolla.runtime.serverapp"]
 
 
-def wait_finished(cli: Cli, run_id: int, timeout: float = 60) -> dict[str, object]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        info = cli.run_info(run_id)
-        if info["status"] == "finished":
-            return info
-        time.sleep(0.1)
-    raise AssertionError(f"run {run_id} did not finish: {cli.run_info(run_id)}")
-
-
-def submit(cli: Cli, config: str = "") -> int:
-    args = ["run", str(cli.app), "local"] + (["--run-config", config] if config else [])
-    result = cli(*args)
-    assert result.returncode == 0, result.stderr
-    match = re.search(r"Started run (\d+)", result.stdout)
-    assert match, result.stdout
-    return int(match.group(1))
-
-
 def link_only(tmp_path: Path, *args: str) -> LocalFederation:
     fed = LocalFederation(
         tmp_path / "fed",
@@ -68,12 +49,12 @@ def waiter(link: LocalFederation, tmp_path: Path) -> Cli:
 
 
 def test_run_without_app_process_waits_visibly_then_fails(waiter: Cli) -> None:
-    run_id = submit(waiter)
+    run_id = waiter.submit()
     time.sleep(1.0)
     info = waiter.run_info(run_id)
     assert info["status"] == "pending"
     assert "waiting for a flwr-serverapp process" in str(info["details"])
-    info = wait_finished(waiter, run_id)
+    info = waiter.wait_for(run_id, "finished")
     assert info["sub_status"] == "failed"
     assert "no flwr-serverapp process attached within 2 s" in str(info["details"])
 
@@ -82,10 +63,10 @@ def test_one_app_process_serves_consecutive_runs_then_exits(
     link: LocalFederation, waiter: Cli
 ) -> None:
     app = link.start_app_process("serverapp", link.serverappio, ["--max-runs", "2"])
-    first = submit(waiter, "marker='one'")
-    assert wait_finished(waiter, first)["sub_status"] == "completed"
-    second = submit(waiter, "marker='two'")
-    assert wait_finished(waiter, second)["sub_status"] == "completed"
+    first = waiter.submit("marker='one'")
+    assert waiter.wait_for(first, "finished")["sub_status"] == "completed"
+    second = waiter.submit("marker='two'")
+    assert waiter.wait_for(second, "finished")["sub_status"] == "completed"
     assert app.process.wait(timeout=30) == 0
     pids = set(re.findall(r"waiter marker=\w+ pid=(\d+)", app.output()))
     assert pids == {str(app.process.pid)}, app.output()
@@ -97,19 +78,19 @@ def test_app_process_killed_mid_run_fails_the_run_and_a_new_one_serves(
     link: LocalFederation, waiter: Cli
 ) -> None:
     app = link.start_app_process("serverapp", link.serverappio)
-    run_id = submit(waiter, "sleep=60.0")
+    run_id = waiter.submit("sleep=60.0")
     deadline = time.monotonic() + 30
     while "waiter marker" not in app.output():
         assert time.monotonic() < deadline, app.output()
         time.sleep(0.1)
     app.process.kill()
     app.process.wait(timeout=10)
-    info = wait_finished(waiter, run_id)
+    info = waiter.wait_for(run_id, "finished")
     assert info["sub_status"] == "failed"
     assert "stopped responding" in str(info["details"])
     link.start_app_process("serverapp", link.serverappio)
-    next_run = submit(waiter)
-    assert wait_finished(waiter, next_run)["sub_status"] == "completed"
+    next_run = waiter.submit()
+    assert waiter.wait_for(next_run, "finished")["sub_status"] == "completed"
 
 
 def test_wrong_or_missing_secret_is_refused(link: LocalFederation, tmp_path: Path) -> None:

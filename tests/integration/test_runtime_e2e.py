@@ -12,31 +12,13 @@ from pathlib import Path
 
 import grpc
 import pytest
-from integration_helpers import APPS, FLWR, Cli, children_of
+from integration_helpers import APPS, FLWR, Cli, children_of, started_run_id
 
 from corolla.deploy.local import LocalFederation, app_for_federation, terminate
 from corolla.proto.v1 import exec_pb2, run_pb2
 from corolla.proto.v1.exec_pb2_grpc import ExecStub
 
 pytestmark = pytest.mark.timeout(180)
-
-RUN_ID = re.compile(r"Started run (\d+)")
-
-
-def started_run_id(output: str) -> int:
-    match = RUN_ID.search(output)
-    assert match, output
-    return int(match.group(1))
-
-
-def wait_for_status(cli: Cli, run_id: int, status: str, timeout: float = 60) -> dict[str, object]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        info = cli.run_info(run_id)
-        if info["status"] == status:
-            return info
-        time.sleep(0.1)
-    raise AssertionError(f"run {run_id} never reached {status}: {cli.run_info(run_id)}")
 
 
 def test_full_run_through_the_cli(probe_cli: Cli, federation: LocalFederation) -> None:
@@ -105,7 +87,7 @@ def test_stop_a_running_run_ends_its_app_processes(
     )
     assert result.returncode == 0, result.stderr
     run_id = started_run_id(result.stdout)
-    wait_for_status(probe_cli, run_id, "running")
+    probe_cli.wait_for(run_id, "running")
     time.sleep(1.0)  # a round is in progress on the nodes
     assert federation.superlink is not None
     link_pid = federation.superlink.process.pid
@@ -115,7 +97,7 @@ def test_stop_a_running_run_ends_its_app_processes(
 
     stop = probe_cli("stop", str(run_id), str(probe_cli.app), "local")
     assert stop.returncode == 0, stop.stderr
-    info = wait_for_status(probe_cli, run_id, "finished")
+    info = probe_cli.wait_for(run_id, "finished")
     assert info["sub_status"] == "stopped"
     assert "stopped by user" in str(info["details"])
     deadline = time.monotonic() + 30

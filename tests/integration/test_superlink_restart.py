@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import signal
 import time
 from pathlib import Path
@@ -15,34 +14,16 @@ from corolla.deploy.local import LocalFederation, app_for_federation
 pytestmark = pytest.mark.timeout(120)
 
 
-def wait_for(cli: Cli, run_id: int, status: str, timeout: float = 60) -> dict[str, object]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        info = cli.run_info(run_id)
-        if info["status"] == status:
-            return info
-        time.sleep(0.1)
-    raise AssertionError(f"run {run_id} not {status}: {cli.run_info(run_id)}")
-
-
-def submit(cli: Cli, config: str) -> int:
-    result = cli("run", str(cli.app), "local", "--run-config", config)
-    assert result.returncode == 0, result.stderr
-    match = re.search(r"Started run (\d+)", result.stdout)
-    assert match
-    return int(match.group(1))
-
-
 def test_runs_survive_a_superlink_crash(tmp_path: Path) -> None:
     fed = LocalFederation(tmp_path / "fed", num_nodes=0)
     fed.workdir.mkdir(parents=True)
     fed.start_superlink()
     try:
         cli = Cli(fed, app_for_federation(APPS / "waiter", tmp_path / "waiter", fed.exec))
-        done = submit(cli, "marker='done'")
-        wait_for(cli, done, "finished")
-        interrupted = submit(cli, "sleep=60.0")
-        wait_for(cli, interrupted, "running")
+        done = cli.submit("marker='done'")
+        cli.wait_for(done, "finished")
+        interrupted = cli.submit("sleep=60.0")
+        cli.wait_for(interrupted, "running")
         assert fed.superlink is not None
         link = fed.superlink.process
         orphans = children_of(link.pid)
@@ -63,7 +44,7 @@ def test_runs_survive_a_superlink_crash(tmp_path: Path) -> None:
         assert "SuperLink restarted" in str(runs[interrupted]["details"])
         log = cli("log", str(done), str(cli.app), "local")
         assert "waiter marker=done" in log.stdout  # logs are durable too
-        after = submit(cli, "marker='after'")
-        assert wait_for(cli, after, "finished")["sub_status"] == "completed"
+        after = cli.submit("marker='after'")
+        assert cli.wait_for(after, "finished")["sub_status"] == "completed"
     finally:
         fed.stop()

@@ -33,12 +33,12 @@ from types import FrameType
 import grpc
 
 from corolla.common.appio import SECRET_ENV, TOKEN_ENV, app_secret
+from corolla.common.backoff import Backoff
 from corolla.common.errors import CorollaError, Unauthenticated
 from corolla.common.grpc import create_channel, error_from_rpc
 from corolla.common.tls import read_root_certificates
 from corolla.proto.v1 import clientappio_pb2 as cpb
 from corolla.proto.v1 import clientappio_pb2_grpc
-from corolla.runtime.backoff import Backoff
 from corolla.runtime.clientapp_run import (
     POLL_WAIT,
     Interrupter,
@@ -223,7 +223,7 @@ def serve_runs(config: ClientAppProcessConfig, interrupter: Interrupter | None =
                     exc,
                     BACKOFF_CAP,
                 )
-                time.sleep(backoff.next())
+                time.sleep(backoff.next_delay())
                 continue
             if not connected:
                 connected, failures = True, 0

@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -20,12 +21,12 @@ from types import FrameType
 import grpc
 
 from corolla.common.appio import TOKEN_ENV, app_secret
+from corolla.common.backoff import Backoff
 from corolla.common.errors import CorollaError, Unauthenticated, Unavailable
 from corolla.common.grpc import create_channel, error_from_rpc
 from corolla.common.tls import read_root_certificates
 from corolla.proto.v1 import serverappio_pb2 as spb
 from corolla.proto.v1.serverappio_pb2_grpc import ServerAppIoStub
-from corolla.runtime.backoff import Backoff
 from corolla.runtime.parent import exit_with_parent
 from corolla.runtime.serverapp_run import execute_run
 
@@ -103,9 +104,9 @@ def serve(config: ServerAppConfig) -> int:
             try:
                 claimed = _request_run(stub, config.secret)
             except Unavailable as exc:
-                delay = backoff.next()
+                delay = backoff.next_delay()
                 log.warning("SuperLink unreachable (%s); retrying in %.1f s", exc, delay)
-                backoff.sleep(delay)
+                time.sleep(delay)
                 continue
             backoff.reset()
             if claimed is not None:

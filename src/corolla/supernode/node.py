@@ -13,8 +13,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from typing import TypeVar
 
 from corolla.common.appio import new_secret, warn_if_exposed
+from corolla.common.backoff import Backoff
 from corolla.common.errors import (
     CorollaError,
     DeadlineExceeded,
@@ -30,12 +32,13 @@ from corolla.records import ErrorCode
 from corolla.records.serde import referenced_object_ids, user_config_to_proto
 from corolla.supernode.clientappio import ClientAppIoServicer
 from corolla.supernode.config import SuperNodeConfig, local_address
-from corolla.supernode.connection import Backoff, FleetConnection, Stopped
+from corolla.supernode.connection import FleetConnection, Stopped
 from corolla.supernode.external import ExternalApps
 from corolla.supernode.outbox import Outbox
 from corolla.supernode.runs import RunState, RunTable
 from corolla.supernode.supervisor import Supervisor
 
+_T = TypeVar("_T")
 log = logging.getLogger(__name__)
 
 MAX_MESSAGES = 64  # per PullMessages call
@@ -193,14 +196,22 @@ class SuperNode:
                 )
             return self._node_id
 
-    def _heartbeat_loop(self) -> None:
+    def _keep_calling(
+        self,
+        what: str,
+        call: Callable[[int], _T],
+        handle: Callable[[int, _T], None],
+        pause: float = 0.0,
+    ) -> None:
+        """Call the SuperLink as the registered node until the node stops: NOT_FOUND registers
+        again, other failures back off (capped, with jitter)."""
         backoff = Backoff()
         while not self._stop.is_set():
             node_id = self._registered()
             if not node_id:
                 return
             try:
-                finished = self._conn.heartbeat(node_id, self._interval, self._runs.run_ids())
+                result = call(node_id)
             except Stopped:
                 return
             except NotFound:
@@ -208,41 +219,41 @@ class SuperNode:
                 continue
             except CorollaError as exc:
                 delay = backoff.next_delay()
-                log.warning("heartbeat failed: %s; retrying in %.1f s", exc, delay)
+                log.warning("%s failed: %s; retrying in %.1f s", what, exc, delay)
                 self._stop.wait(delay)
                 continue
             backoff.reset()
-            for run_id in finished:
-                self._apps.finish_run(run_id)
-            self._stop.wait(self._interval)
+            handle(node_id, result)
+            if pause:
+                self._stop.wait(pause)
+
+    def _finish_runs(self, run_ids: list[int]) -> None:
+        for run_id in run_ids:
+            self._apps.finish_run(run_id)
+
+    def _heartbeat_loop(self) -> None:
+        self._keep_calling(
+            "heartbeat",
+            lambda node_id: self._conn.heartbeat(node_id, self._interval, self._runs.run_ids()),
+            lambda node_id, finished: self._finish_runs(finished),
+            pause=self._interval,
+        )
 
     # -- work -----------------------------------------------------------------------------------
 
     def _pull_loop(self) -> None:
-        backoff = Backoff()
-        while not self._stop.is_set():
-            node_id = self._registered()
-            if not node_id:
-                return
-            try:
-                messages, finished = self._conn.pull_messages(
-                    node_id, self.config.max_wait, MAX_MESSAGES, self._runs.active_run_ids()
-                )
-            except Stopped:
-                return
-            except NotFound:
-                self._registered(stale=node_id)
-                continue
-            except CorollaError as exc:
-                delay = backoff.next_delay()
-                log.warning("cannot pull messages: %s; retrying in %.1f s", exc, delay)
-                self._stop.wait(delay)
-                continue
-            backoff.reset()
-            for run_id in finished:
-                self._apps.finish_run(run_id)
+        def pull(node_id: int) -> tuple[list[mpb.Message], list[int]]:
+            return self._conn.pull_messages(
+                node_id, self.config.max_wait, MAX_MESSAGES, self._runs.active_run_ids()
+            )
+
+        def take(node_id: int, pulled: tuple[list[mpb.Message], list[int]]) -> None:
+            messages, finished = pulled
+            self._finish_runs(finished)
             for message in messages:
                 self._intake(node_id, message)
+
+        self._keep_calling("pulling messages", pull, take)
 
     def _intake(self, node_id: int, message: mpb.Message) -> None:
         """Fetch what ``message`` needs (run, FAB, objects) and queue it for its app process.

@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from corolla.common.backoff import Backoff
 from corolla.common.errors import (
     CorollaError,
     DeadlineExceeded,
@@ -22,7 +23,7 @@ from corolla.common.errors import (
     Unavailable,
 )
 from corolla.proto.v1 import message_pb2 as mpb
-from corolla.supernode.connection import Backoff, FleetConnection, Stopped
+from corolla.supernode.connection import FleetConnection, Stopped
 from corolla.supernode.replies import error_reply
 
 log = logging.getLogger(__name__)

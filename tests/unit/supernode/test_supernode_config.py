@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from corolla.common.backoff import Backoff
 from corolla.deploy.certs import generate
 from corolla.supernode.config import UsageError, local_address, parse_args, parse_node_config
-from corolla.supernode.connection import Backoff
 from corolla.supernode.main import main
 
 

@@ -98,16 +98,16 @@ class FedAvg(Strategy):
         timeout: float = DEFAULT_TIMEOUT,
     ) -> list[Message]:
         """The ``train`` messages of a round, one per sampled node."""
-        node_ids, online = sample_nodes(
+        return self._sampled_messages(
+            MessageType.TRAIN,
+            self.fraction_train,
+            self.min_train_nodes,
+            server_round,
+            arrays,
+            config,
             grid,
-            fraction=self.fraction_train,
-            min_nodes=self.min_train_nodes,
-            min_available_nodes=self.min_available_nodes,
-            timeout=timeout,
-            rng=self.rng,
+            timeout,
         )
-        log.info("[ROUND %d] train: sampled %d of %d nodes", server_round, len(node_ids), online)
-        return self._messages(MessageType.TRAIN, server_round, arrays, config, node_ids, timeout)
 
     def configure_evaluate(
         self,
@@ -121,16 +121,44 @@ class FedAvg(Strategy):
         """The ``evaluate`` messages of a round (none if ``fraction_evaluate`` is 0)."""
         if self.fraction_evaluate == 0:
             return []
+        return self._sampled_messages(
+            MessageType.EVALUATE,
+            self.fraction_evaluate,
+            self.min_evaluate_nodes,
+            server_round,
+            arrays,
+            config,
+            grid,
+            timeout,
+        )
+
+    def _sampled_messages(
+        self,
+        message_type: str,
+        fraction: float,
+        min_nodes: int,
+        server_round: int,
+        arrays: ArrayRecord,
+        config: ConfigRecord,
+        grid: Grid,
+        timeout: float,
+    ) -> list[Message]:
         node_ids, online = sample_nodes(
             grid,
-            fraction=self.fraction_evaluate,
-            min_nodes=self.min_evaluate_nodes,
+            fraction=fraction,
+            min_nodes=min_nodes,
             min_available_nodes=self.min_available_nodes,
             timeout=timeout,
             rng=self.rng,
         )
-        log.info("[ROUND %d] evaluate: sampled %d of %d nodes", server_round, len(node_ids), online)
-        return self._messages(MessageType.EVALUATE, server_round, arrays, config, node_ids, timeout)
+        log.info(
+            "[ROUND %d] %s: sampled %d of %d nodes",
+            server_round,
+            message_type,
+            len(node_ids),
+            online,
+        )
+        return self._messages(message_type, server_round, arrays, config, node_ids, timeout)
 
     def check_train_reply(self, reply: Message, arrays: ArrayRecord) -> str | None:
         """A train reply needs arrays under ``arrayrecord_key`` laid out like ``arrays`` (the
