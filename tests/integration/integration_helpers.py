@@ -101,3 +101,12 @@ def children_of(pid: int) -> list[int]:
                 found.append(child)
                 frontier.append(child)
     return found
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for a reaper that is not ours counts as ended)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from integration_helpers import APPS, Cli, children_of
+from integration_helpers import APPS, Cli, alive, children_of
 
 from corolla.deploy.local import LocalFederation, app_for_federation
 
@@ -32,7 +32,7 @@ def test_runs_survive_a_superlink_crash(tmp_path: Path) -> None:
         link.wait(timeout=10)
         # The orphaned ServerApp process notices its parent is gone and exits by itself.
         deadline = time.monotonic() + 10
-        while any(Path(f"/proc/{pid}").exists() for pid in orphans):
+        while any(alive(pid) for pid in orphans):
             assert time.monotonic() < deadline, "flwr-serverapp outlived its SuperLink"
             time.sleep(0.1)
 
