@@ -48,15 +48,21 @@ def waiter(link: LocalFederation, tmp_path: Path) -> Cli:
     return Cli(link, app_for_federation(APPS / "waiter", tmp_path / "waiter", link.exec))
 
 
-def test_run_without_app_process_waits_visibly_then_fails(waiter: Cli) -> None:
-    run_id = waiter.submit()
-    time.sleep(1.0)
-    info = waiter.run_info(run_id)
-    assert info["status"] == "pending"
-    assert "waiting for a flwr-serverapp process" in str(info["details"])
-    info = waiter.wait_for(run_id, "finished")
-    assert info["sub_status"] == "failed"
-    assert "no flwr-serverapp process attached within 2 s" in str(info["details"])
+def test_run_without_app_process_waits_visibly(tmp_path: Path) -> None:
+    """The timeout itself runs on a fake clock in tests/unit/superlink/test_dispatcher.py."""
+    fed = link_only(tmp_path, "--app-attach-timeout", "600")
+    try:
+        waiter = Cli(fed, app_for_federation(APPS / "waiter", tmp_path / "waiter", fed.exec))
+        run_id = waiter.submit()
+        deadline = time.monotonic() + 30
+        while "waiting for a flwr-serverapp process" not in str(waiter.run_info(run_id)["details"]):
+            assert time.monotonic() < deadline, waiter.run_info(run_id)
+            time.sleep(0.1)
+        assert waiter.run_info(run_id)["status"] == "pending"
+        assert waiter("stop", str(run_id), str(waiter.app), "local").returncode == 0
+        assert waiter.wait_for(run_id, "finished")["sub_status"] == "stopped"
+    finally:
+        fed.stop()
 
 
 def test_one_app_process_serves_consecutive_runs_then_exits(

@@ -13,7 +13,7 @@ from typer.main import get_command
 try:  # recent typer releases ship their own copy of click
     from typer._click.exceptions import ClickException
 except ImportError:  # pragma: no cover
-    from click.exceptions import ClickException  # type: ignore[import-not-found, no-redef, unused-ignore]
+    from click.exceptions import ClickException  # type: ignore[import-not-found, no-redef, assignment, unused-ignore]
 
 from corolla import __version__
 from corolla.cli.commands import build, log, ls, new, run

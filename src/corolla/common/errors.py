@@ -52,6 +52,15 @@ class AppError(CorollaError):
     """User app code (ServerApp, ClientApp, strategy) failed to load or raised."""
 
 
+class RoundFailed(AppError):
+    """A phase of a strategy round had too few usable replies; the message is one line."""
+
+    def __init__(self, message: str, *, server_round: int, phase: str) -> None:
+        super().__init__(message)
+        self.server_round = server_round
+        self.phase = phase
+
+
 __all__ = [
     "AlreadyExists",
     "AppError",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
+import os
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from typing import Any, TypeVar
@@ -16,13 +18,12 @@ log = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # unary messages; large arrays stream in chunks instead
 MAX_FAB_BYTES = 200 * 1024 * 1024  # the Exec API accepts FABs up to this size
 
+KEEPALIVE_ENV = "COROLLA_GRPC_KEEPALIVE_SECONDS"
+DEFAULT_KEEPALIVE = 30.0
+
 _OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-    ("grpc.http2.max_pings_without_data", 0),
-    ("grpc.keepalive_permit_without_calls", 1),
     # Reconnect quickly after a peer restarts (gRPC's own default backoff grows to 120 s).
     ("grpc.initial_reconnect_backoff_ms", 500),
     ("grpc.min_reconnect_backoff_ms", 500),
@@ -46,9 +47,46 @@ _FROM_STATUS[grpc.StatusCode.UNIMPLEMENTED] = errors.FailedPrecondition
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _merge_options(extra: list[tuple[str, Any]] | None) -> list[tuple[str, Any]]:
+def keepalive_seconds() -> float:
+    """The keepalive ping interval of every channel and server: ``$COROLLA_GRPC_KEEPALIVE_SECONDS``
+    or 30 s. Both ends derive their settings from it, so they always agree."""
+    raw = os.environ.get(KEEPALIVE_ENV, "")
+    if not raw:
+        return DEFAULT_KEEPALIVE
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise errors.InvalidArgument(f"{KEEPALIVE_ENV} must be a positive number, not {raw!r}")
+    return value
+
+
+def _keepalive(*, server: bool) -> list[tuple[str, Any]]:
+    """Clients ping an idle connection every interval (a dead peer is noticed within about two
+    intervals); servers accept pings at up to twice that rate, however long a call says
+    nothing, so a quiet long poll or log stream is never cut with "too many pings"."""
+    interval_ms = max(1, round(keepalive_seconds() * 1000))
+    options: list[tuple[str, Any]] = [
+        ("grpc.keepalive_time_ms", interval_ms),
+        ("grpc.keepalive_timeout_ms", max(interval_ms, 1000)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+    if server:
+        options += [
+            ("grpc.http2.min_ping_interval_without_data_ms", interval_ms // 2),
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", interval_ms // 2),
+            ("grpc.http2.max_ping_strikes", 0),
+        ]
+    return options
+
+
+def _merge_options(
+    extra: list[tuple[str, Any]] | None, *, server: bool = False
+) -> list[tuple[str, Any]]:
     """Defaults overridden by ``extra`` (gRPC would keep the first of two equal keys)."""
-    return list({**dict(_OPTIONS), **dict(extra or [])}.items())
+    return list({**dict(_OPTIONS), **dict(_keepalive(server=server)), **dict(extra or [])}.items())
 
 
 def status_for(exc: errors.CorollaError) -> grpc.StatusCode:
@@ -90,7 +128,7 @@ def create_server(
     # No SO_REUSEPORT: a second daemon on a busy port must fail, not silently share it.
     return grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
-        options=_merge_options([("grpc.so_reuseport", 0), *(options or [])]),
+        options=_merge_options([("grpc.so_reuseport", 0), *(options or [])], server=True),
         maximum_concurrent_rpcs=max_workers * 4,
     )
 

@@ -19,24 +19,20 @@ interrupted (`RunAbandoned`) and the process moves on.
 
 from __future__ import annotations
 
-import argparse
+import functools
 import logging
-import os
 import signal
 import sys
-import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Iterator, Sequence
 from types import FrameType
 
 import grpc
 
-from corolla.common.appio import SECRET_ENV, TOKEN_ENV, app_secret
-from corolla.common.backoff import Backoff
+from corolla.common.appio import SECRET_ENV, TOKEN_ENV
+from corolla.common.backoff import Backoff, retry
+from corolla.common.config import UsageError
 from corolla.common.errors import CorollaError, Unauthenticated
 from corolla.common.grpc import create_channel, error_from_rpc
-from corolla.common.tls import read_root_certificates
 from corolla.proto.v1 import clientappio_pb2 as cpb
 from corolla.proto.v1 import clientappio_pb2_grpc
 from corolla.runtime.clientapp_run import (
@@ -45,6 +41,7 @@ from corolla.runtime.clientapp_run import (
     RunAbandoned,
     serve_run,
 )
+from corolla.runtime.config import ClientAppProcessConfig, parse_clientapp_config
 from corolla.runtime.parent import exit_with_parent
 
 # Named explicitly: run with `python -m`, __name__ would be "__main__" in `flwr log` lines.
@@ -57,6 +54,7 @@ __all__ = [
     "RunAbandoned",
     "main",
     "parse_args",
+    "parse_clientapp_config",
     "run",
     "serve_runs",
 ]
@@ -65,98 +63,14 @@ BACKOFF_CAP = 10.0  # longest pause between attempts to reach the SuperNode (iso
 EXIT_UNAUTHENTICATED = 5
 
 
-@dataclass(frozen=True)
-class ClientAppProcessConfig:
-    """``token`` set: isolation subprocess (one run); empty: isolation process (``secret``)."""
-
-    address: str
-    insecure: bool
-    token: str = field(default="", repr=False)
-    root_certificates: bytes | None = field(default=None, repr=False)
-    secret: str = field(default="", repr=False)
-    max_runs: int = 0  # isolation process: exit after this many runs (0: never)
-
-    @property
-    def external(self) -> bool:
-        return not self.token
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="flwr-clientapp",
-        description="Run ClientApps for a SuperNode. Started by the SuperNode (isolation "
-        f"subprocess, {TOKEN_ENV} set) it serves one run; started by an operator (isolation "
-        "process) it waits for runs, serves them one after another and keeps running.",
-    )
-    parser.add_argument(
-        "--clientappio-api-address",
-        default="127.0.0.1:9094",
-        metavar="HOST:PORT",
-        help="the SuperNode's ClientAppIo API (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--insecure", action="store_true", help="connect without TLS (local testing only)"
-    )
-    parser.add_argument(
-        "--root-certificates",
-        type=Path,
-        metavar="PATH",
-        help="PEM CA certificates to verify the SuperNode's ClientAppIo API (default without "
-        "--insecure: the system roots)",
-    )
-    parser.add_argument(
-        "--appio-secret-file",
-        type=Path,
-        metavar="PATH",
-        help=f"isolation process: file holding the SuperNode's AppIo secret (or set "
-        f"{SECRET_ENV}; never pass the secret itself on the command line)",
-    )
-    parser.add_argument(
-        "--max-runs",
-        type=int,
-        default=0,
-        metavar="N",
-        help="isolation process: exit 0 after serving N runs (default: keep running)",
-    )
-    return parser
-
-
 def parse_args(argv: Sequence[str] | None = None) -> ClientAppProcessConfig:
-    """Parse the command line and environment; a usage error exits 2 with one line."""
-    args = _parser().parse_args(argv)
-    if args.insecure and args.root_certificates is not None:
-        _usage("--insecure means no TLS; drop --root-certificates or --insecure")
-    if args.max_runs < 0:
-        _usage("--max-runs must be 0 (no limit) or more")
+    """For `main`: the config, or one line on stderr and exit 2 (`parse_clientapp_config`
+    raises `UsageError` instead)."""
     try:
-        roots = read_root_certificates(args.root_certificates) if args.root_certificates else None
-        token = os.environ.get(TOKEN_ENV, "")
-        secret = "" if token else app_secret(args.appio_secret_file)
-    except CorollaError as exc:
-        _usage(str(exc))
-    if token and (args.max_runs or args.appio_secret_file):
-        _usage(
-            f"{TOKEN_ENV} is set, so this process serves the one run its SuperNode started it "
-            "for; --max-runs and --appio-secret-file apply to isolation process only"
-        )
-    if not token and not secret:
-        _usage(
-            f"no AppIo secret: pass --appio-secret-file PATH or set {SECRET_ENV} (isolation "
-            f"process); a SuperNode's own app processes get {TOKEN_ENV} instead"
-        )
-    return ClientAppProcessConfig(
-        address=args.clientappio_api_address,
-        insecure=args.insecure,
-        token=token,
-        root_certificates=roots,
-        secret=secret or "",
-        max_runs=args.max_runs,
-    )
-
-
-def _usage(message: str) -> None:
-    print(f"flwr-clientapp: {message}", file=sys.stderr)
-    sys.exit(2)
+        return parse_clientapp_config(argv)
+    except UsageError as exc:
+        print(f"flwr-clientapp: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 def _channel(config: ClientAppProcessConfig) -> grpc.Channel:
@@ -192,42 +106,56 @@ def request_run(
     return response.run_id, response.token
 
 
+class _Refused(Exception):
+    """The SuperNode refused our secret: not worth another attempt (`retry` passes it on)."""
+
+
 def serve_runs(config: ClientAppProcessConfig, interrupter: Interrupter | None = None) -> int:
     """Isolation process: wait for runs and serve them one after another; the exit code."""
     interrupter = interrupter or Interrupter()
     channel = _channel(config)
     stub = clientappio_pb2_grpc.ClientAppIoStub(channel)
     served = 0
-    backoff = Backoff(cap=BACKOFF_CAP)
-    failures = 0  # consecutive failed attempts to reach the SuperNode
     connected = False
+
+    def ask(waits: Iterator[float]) -> tuple[int, str]:
+        try:
+            return request_run(stub, config, next(waits, 0.0))
+        except Unauthenticated as exc:
+            raise _Refused(str(exc)) from exc
+
+    def unreachable(attempt: int, exc: CorollaError, delay: float) -> None:
+        nonlocal connected
+        connected = False
+        log.log(
+            logging.WARNING if attempt == 1 else logging.DEBUG,
+            "cannot ask the SuperNode at %s for work: %s; retrying with backoff (up to %g s)",
+            config.address,
+            exc,
+            BACKOFF_CAP,
+        )
+
     try:
         while not config.max_runs or served < config.max_runs:
-            try:  # the first call answers at once: a refused secret shows up right away
-                run_id, token = request_run(stub, config, POLL_WAIT if connected else 0.0)
-            except Unauthenticated as exc:
+            # The first call answers at once (a refused secret shows up right away); while the
+            # SuperNode is unreachable every call is retried, with capped backoff, for ever.
+            waits = iter([POLL_WAIT if connected else 0.0])
+            try:
+                run_id, token = retry(
+                    functools.partial(ask, waits),
+                    retry_on=(CorollaError,),
+                    backoff=Backoff(cap=BACKOFF_CAP),
+                    on_retry=unreachable,
+                )
+            except _Refused as exc:
                 print(
                     f"flwr-clientapp: the SuperNode at {config.address} refused this process: "
                     f"{exc} (check --appio-secret-file / {SECRET_ENV})",
                     file=sys.stderr,
                 )
                 return EXIT_UNAUTHENTICATED
-            except CorollaError as exc:
-                connected = False
-                failures += 1
-                log.log(
-                    logging.WARNING if failures == 1 else logging.DEBUG,
-                    "cannot ask the SuperNode at %s for work: %s; retrying with backoff "
-                    "(up to %g s)",
-                    config.address,
-                    exc,
-                    BACKOFF_CAP,
-                )
-                time.sleep(backoff.next_delay())
-                continue
             if not connected:
-                connected, failures = True, 0
-                backoff.reset()
+                connected = True
                 log.info(
                     "connected to the SuperNode at %s (isolation process); waiting for runs",
                     config.address,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import TypeVar
 import grpc
 
 from corolla.clientapp.clientapp import ClientApp
+from corolla.common.backoff import Backoff, retry
 from corolla.common.errors import AppError, CorollaError, Unauthenticated, Unavailable
 from corolla.common.grpc import error_from_rpc
 from corolla.common.objects import Buffer
@@ -35,6 +35,7 @@ log = logging.getLogger("corolla.runtime.clientapp")
 SERVICE = "corolla.proto.v1.ClientAppIo"
 POLL_WAIT = 10.0  # long-poll seconds (PullMessage, RequestRun)
 UNREACHABLE_LIMIT = 10.0  # within a run: give up when the SuperNode is away this long
+PERSIST_BACKOFF_CAP = 2.0  # longest pause between those attempts
 HEARTBEAT_INTERVAL = 1.0
 HEARTBEAT_TIMEOUT = 2.0
 RPC_TIMEOUT = 30.0
@@ -101,16 +102,21 @@ class AppIo:
 
 
 def _persist(call: Callable[[], _R]) -> _R:
-    """Run ``call``, retrying while the SuperNode is unreachable for up to 10 s."""
-    give_up = time.monotonic() + UNREACHABLE_LIMIT
-    while True:
+    """Run ``call``, retrying (`corolla.common.backoff.retry`) while the SuperNode is
+    unreachable, for up to ``UNREACHABLE_LIMIT`` s."""
+
+    def attempt() -> _R:
         try:
             return call()
         except grpc.RpcError as exc:
-            error = error_from_rpc(exc)
-            if not isinstance(error, Unavailable) or time.monotonic() > give_up:
-                raise error from exc
-        time.sleep(0.5)
+            raise error_from_rpc(exc) from exc
+
+    return retry(
+        attempt,
+        retry_on=(Unavailable,),
+        timeout=UNREACHABLE_LIMIT,
+        backoff=Backoff(initial=0.5, cap=PERSIST_BACKOFF_CAP),
+    )
 
 
 # -- ending a run from the heartbeat thread -----------------------------------------------------

@@ -1,32 +1,91 @@
-"""`GrpcGrid`: the deployment Grid, over the SuperLink's ServerAppIo API."""
+"""`GrpcGrid`: the deployment Grid, over the SuperLink's ServerAppIo API.
+
+While the SuperLink is away (restarting) every call is retried with capped backoff for up to
+``retry_window`` seconds, so a SuperLink restart is a pause for the ServerApp, not an error.
+Retrying is safe: message ids are chosen here, so a push the SuperLink stored before its answer
+was lost is not stored twice; replies stay stored until the next pull acknowledges them, so a
+pull whose answer was lost returns them again.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
 
 import grpc
 
+from corolla.common.backoff import retry
+from corolla.common.errors import CorollaError
 from corolla.common.grpc import error_from_rpc
 from corolla.common.objects import Buffer
+from corolla.common.protocol import SERVER_NODE_ID
 from corolla.common.transfer import TOKEN_KEY, ObjectClient
 from corolla.proto.v1 import serverappio_pb2 as spb
 from corolla.proto.v1.serverappio_pb2_grpc import ServerAppIoStub
-from corolla.records import Message
-from corolla.records.wire import decode_messages, encode_messages
+from corolla.records import Context, Message, RecordDict
+from corolla.records.wire import decode_context, decode_messages, encode_context, encode_messages
 from corolla.serverapp.grid import Grid
+
+log = logging.getLogger(__name__)
 
 SERVICE = "corolla.proto.v1.ServerAppIo"
 RPC_TIMEOUT = 60.0
 OBJECT_TIMEOUT = 3600.0
 LONG_POLL = 10.0
+RETRY_WINDOW = 600.0
+
+T = TypeVar("T")
+
+
+class SuperLinkClient:
+    """Calls on the ServerAppIo API that retry while the SuperLink is unreachable."""
+
+    def __init__(self, channel: grpc.Channel, token: str, retry_window: float) -> None:
+        self.stub = ServerAppIoStub(channel)
+        self.token = token
+        self.retry_window = retry_window
+        self.objects = ObjectClient(channel, SERVICE, [(TOKEN_KEY, token)])
+
+    def call(self, what: str, attempt: Callable[[], T]) -> T:
+        """``attempt()`` (a gRPC call), retried for up to the retry window; failures come out
+        as `CorollaError`."""
+
+        def once() -> T:
+            try:
+                return attempt()
+            except grpc.RpcError as exc:
+                raise error_from_rpc(exc) from exc
+
+        def note(made: int, exc: CorollaError, delay: float) -> None:
+            log.warning(
+                "%s: SuperLink unreachable (%s); retrying in %.1f s (for up to %g s)",
+                what,
+                exc,
+                delay,
+                self.retry_window,
+            )
+
+        return retry(once, timeout=self.retry_window, on_retry=note)
 
 
 class GrpcGrid(Grid):
-    def __init__(self, channel: grpc.Channel, token: str, run_id: int) -> None:
-        self._stub = ServerAppIoStub(channel)
+    def __init__(
+        self,
+        channel: grpc.Channel,
+        token: str,
+        run_id: int,
+        *,
+        retry_window: float = RETRY_WINDOW,
+        client: SuperLinkClient | None = None,
+    ) -> None:
+        self._link = client or SuperLinkClient(channel, token, retry_window)
+        self._stub = self._link.stub
         self._token = token
         self._run_id = run_id
-        self._objects = ObjectClient(channel, SERVICE, [(TOKEN_KEY, token)])
+        self._unacked: list[str] = []  # replies received, to acknowledge on the next pull
+        self._received: set[str] = set()  # reply ids handed to the app (never twice)
 
     @property
     def run_id(self) -> int:
@@ -34,38 +93,54 @@ class GrpcGrid(Grid):
 
     def get_node_ids(self) -> list[int]:
         request = spb.GetNodesRequest(run_id=self._run_id, token=self._token)
-        try:
-            return list(self._stub.GetNodes(request, timeout=RPC_TIMEOUT).node_ids)
-        except grpc.RpcError as exc:
-            raise error_from_rpc(exc) from exc
+        reply = self._link.call(
+            "GetNodes", lambda: self._stub.GetNodes(request, timeout=RPC_TIMEOUT)
+        )
+        return list(reply.node_ids)
 
     def push_messages(self, messages: Iterable[Message]) -> list[str]:
         batch = list(messages)
         for message in batch:
             message.metadata.run_id = self._run_id
-            message.metadata.src_node_id = 0
+            message.metadata.src_node_id = SERVER_NODE_ID
         protos, objects = encode_messages(batch)
-        try:
-            self._objects.push(objects, ids={"token": self._token}, timeout=OBJECT_TIMEOUT)
-            request = spb.PushMessagesRequest(
-                run_id=self._run_id, token=self._token, messages=protos
-            )
-            return list(self._stub.PushMessages(request, timeout=RPC_TIMEOUT).message_ids)
-        except grpc.RpcError as exc:
-            raise error_from_rpc(exc) from exc
+        self._push_objects(objects)
+        request = spb.PushMessagesRequest(run_id=self._run_id, token=self._token, messages=protos)
+        reply = self._link.call(
+            "PushMessages", lambda: self._stub.PushMessages(request, timeout=RPC_TIMEOUT)
+        )
+        return list(reply.message_ids)
+
+    def _push_objects(self, objects: dict[str, Buffer]) -> None:
+        ids = {"token": self._token}
+        self._link.call(
+            "PushObjects", lambda: self._link.objects.push(objects, ids=ids, timeout=OBJECT_TIMEOUT)
+        )
 
     def _pull(self, message_ids: list[str], wait: float) -> list[Message]:
         request = spb.PullMessagesRequest(
-            run_id=self._run_id, token=self._token, message_ids=message_ids, wait_seconds=wait
+            run_id=self._run_id,
+            token=self._token,
+            message_ids=message_ids,
+            wait_seconds=wait,
+            ack_message_ids=self._unacked,
         )
-        try:
-            reply = self._stub.PullMessages(request, timeout=wait + RPC_TIMEOUT)
-            return decode_messages(reply.messages, self._fetch)
-        except grpc.RpcError as exc:
-            raise error_from_rpc(exc) from exc
+        reply = self._link.call(
+            "PullMessages",
+            lambda: self._stub.PullMessages(request, timeout=wait + RPC_TIMEOUT),
+        )
+        fresh = [m for m in reply.messages if m.metadata.message_id not in self._received]
+        messages = decode_messages(fresh, self._fetch)
+        self._unacked = [m.metadata.message_id for m in fresh]
+        self._received.update(self._unacked)
+        return messages
 
     def _fetch(self, object_ids: list[str]) -> dict[str, Buffer]:
-        pulled = self._objects.pull(object_ids, ids={"token": self._token}, timeout=OBJECT_TIMEOUT)
+        ids = {"token": self._token}
+        pulled = self._link.call(
+            "PullObjects",
+            lambda: self._link.objects.pull(object_ids, ids=ids, timeout=OBJECT_TIMEOUT),
+        )
         return dict(pulled)
 
     def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
@@ -75,8 +150,6 @@ class GrpcGrid(Grid):
         self, message_ids: Iterable[str], timeout: float | None = None
     ) -> Iterator[Message]:
         """Long-poll the SuperLink: each reply is yielded the moment it arrives."""
-        import time
-
         pending = list(dict.fromkeys(message_ids))
         deadline = None if timeout is None else time.monotonic() + timeout
         while pending:
@@ -87,3 +160,24 @@ class GrpcGrid(Grid):
                 if reply.metadata.reply_to_message_id in pending:
                     pending.remove(reply.metadata.reply_to_message_id)
                 yield reply
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def save_checkpoint(self, server_round: int, checkpoint: RecordDict) -> None:
+        envelope = Context(run_id=self._run_id, node_id=SERVER_NODE_ID, state=checkpoint)
+        proto, objects = encode_context(envelope)
+        self._push_objects(objects)
+        request = spb.PushCheckpointRequest(
+            run_id=self._run_id, token=self._token, server_round=server_round, checkpoint=proto
+        )
+        self._link.call(
+            "PushCheckpoint", lambda: self._stub.PushCheckpoint(request, timeout=RPC_TIMEOUT)
+        )
+
+    def load_checkpoint(self) -> tuple[int, RecordDict] | None:
+        request = spb.PullCheckpointRequest(run_id=self._run_id, token=self._token)
+        reply = self._link.call(
+            "PullCheckpoint", lambda: self._stub.PullCheckpoint(request, timeout=RPC_TIMEOUT)
+        )
+        if not reply.server_round:
+            return None
+        return reply.server_round, decode_context(reply.checkpoint, self._fetch).state

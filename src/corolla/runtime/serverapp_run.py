@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 
 from corolla.clientapp.clientapp import short_traceback
-from corolla.common.errors import AppError
+from corolla.common.errors import AppError, CorollaError, Unauthenticated
 from corolla.common.grpc import error_from_rpc
 from corolla.fab import load_app_config
 from corolla.proto.v1 import serverappio_pb2 as spb
@@ -17,7 +18,7 @@ from corolla.proto.v1.serverappio_pb2_grpc import ServerAppIoStub
 from corolla.records.context import Context
 from corolla.records.serde import context_to_proto
 from corolla.records.wire import decode_context
-from corolla.runtime.grid import GrpcGrid
+from corolla.runtime.grid import RETRY_WINDOW, GrpcGrid, SuperLinkClient
 from corolla.runtime.loader import install, load_component, unload
 from corolla.runtime.logs import LogForwarder
 from corolla.serverapp.serverapp import ServerApp
@@ -29,10 +30,17 @@ HEARTBEAT_INTERVAL = 2.0
 
 
 class _Heartbeat:
-    """Tells the SuperLink the process is alive; notes when the run was stopped elsewhere."""
+    """Tells the SuperLink the process is alive; notes when the run was stopped elsewhere.
 
-    def __init__(self, stub: ServerAppIoStub, token: str) -> None:
+    A failed heartbeat (the SuperLink is restarting) is logged once per outage and retried on
+    the next beat."""
+
+    def __init__(
+        self, stub: ServerAppIoStub, token: str, on_stopped: Callable[[], None] | None
+    ) -> None:
         self._stub, self._token = stub, token
+        self._on_stopped = on_stopped
+        self._failing = False
         self._done = threading.Event()
         self.run_stopped = False
         self._thread = threading.Thread(target=self._loop, name="app-heartbeat", daemon=True)
@@ -52,30 +60,48 @@ class _Heartbeat:
                     spb.AppHeartbeatRequest(token=self._token), timeout=RPC_TIMEOUT
                 )
             except grpc.RpcError as exc:
-                log.warning("heartbeat failed: %s", error_from_rpc(exc))
-                continue
+                error = error_from_rpc(exc)
+                if not isinstance(error, Unauthenticated):
+                    if not self._failing:
+                        log.warning("heartbeat failed: %s (retrying)", error)
+                    self._failing = True
+                    continue
+                reply = spb.AppHeartbeatResponse(run_active=False)  # token void: run over
+            self._failing = False
             if not reply.run_active:
                 # Stopped elsewhere: the app's next Grid call fails and the run ends here.
                 self.run_stopped = True
+                if self._on_stopped is not None:
+                    self._on_stopped()
                 return
 
 
-def execute_run(stub: ServerAppIoStub, channel: grpc.Channel, token: str) -> bool:
-    """Run the run ``token`` belongs to; True if it completed."""
-    try:
-        inputs = stub.PullAppInputs(spb.PullAppInputsRequest(token=token), timeout=RPC_TIMEOUT)
-    except grpc.RpcError as exc:
-        raise error_from_rpc(exc) from exc
+def execute_run(
+    stub: ServerAppIoStub,
+    channel: grpc.Channel,
+    token: str,
+    *,
+    retry_window: float = RETRY_WINDOW,
+    on_stopped: Callable[[], None] | None = None,
+) -> bool:
+    """Run the run ``token`` belongs to; True if it completed. Calls to the SuperLink retry for
+    up to ``retry_window`` seconds while it is unreachable."""
+    link = SuperLinkClient(channel, token, retry_window)
+    inputs = link.call(
+        "PullAppInputs",
+        lambda: stub.PullAppInputs(spb.PullAppInputsRequest(token=token), timeout=RPC_TIMEOUT),
+    )
     run_id = inputs.run.run_id
-    grid = GrpcGrid(channel, token, run_id)
+    grid = GrpcGrid(channel, token, run_id, client=link)
 
     def push_logs(lines: list[str]) -> None:
-        stub.PushLogs(spb.PushLogsRequest(run_id=run_id, token=token, lines=lines), timeout=30)
+        request = spb.PushLogsRequest(run_id=run_id, token=token, lines=lines)
+        link.call("PushLogs", lambda: stub.PushLogs(request, timeout=30))
 
     sub_status, details = "completed", ""
     context: Context | None = None
     app_dir: Path | None = None
-    with LogForwarder(push_logs), _Heartbeat(stub, token) as heartbeat:
+    with LogForwarder(push_logs), _Heartbeat(stub, token, on_stopped) as heartbeat:
         try:
             context = decode_context(inputs.context, grid._fetch)
             app_dir = install(inputs.fab.content, inputs.fab.hash)
@@ -102,8 +128,8 @@ def execute_run(stub: ServerAppIoStub, channel: grpc.Channel, token: str) -> boo
     if context is not None:
         request.context.CopyFrom(context_to_proto(context))
     try:
-        stub.PushAppOutputs(request, timeout=RPC_TIMEOUT)
-    except grpc.RpcError as exc:
-        log.error("cannot report the result of run %d: %s", run_id, error_from_rpc(exc))
+        link.call("PushAppOutputs", lambda: stub.PushAppOutputs(request, timeout=RPC_TIMEOUT))
+    except CorollaError as exc:
+        log.error("cannot report the result of run %d: %s", run_id, exc)
         return False
     return sub_status == "completed"

@@ -75,6 +75,19 @@ class Grid(ABC):
             time.sleep(pause)
             delay = min(delay * 2, _POLL_MAX)
 
+    def save_checkpoint(self, server_round: int, checkpoint: RecordDict) -> None:
+        """Keep ``checkpoint`` (the state after round ``server_round``) durably with the run,
+        replacing the previous one, so that a restarted ServerApp of this run can resume.
+
+        This default keeps nothing; the deployment runtime stores it in the SuperLink.
+        """
+        return None
+
+    def load_checkpoint(self) -> tuple[int, RecordDict] | None:
+        """The run's last checkpoint as ``(server_round, checkpoint)``, or None if it has none
+        (a fresh run, or a runtime that keeps no checkpoints)."""
+        return None
+
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> list[Message]:

@@ -1,7 +1,7 @@
 """`InProcessGrid`: drives a set of ClientApps in this process, for tests and quick trials.
 
-Every message and reply goes through the wire encoding, so an app that works here sends only
-what can really travel.
+Every message, reply and checkpoint goes through the wire encoding, so an app that works here
+sends only what can really travel.
 """
 
 from __future__ import annotations
@@ -11,26 +11,48 @@ from collections.abc import Iterable, Mapping
 from corolla.clientapp import ClientApp
 from corolla.common.errors import InvalidArgument
 from corolla.common.objects import assemble, encode_chunks
-from corolla.proto.v1 import message_pb2
-from corolla.records import Context, Message, UserConfig
-from corolla.records.serde import large_arrays, message_from_proto, message_to_proto
+from corolla.common.protocol import SERVER_NODE_ID
+from corolla.proto.v1 import message_pb2, records_pb2
+from corolla.records import Context, Message, RecordDict, UserConfig
+from corolla.records.serde import (
+    large_arrays,
+    message_from_proto,
+    message_to_proto,
+    record_dict_from_proto,
+    record_dict_to_proto,
+)
 from corolla.serverapp.grid import Grid
 
-SERVER_NODE_ID = 0
+Checkpoint = tuple[int, RecordDict]
+
+
+def _frames(records: RecordDict) -> list[bytes]:
+    frames: list[bytes] = []
+    for object_id, array in large_arrays(records).items():
+        frames.extend(encode_chunks(object_id, array.data))
+    return frames
 
 
 def wire_roundtrip(message: Message) -> Message:
     """``message`` after encoding and decoding, as a receiver would see it."""
     encoded = message_to_proto(message).SerializeToString()
-    frames: list[bytes] = []
-    if message.has_content():
-        for object_id, array in large_arrays(message.content).items():
-            frames.extend(encode_chunks(object_id, array.data))
+    frames = _frames(message.content) if message.has_content() else []
     return message_from_proto(message_pb2.Message.FromString(encoded), assemble(frames))
 
 
+def records_roundtrip(records: RecordDict) -> RecordDict:
+    """``records`` after encoding and decoding."""
+    encoded = record_dict_to_proto(records).SerializeToString()
+    proto = records_pb2.RecordDict.FromString(encoded)
+    return record_dict_from_proto(proto, assemble(_frames(records)))
+
+
 class InProcessGrid(Grid):
-    """A `Grid` over ``num_nodes`` in-process nodes (ids 1..N) all running ``client_app``."""
+    """A `Grid` over ``num_nodes`` in-process nodes (ids 1..N) all running ``client_app``.
+
+    Checkpoints are kept in memory (`saved_checkpoint`); pass ``checkpoint`` to start as if a
+    ServerApp of this run had saved it before (a restart).
+    """
 
     def __init__(
         self,
@@ -40,6 +62,7 @@ class InProcessGrid(Grid):
         run_id: int = 1,
         run_config: UserConfig | None = None,
         node_configs: Mapping[int, UserConfig] | None = None,
+        checkpoint: Checkpoint | None = None,
     ) -> None:
         if num_nodes < 1:
             raise InvalidArgument("num_nodes must be at least 1")
@@ -55,6 +78,9 @@ class InProcessGrid(Grid):
             for node_id in range(1, num_nodes + 1)
         }
         self._replies: dict[str, Message] = {}
+        self._checkpoint: Checkpoint | None = None
+        if checkpoint is not None:
+            self.save_checkpoint(*checkpoint)
 
     @property
     def run_id(self) -> int:
@@ -84,3 +110,14 @@ class InProcessGrid(Grid):
 
     def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
         return [self._replies.pop(mid) for mid in message_ids if mid in self._replies]
+
+    def save_checkpoint(self, server_round: int, checkpoint: RecordDict) -> None:
+        self._checkpoint = (server_round, records_roundtrip(checkpoint))
+
+    def load_checkpoint(self) -> Checkpoint | None:
+        return self._checkpoint
+
+    @property
+    def saved_checkpoint(self) -> Checkpoint | None:
+        """The last checkpoint saved (for tests: hand it to a new grid to resume)."""
+        return self._checkpoint

@@ -5,34 +5,47 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
-from corolla.common.errors import CorollaError, FailedPrecondition
-from corolla.superlink.state import LinkState, RunStatus, SubStatus
+from corolla.common.errors import CorollaError
+from corolla.superlink._worker import serve_ticks
+from corolla.superlink.runs import Runs
+from corolla.superlink.state import RunStatus
 
 log = logging.getLogger(__name__)
 
 WAITING = "waiting for a flwr-serverapp process to attach (isolation process)"
 
 
-class AppHeartbeats:
-    """When each run's app process last showed a sign of life (monotonic seconds)."""
+def queued_details(ahead: int) -> str:
+    """What ``flwr ls`` says of a run waiting for a free ServerApp slot."""
+    return f"queued ({ahead} ahead)" if ahead > 0 else "queued (next)"
 
-    def __init__(self) -> None:
+
+class AppHeartbeats:
+    """When each run's app process last showed a sign of life (by ``clock``, in seconds)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._lock = threading.Lock()
         self._seen: dict[int, float] = {}
+        self._clock = clock
 
     def beat(self, run_id: int) -> None:
         with self._lock:
-            self._seen[run_id] = time.monotonic()
+            self._seen[run_id] = self._clock()
 
     def age(self, run_id: int) -> float | None:
         with self._lock:
             seen = self._seen.get(run_id)
-        return None if seen is None else time.monotonic() - seen
+        return None if seen is None else self._clock() - seen
 
     def forget(self, run_id: int) -> None:
         with self._lock:
             self._seen.pop(run_id, None)
+
+    def known(self) -> list[int]:
+        with self._lock:
+            return list(self._seen)
 
 
 class ProcessDispatcher:
@@ -41,14 +54,18 @@ class ProcessDispatcher:
 
     def __init__(
         self,
-        state: LinkState,
+        runs: Runs,
         heartbeats: AppHeartbeats,
         *,
         attach_timeout: float,
         heartbeat_timeout: float,
+        max_concurrent: int = 2,
         poll: float = 0.5,
     ) -> None:
-        self._state = state
+        self._runs = runs
+        self._state = runs.state
+        self._max = max_concurrent
+        self._eligible: dict[int, float] = {}  # pending run -> when it could first be claimed
         self._heartbeats = heartbeats
         self._attach_timeout = attach_timeout
         self._heartbeat_timeout = heartbeat_timeout
@@ -88,12 +105,12 @@ class ProcessDispatcher:
 
     def _try_claim(self) -> tuple[int, str] | None:
         with self._claim_lock:
-            for run in self._state.list_runs():
-                if run.status != RunStatus.PENDING:
+            active = self._state.active_runs()
+            serving = sum(run.status != RunStatus.PENDING for run in active)
+            for run in active:
+                if run.status != RunStatus.PENDING or serving >= self._max:
                     continue
-                try:
-                    self._state.update_run_status(run.run_id, RunStatus.STARTING)
-                except FailedPrecondition:
+                if not self._runs.start(run.run_id):
                     continue  # stopped meanwhile
                 self._heartbeats.beat(run.run_id)
                 log.info("run %d handed to an attached flwr-serverapp process", run.run_id)
@@ -101,45 +118,56 @@ class ProcessDispatcher:
         return None
 
     def _loop(self) -> None:
-        try:
-            while not self._stop.wait(self._poll):
-                self._check()
-        except BaseException as exc:  # reaches main via .error
-            log.exception("run dispatcher crashed")
-            self.error = exc
+        self.error = serve_ticks(
+            "the run dispatcher", self.check, lambda: self._stop.wait(self._poll)
+        )
 
-    def _check(self) -> None:
+    def check(self) -> None:
         now = self._state.clock()
-        for run in self._state.list_runs():
+        active = self._state.active_runs()
+        serving = sum(run.status != RunStatus.PENDING for run in active)
+        serving_ids = {run.run_id for run in active if run.status != RunStatus.PENDING}
+        ahead = 0
+        watched = set()
+        for run in active:
+            watched.add(run.run_id)
             try:
                 if run.status == RunStatus.PENDING:
-                    self._check_pending(run.run_id, now - run.pending_at, run.details)
-                elif run.status in (RunStatus.STARTING, RunStatus.RUNNING):
+                    if serving + ahead >= self._max:
+                        note = queued_details(serving + ahead - self._max)
+                        if run.details != note and not run.details.startswith("resum"):
+                            self._state.annotate_run(run.run_id, note)
+                        ahead += 1
+                        continue
+                    ahead += 1
+                    since = self._eligible.setdefault(run.run_id, now)
+                    self._check_pending(run.run_id, now - since, run.details)
+                else:
                     age = self._heartbeats.age(run.run_id)
-                    if age is not None and age > self._heartbeat_timeout:
-                        self._fail(
+                    if age is None:  # e.g. after a SuperLink restart: one timeout to show up
+                        self._heartbeats.beat(run.run_id)
+                    elif age > self._heartbeat_timeout:
+                        self._heartbeats.forget(run.run_id)
+                        self._runs.lost_app(
                             run.run_id,
                             "flwr-serverapp process stopped responding "
                             f"(no heartbeat for {age:.0f} s)",
                         )
-                elif self._heartbeats.age(run.run_id) is not None:
-                    self._heartbeats.forget(run.run_id)
-                    self._state.delete_run_objects(run.run_id)
-            except CorollaError:
-                log.debug("run %d changed while being checked", run.run_id)
+            except CorollaError as exc:
+                log.info("run %d changed while being checked: %s", run.run_id, exc)
+        for run_id in [r for r in self._eligible if r not in watched or r in serving_ids]:
+            del self._eligible[run_id]
+        for run_id in self._heartbeats.known():
+            if run_id not in watched:  # finished
+                self._heartbeats.forget(run_id)
+                self._state.delete_run_objects(run_id)
 
     def _check_pending(self, run_id: int, waited: float, details: str) -> None:
         if waited > self._attach_timeout:
-            self._fail(
+            self._runs.fail(
                 run_id,
-                f"no flwr-serverapp process attached within {self._attach_timeout:.0f} s "
+                f"no flwr-serverapp process attached within {self._attach_timeout:g} s "
                 "(isolation process)",
             )
-        elif details != WAITING:
+        elif details != WAITING and not details.startswith("resum"):
             self._state.annotate_run(run_id, WAITING)
-
-    def _fail(self, run_id: int, reason: str) -> None:
-        self._state.update_run_status(run_id, RunStatus.FINISHED, SubStatus.FAILED, reason)
-        self._state.append_logs(run_id, [f"ERROR run failed: {reason}"])
-        self._heartbeats.forget(run_id)
-        log.warning("run %d failed: %s", run_id, reason)

@@ -9,6 +9,7 @@ import grpc
 
 from corolla.common.errors import InvalidArgument, NotFound, PermissionDenied
 from corolla.common.grpc import abort_on_error
+from corolla.common.protocol import MAX_HEARTBEAT_INTERVAL, MAX_LONG_POLL, MIN_HEARTBEAT_INTERVAL
 from corolla.common.transfer import NODE_ID_KEY, RUN_ID_KEY, call_metadata
 from corolla.proto.v1 import fleet_pb2 as fpb
 from corolla.proto.v1 import objects_pb2 as opb
@@ -20,7 +21,6 @@ from corolla.superlink.state import LinkState, RunStatus
 
 log = logging.getLogger(__name__)
 
-MAX_WAIT = 30.0
 MAX_BATCH = 64
 
 
@@ -39,8 +39,11 @@ class FleetServicer:
         self, request: fpb.CreateNodeRequest, context: grpc.ServicerContext
     ) -> fpb.CreateNodeResponse:
         interval = request.heartbeat_interval or self._default_heartbeat
-        if not 0.05 <= interval <= 3600:
-            raise InvalidArgument("heartbeat_interval must be between 0.05 and 3600 seconds")
+        if not MIN_HEARTBEAT_INTERVAL <= interval <= MAX_HEARTBEAT_INTERVAL:
+            raise InvalidArgument(
+                f"heartbeat_interval must be between {MIN_HEARTBEAT_INTERVAL:g} and "
+                f"{MAX_HEARTBEAT_INTERVAL:g} seconds"
+            )
         node_id = self._state.create_node(interval, request.requested_node_id)
         log.info("node %d registered", node_id)
         return fpb.CreateNodeResponse(node_id=node_id, heartbeat_interval=interval)
@@ -67,7 +70,7 @@ class FleetServicer:
         self, request: fpb.FleetPullMessagesRequest, context: grpc.ServicerContext
     ) -> fpb.FleetPullMessagesResponse:
         node_id = self._known_node(request.node_id)
-        wait = min(max(request.wait_seconds, 0.0), MAX_WAIT)
+        wait = min(max(request.wait_seconds, 0.0), MAX_LONG_POLL)
         limit = min(request.max_messages or MAX_BATCH, MAX_BATCH)
         finished = self._finished(request.active_run_ids)
         stored = self._state.pull_instructions(node_id, limit, wait=0.0 if finished else wait)

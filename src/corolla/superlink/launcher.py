@@ -1,54 +1,98 @@
-"""Isolation ``subprocess``: start one flwr-serverapp process per run and watch it."""
+"""Isolation ``subprocess``: start one flwr-serverapp process per run, at most N at once.
+
+Each tick looks only at the active runs (an index, so finished runs cost nothing): it reaps
+processes that exited (a run left unfinished resumes from its checkpoint or fails with how the
+process ended and its last output), ends processes of runs that finished (stopped), fails runs
+stuck starting, watches runs served by a process a previous SuperLink started (their
+heartbeats), starts queued runs in order while there is room, and tells the others their place
+in the queue. An error in a tick is logged with its traceback and the next tick goes on.
+"""
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from corolla.common.appio import TOKEN_ENV
 from corolla.common.errors import CorollaError
-from corolla.superlink.state import LinkState, RunStatus, SubStatus
+from corolla.superlink._worker import serve_ticks
+from corolla.superlink.dispatcher import AppHeartbeats, queued_details
+from corolla.superlink.runs import Runs
+from corolla.superlink.state import RunRecord, RunStatus
 
 log = logging.getLogger(__name__)
 
 TAIL_LINES = 15
 TERMINATE_GRACE = 5.0
 START_TIMEOUT = 120.0
+SHUTDOWN_REASON = "the SuperLink shut down while the run was in progress"
 
 
 @dataclass
 class _AppProcess:
     run_id: int
     process: subprocess.Popen[bytes]
-    started: float = field(default_factory=time.monotonic)
-    tail: collections.deque[str] = field(
-        default_factory=lambda: collections.deque(maxlen=TAIL_LINES)
-    )
-    reader: threading.Thread | None = None
+    output: Path
+    started: float  # launcher clock
+
+
+def describe_exit(code: int) -> str:
+    """``exited with code 3`` / ``was killed by signal SIGKILL``."""
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = str(-code)
+        return f"was killed by signal {name}"
+    return f"exited with code {code}"
+
+
+def tail(path: Path, lines: int = TAIL_LINES) -> str:
+    try:
+        with path.open("rb") as file:
+            return "\n".join(
+                raw.decode("utf-8", "replace").rstrip()
+                for raw in collections.deque(file, maxlen=lines)
+            )
+    except OSError:
+        return ""
 
 
 class ServerAppLauncher:
-    """Starts pending runs, stops processes of runs that ended, fails runs whose process died."""
-
     def __init__(
         self,
-        state: LinkState,
+        runs: Runs,
         serverappio_address: str,
+        heartbeats: AppHeartbeats,
+        output_dir: Path,
         *,
-        poll: float = 0.5,
+        max_concurrent: int = 2,
         start_timeout: float = START_TIMEOUT,
+        heartbeat_timeout: float = 15.0,
+        poll: float = 0.5,
         command: list[str] | None = None,
         root_certificates: Path | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._state = state
+        self._runs = runs
+        self._state = runs.state
+        self._heartbeats = heartbeats
+        self._output_dir = output_dir
+        self._max = max_concurrent
         self._start_timeout = start_timeout
+        self._heartbeat_timeout = heartbeat_timeout
+        self._clock = clock
         self._command = command or [sys.executable, "-m", "corolla.runtime.serverapp"]
         self._transport = (
             ["--insecure"]
@@ -58,12 +102,14 @@ class ServerAppLauncher:
         self._address = serverappio_address
         self._poll = poll
         self._procs: dict[int, _AppProcess] = {}
+        self._queued: dict[int, str] = {}  # run id -> the queue note it shows
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="serverapp-launcher", daemon=True)
         self.error: BaseException | None = None
 
     def start(self) -> None:
+        self._output_dir.mkdir(parents=True, exist_ok=True)
         self._thread.start()
 
     def notify(self) -> None:
@@ -71,91 +117,139 @@ class ServerAppLauncher:
         self._wake.set()
 
     def stop(self) -> None:
+        """End every ServerApp process (reaped); their runs go back to the queue, resumable."""
         self._stop.set()
         self._wake.set()
-        self._thread.join(timeout=TERMINATE_GRACE + 5)
+        if self._thread.ident is not None:
+            self._thread.join(timeout=TERMINATE_GRACE + 5)
         for app in list(self._procs.values()):
             self._terminate(app)
+            with contextlib.suppress(CorollaError):
+                if self._state.get_run(app.run_id).status != RunStatus.FINISHED:
+                    self._runs.requeue(app.run_id, SHUTDOWN_REASON)
         self._procs.clear()
 
     def _loop(self) -> None:
-        try:
-            while not self._stop.is_set():
-                self._wake.wait(self._poll)
-                self._wake.clear()
-                self._tick()
-        except BaseException as exc:  # reaches main via .error; the daemon then exits non-zero
-            log.exception("launcher crashed")
-            self.error = exc
+        def stopped() -> bool:
+            self._wake.wait(self._poll)
+            self._wake.clear()
+            return self._stop.is_set()
 
-    def _tick(self) -> None:
-        for run in self._state.list_runs():
-            app = self._procs.get(run.run_id)
-            if run.status == RunStatus.PENDING and app is None:
-                self._launch(run.run_id)
-            elif run.status == RunStatus.FINISHED and app is not None:
-                self._terminate(app)
-                del self._procs[run.run_id]
-                self._state.delete_run_objects(run.run_id)
-            elif (
-                run.status == RunStatus.STARTING
-                and app is not None
-                and time.monotonic() - app.started > self._start_timeout
+        self.error = serve_ticks("the ServerApp launcher", self.tick, stopped)
+
+    def tick(self) -> None:
+        active = {run.run_id: run for run in self._state.active_runs()}
+        for run_id in list(self._procs):
+            self._guarded(run_id, self._check_process, run_id, active.get(run_id))
+        serving = len(self._procs)
+        pending: list[RunRecord] = []
+        for run in active.values():
+            if run.status == RunStatus.PENDING:
+                pending.append(run)
+            elif run.run_id not in self._procs and self._guarded(
+                run.run_id, self._check_adopted, run
+            ):  # served by a process an earlier SuperLink started
+                serving += 1
+        free = max(0, self._max - serving)
+        for position, run in enumerate(pending):
+            if position < free:
+                self._guarded(run.run_id, self._launch, run.run_id)
+            else:
+                self._guarded(run.run_id, self._note_queued, run, position - free)
+        for run_id in [r for r in self._queued if r not in active]:
+            del self._queued[run_id]
+
+    def _guarded(self, run_id: int, step: Callable[..., bool | None], *args: Any) -> bool:
+        """Run one step for one run; an error there is logged and does not stop the others."""
+        try:
+            return bool(step(*args))
+        except CorollaError as exc:
+            log.info("run %d: %s", run_id, exc)
+        except Exception:
+            log.exception("run %d: unexpected error in the launcher", run_id)
+        return False
+
+    def _check_process(self, run_id: int, run: RunRecord | None) -> bool:
+        app = self._procs[run_id]
+        code = app.process.poll()
+        if code is None and run is None:  # finished (e.g. stopped by its user)
+            self._terminate(app)
+            self._forget(app)
+            return True
+        if code is None:
+            waited = self._clock() - app.started
+            if (
+                run is not None
+                and run.status == RunStatus.STARTING
+                and waited > self._start_timeout
             ):
-                self._finish(
-                    run.run_id,
-                    f"ServerApp process did not start the run within {self._start_timeout:.0f} s",
-                )
                 self._terminate(app)
-                del self._procs[run.run_id]
-        for run_id, app in list(self._procs.items()):
-            code = app.process.poll()
-            if code is None:
-                continue
-            if app.reader is not None:
-                app.reader.join(timeout=2)
-            del self._procs[run_id]
-            run = self._state.get_run(run_id)
-            if run.status != RunStatus.FINISHED:
-                tail = "\n".join(app.tail)
-                reason = f"ServerApp process exited with code {code} before finishing the run"
-                self._finish(run_id, f"{reason}\n{tail}" if tail else reason)
-            self._state.delete_run_objects(run_id)
+                self._forget(app)
+                self._runs.fail(
+                    run_id,
+                    f"ServerApp process did not start the run within {self._start_timeout:g} s",
+                )
+            return True
+        output = tail(app.output)
+        self._forget(app)
+        if run is not None:  # it ended without reporting how the run went
+            reason = f"ServerApp process {describe_exit(code)} before finishing the run"
+            self._runs.lost_app(run_id, f"{reason}\n{output}" if output else reason)
+        return True
 
-    def _finish(self, run_id: int, reason: str) -> None:
-        try:
-            self._state.update_run_status(run_id, RunStatus.FINISHED, SubStatus.FAILED, reason)
-            self._state.append_logs(run_id, [f"ERROR run failed: {reason}"])
-        except CorollaError:
-            log.debug("run %d finished concurrently", run_id)
+    def _check_adopted(self, run: RunRecord) -> bool:
+        """True while the run's process (started before a SuperLink restart) sends heartbeats."""
+        age = self._heartbeats.age(run.run_id)
+        if age is None:
+            self._heartbeats.beat(run.run_id)  # give it one timeout to show up
+            return True
+        if age <= self._heartbeat_timeout:
+            return True
+        self._heartbeats.forget(run.run_id)
+        self._runs.lost_app(
+            run.run_id, f"the ServerApp process sent no heartbeat for {age:.0f} s (lost)"
+        )
+        return False
 
-    def _launch(self, run_id: int) -> None:
+    def _note_queued(self, run: RunRecord, ahead: int) -> None:
+        """``queued (n ahead)`` in ``flwr ls`` (written only when it changes)."""
+        note = queued_details(ahead)
+        if self._queued.get(run.run_id) != note and not run.details.startswith("resum"):
+            self._state.annotate_run(run.run_id, note)
+        self._queued[run.run_id] = note
+
+    def _launch(self, run_id: int) -> bool:
+        if not self._runs.start(run_id):
+            return False
+        self._queued.pop(run_id, None)
         token = self._state.create_token(run_id)
-        self._state.update_run_status(run_id, RunStatus.STARTING)
         env = {**os.environ, TOKEN_ENV: token}
-        command = [
-            *self._command,
-            "--serverappio-api-address",
-            self._address,
-            *self._transport,
-        ]
+        command = [*self._command, "--serverappio-api-address", self._address, *self._transport]
+        output = self._output_dir / f"serverapp-{run_id}.log"
         try:
-            process = subprocess.Popen(
-                command,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            with output.open("ab") as sink:
+                process = subprocess.Popen(
+                    command,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=sink,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
         except OSError as exc:
-            self._finish(run_id, f"cannot start flwr-serverapp: {exc}")
-            return
-        app = _AppProcess(run_id, process)
-        app.reader = threading.Thread(target=_read_tail, args=(app,), daemon=True)
-        app.reader.start()
-        self._procs[run_id] = app
+            self._runs.fail(run_id, f"cannot start flwr-serverapp: {exc}")
+            return False
+        self._procs[run_id] = _AppProcess(run_id, process, output, self._clock())
         log.info("run %d: started flwr-serverapp (pid %d)", run_id, process.pid)
+        return True
+
+    def _forget(self, app: _AppProcess) -> None:
+        del self._procs[app.run_id]
+        with contextlib.suppress(OSError):
+            app.output.unlink()
+        with contextlib.suppress(CorollaError):
+            if self._state.get_run(app.run_id).status == RunStatus.FINISHED:
+                self._state.delete_run_objects(app.run_id)
 
     def _terminate(self, app: _AppProcess) -> None:
         if app.process.poll() is None:
@@ -166,13 +260,3 @@ class ServerAppLauncher:
                 app.process.kill()
                 app.process.wait(timeout=TERMINATE_GRACE)
             log.info("run %d: flwr-serverapp (pid %d) stopped", app.run_id, app.process.pid)
-        if app.reader is not None:
-            app.reader.join(timeout=2)
-
-
-def _read_tail(app: _AppProcess) -> None:
-    assert app.process.stdout is not None
-    for raw in app.process.stdout:
-        line = raw.decode("utf-8", "replace").rstrip()
-        app.tail.append(line)
-        log.debug("[run %d] %s", app.run_id, line)

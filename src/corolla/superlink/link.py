@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -12,33 +12,20 @@ import grpc
 from corolla.common.appio import new_secret, warn_if_exposed
 from corolla.common.errors import InvalidArgument
 from corolla.common.grpc import MAX_FAB_BYTES, bind, create_server
-from corolla.common.tls import ServerTls
 from corolla.common.transfer import add_service
 from corolla.proto.v1 import exec_pb2, fleet_pb2, serverappio_pb2
+from corolla.superlink.config import SuperLinkConfig
 from corolla.superlink.dispatcher import AppHeartbeats, ProcessDispatcher
 from corolla.superlink.exec import ExecServicer
 from corolla.superlink.fleet import FleetServicer
 from corolla.superlink.launcher import ServerAppLauncher
+from corolla.superlink.runs import Runs
 from corolla.superlink.serverappio import ServerAppIoServicer
-from corolla.superlink.state import LinkState, RunStatus, SqliteLinkState, SubStatus
+from corolla.superlink.state import LinkState, SqliteLinkState
 
 log = logging.getLogger(__name__)
 
 GRACE = 3.0
-
-
-@dataclass(frozen=True)
-class SuperLinkConfig:
-    serverappio_address: str = "0.0.0.0:9091"
-    fleet_address: str = "0.0.0.0:9092"
-    exec_address: str = "0.0.0.0:9093"
-    database: str = ":memory:"
-    tls: ServerTls | None = None  # None: plaintext (--insecure)
-    tls_root_certificates: Path | None = None  # what local app processes trust
-    isolation: str = "subprocess"
-    appio_secret: str | None = None  # required for isolation "process"
-    app_attach_timeout: float = 300.0
-    app_heartbeat_timeout: float = 15.0
 
 
 def _local(address: str, port: int) -> str:
@@ -55,6 +42,8 @@ class SuperLink:
         if config.database != ":memory:":
             Path(config.database).parent.mkdir(parents=True, exist_ok=True)
         self.state: LinkState = SqliteLinkState(config.database)
+        self.runs = Runs(self.state)
+        self._scratch: tempfile.TemporaryDirectory[str] | None = None
         self._servers: list[grpc.Server] = []
         self.ports: dict[str, int] = {}
         self.launcher: ServerAppLauncher | None = None
@@ -65,6 +54,17 @@ class SuperLink:
         """A crash of a background worker (the daemon then exits non-zero)."""
         worker = self.launcher or self.dispatcher
         return None if worker is None else worker.error
+
+    @property
+    def addresses(self) -> dict[str, str]:
+        """Where local processes reach each API once started: ``serverappio``, ``fleet``,
+        ``exec`` -> ``host:port``."""
+        config = self.config
+        return {
+            "serverappio": _local(config.serverappio_address, self.ports["serverappio"]),
+            "fleet": _local(config.fleet_address, self.ports["fleet"]),
+            "exec": _local(config.exec_address, self.ports["exec"]),
+        }
 
     def start(self) -> None:
         config = self.config
@@ -78,15 +78,23 @@ class SuperLink:
             if not config.appio_secret:
                 raise InvalidArgument("isolation 'process' needs the AppIo secret")
             self.dispatcher = ProcessDispatcher(
-                self.state,
+                self.runs,
                 heartbeats,
                 attach_timeout=config.app_attach_timeout,
                 heartbeat_timeout=config.app_heartbeat_timeout,
+                max_concurrent=config.max_concurrent_runs,
             )
             notify, secret = self.dispatcher.notify, config.appio_secret
         else:
             self.launcher = ServerAppLauncher(
-                self.state, appio_address, root_certificates=config.tls_root_certificates
+                self.runs,
+                appio_address,
+                heartbeats,
+                self._output_dir(),
+                max_concurrent=config.max_concurrent_runs,
+                start_timeout=config.app_start_timeout,
+                heartbeat_timeout=config.app_heartbeat_timeout,
+                root_certificates=config.tls_root_certificates,
             )
             # Known to nobody: in subprocess mode children get per-run tokens directly.
             notify, secret = self.launcher.notify, new_secret()
@@ -95,7 +103,7 @@ class SuperLink:
             serverappio,
             serverappio_pb2.DESCRIPTOR.services_by_name["ServerAppIo"],
             ServerAppIoServicer(
-                self.state, secret=secret, heartbeats=heartbeats, dispatcher=self.dispatcher
+                self.runs, secret=secret, heartbeats=heartbeats, dispatcher=self.dispatcher
             ),
         )
         fleet = create_server(max_workers=256)
@@ -111,13 +119,12 @@ class SuperLink:
         add_service(
             exec_server,
             exec_pb2.DESCRIPTOR.services_by_name["Exec"],
-            ExecServicer(self.state, notify),
+            ExecServicer(self.runs, notify),
         )
         self.ports["exec"] = bind(exec_server, config.exec_address, credentials)
         self._servers = [serverappio, fleet, exec_server]
         for server in self._servers:
             server.start()
-        self._recover(heartbeats)
         if self.launcher is not None:
             self.launcher.start()
         if self.dispatcher is not None:
@@ -131,20 +138,12 @@ class SuperLink:
             "TLS" if credentials else "insecure",
         )
 
-    def _recover(self, heartbeats: AppHeartbeats) -> None:
-        """Runs a previous instance left in progress. Subprocess mode: their ServerApp processes
-        ended with it, so the runs fail with that reason. Process mode: the attached app
-        process may still be alive and reconnect; it has one heartbeat timeout to do so."""
-        for run in self.state.list_runs():
-            if run.status not in (RunStatus.STARTING, RunStatus.RUNNING):
-                continue
-            if self.dispatcher is not None:
-                heartbeats.beat(run.run_id)
-                continue
-            reason = "the SuperLink restarted while the run was in progress"
-            self.state.update_run_status(run.run_id, RunStatus.FINISHED, SubStatus.FAILED, reason)
-            self.state.append_logs(run.run_id, [f"ERROR run failed: {reason}"])
-            log.warning("run %d failed: %s", run.run_id, reason)
+    def _output_dir(self) -> Path:
+        """Where ServerApp processes write their output (its tail explains a crash)."""
+        if self.config.database == ":memory:":
+            self._scratch = tempfile.TemporaryDirectory(prefix="corolla-serverapp-")
+            return Path(self._scratch.name)
+        return Path(self.config.database).parent / "serverapp-output"
 
     def stop(self) -> None:
         """Graceful: stop accepting calls, end the app processes, close the state."""
@@ -157,4 +156,6 @@ class SuperLink:
         for event in events:
             event.wait(GRACE + 1)
         self.state.close()
+        if self._scratch is not None:
+            self._scratch.cleanup()
         log.info("SuperLink stopped")

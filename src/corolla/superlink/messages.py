@@ -60,6 +60,19 @@ def error_reply(instruction: StoredMessage, code: int, reason: str, now: float) 
     )
 
 
+def lost_replies(state: LinkState, run_id: int, unanswered: list[str]) -> list[mpb.Message]:
+    """Error replies for those of ``unanswered`` that will never be answered (node offline,
+    TTL run out), so that a round never waits for a lost node."""
+    if not unanswered:
+        return []
+    lost = state.lost_instructions(run_id, unanswered)
+    if not lost:
+        return []
+    online = set(state.online_node_ids())
+    now = state.clock()
+    return [lost_reply(m, online, now) for m in lost]
+
+
 def lost_reply(instruction: StoredMessage, online: set[int], now: float) -> mpb.Message:
     if instruction.dst_node_id not in online:
         return error_reply(

@@ -10,35 +10,35 @@ import grpc
 from corolla.common.appio import check_secret
 from corolla.common.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from corolla.common.grpc import abort_on_error
+from corolla.common.protocol import MAX_LONG_POLL, SERVER_NODE_ID
 from corolla.common.transfer import TOKEN_KEY, call_metadata
 from corolla.proto.v1 import message_pb2 as mpb
 from corolla.proto.v1 import objects_pb2 as opb
 from corolla.proto.v1 import run_pb2 as rpb
 from corolla.proto.v1 import serverappio_pb2 as spb
 from corolla.records.context import Context
-from corolla.records.serde import context_to_proto
+from corolla.records.serde import context_to_proto, referenced_object_ids
 from corolla.superlink.convert import fab_to_proto, run_to_proto
 from corolla.superlink.dispatcher import AppHeartbeats, ProcessDispatcher
-from corolla.superlink.messages import from_stored, lost_reply, to_stored
+from corolla.superlink.messages import from_stored, lost_replies, to_stored
 from corolla.superlink.objects import missing_response, store_pushed, stream_stored
-from corolla.superlink.state import LinkState, RunStatus, SubStatus
+from corolla.superlink.runs import Runs
+from corolla.superlink.state import RunStatus, SubStatus
 
 log = logging.getLogger(__name__)
-
-MAX_WAIT = 30.0
-SERVER_NODE_ID = 0
 
 
 class ServerAppIoServicer:
     def __init__(
         self,
-        state: LinkState,
+        runs: Runs,
         *,
         secret: str,
         heartbeats: AppHeartbeats,
         dispatcher: ProcessDispatcher | None = None,
     ) -> None:
-        self._state = state
+        self._runs = runs
+        self._state = runs.state
         self._secret = secret
         self._heartbeats = heartbeats
         self._dispatcher = dispatcher
@@ -63,7 +63,7 @@ class ServerAppIoServicer:
         check_secret(self._secret, request.secret)
         if self._dispatcher is None:
             raise FailedPrecondition("this SuperLink starts its own ServerApp processes")
-        claimed = self._dispatcher.claim(min(max(request.wait_seconds, 0.0), MAX_WAIT))
+        claimed = self._dispatcher.claim(min(max(request.wait_seconds, 0.0), MAX_LONG_POLL))
         if claimed is None:
             return spb.RequestRunResponse()
         return spb.RequestRunResponse(run_id=claimed[0], token=claimed[1])
@@ -83,9 +83,8 @@ class ServerAppIoServicer:
         self, request: spb.PullAppInputsRequest, context: grpc.ServicerContext
     ) -> spb.PullAppInputsResponse:
         run_id = self._active_run(request.token)
-        run = self._state.get_run(run_id)
-        if run.status in (RunStatus.PENDING, RunStatus.STARTING):
-            run = self._state.update_run_status(run_id, RunStatus.RUNNING)
+        self._heartbeats.beat(run_id)
+        run = self._runs.mark_running(run_id)
         stored = self._state.get_context(run_id)
         if stored is not None:
             ctx = mpb.Context.FromString(stored)
@@ -106,12 +105,7 @@ class ServerAppIoServicer:
         run_id = self._run_for(request.token)
         if request.HasField("context"):
             self._state.set_context(run_id, request.context.SerializeToString())
-        sub_status = request.sub_status or SubStatus.COMPLETED
-        if sub_status not in (SubStatus.COMPLETED, SubStatus.FAILED):
-            raise InvalidArgument(f"sub_status must be completed or failed, got {sub_status!r}")
-        if self._state.get_run(run_id).status != RunStatus.FINISHED:
-            self._state.update_run_status(run_id, RunStatus.FINISHED, sub_status, request.details)
-            log.info("run %d finished: %s %s", run_id, sub_status, request.details.splitlines()[:1])
+        self._runs.finish(run_id, request.sub_status or SubStatus.COMPLETED, request.details)
         return spb.PushAppOutputsResponse()
 
     @abort_on_error
@@ -144,17 +138,12 @@ class ServerAppIoServicer:
         self, request: spb.PullMessagesRequest, context: grpc.ServicerContext
     ) -> spb.PullMessagesResponse:
         run_id = self._active_run(request.token, request.run_id)
+        self._state.ack_replies(run_id, list(request.ack_message_ids))
         ids = list(request.message_ids)
-        wait = min(max(request.wait_seconds, 0.0), MAX_WAIT)
+        wait = min(max(request.wait_seconds, 0.0), MAX_LONG_POLL)
         replies = [from_stored(m) for m in self._state.pull_replies(run_id, ids, wait=wait)]
         answered = {r.metadata.reply_to_message_id for r in replies}
-        unanswered = [mid for mid in ids if mid not in answered]
-        if unanswered:
-            lost = self._state.lost_instructions(run_id, unanswered)
-            if lost:
-                online = set(self._state.online_node_ids())
-                now = self._state.clock()
-                replies.extend(lost_reply(m, online, now) for m in lost)
+        replies += lost_replies(self._state, run_id, [mid for mid in ids if mid not in answered])
         return spb.PullMessagesResponse(messages=replies)
 
     @abort_on_error
@@ -201,3 +190,27 @@ class ServerAppIoServicer:
     ) -> opb.MissingObjectsResponse:
         self._run_for(request.token)
         return missing_response(self._state, request.object_ids)
+
+    @abort_on_error
+    def PushCheckpoint(
+        self, request: spb.PushCheckpointRequest, context: grpc.ServicerContext
+    ) -> spb.PushCheckpointResponse:
+        run_id = self._active_run(request.token, request.run_id)
+        checkpoint = request.checkpoint
+        object_ids = referenced_object_ids([checkpoint])
+        self._state.set_checkpoint(
+            run_id, request.server_round, checkpoint.SerializeToString(), object_ids
+        )
+        return spb.PushCheckpointResponse()
+
+    @abort_on_error
+    def PullCheckpoint(
+        self, request: spb.PullCheckpointRequest, context: grpc.ServicerContext
+    ) -> spb.PullCheckpointResponse:
+        run_id = self._active_run(request.token, request.run_id)
+        stored = self._state.get_checkpoint(run_id)
+        if stored is None:
+            return spb.PullCheckpointResponse()
+        return spb.PullCheckpointResponse(
+            server_round=stored[0], checkpoint=mpb.Context.FromString(stored[1])
+        )

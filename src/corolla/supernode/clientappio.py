@@ -15,6 +15,7 @@ import grpc
 
 from corolla.common.appio import check_secret
 from corolla.common.grpc import abort_on_error
+from corolla.common.protocol import MAX_LONG_POLL
 from corolla.common.transfer import TOKEN_KEY, call_metadata, receive_objects, send_objects
 from corolla.proto.v1 import clientappio_pb2 as cpb
 from corolla.proto.v1 import objects_pb2 as opb
@@ -22,8 +23,6 @@ from corolla.supernode.outbox import Outbox
 from corolla.supernode.runs import RunState, RunTable
 
 log = logging.getLogger(__name__)
-
-MAX_WAIT = 30.0  # longest long poll served
 
 
 class ClientAppIoServicer:
@@ -40,7 +39,7 @@ class ClientAppIoServicer:
         self, request: cpb.ClientRequestRunRequest, context: grpc.ServicerContext
     ) -> cpb.ClientRequestRunResponse:
         check_secret(self._secret, request.secret)
-        wait = min(max(request.wait_seconds, 0.0), MAX_WAIT)
+        wait = min(max(request.wait_seconds, 0.0), MAX_LONG_POLL)
         handed = self._runs.hand_out(wait)
         if handed is None:
             return cpb.ClientRequestRunResponse()
@@ -60,20 +59,17 @@ class ClientAppIoServicer:
         self, request: cpb.ClientPullAppInputsRequest, context: grpc.ServicerContext
     ) -> cpb.ClientPullAppInputsResponse:
         state = self._run_of(context, request.token)
-        with self._runs.lock:
-            return cpb.ClientPullAppInputsResponse(
-                run=state.run, fab=state.fab, context=state.context
-            )
+        run, fab, app_context = self._runs.inputs(state)
+        return cpb.ClientPullAppInputsResponse(run=run, fab=fab, context=app_context)
 
     @abort_on_error
     def PullMessage(
         self, request: cpb.ClientPullMessageRequest, context: grpc.ServicerContext
     ) -> cpb.ClientPullMessageResponse:
         state = self._run_of(context, request.token)
-        wait = min(max(request.wait_seconds, 0.0), MAX_WAIT)
+        wait = min(max(request.wait_seconds, 0.0), MAX_LONG_POLL)
         message = self._runs.next_message(state, wait, request.token)
-        with self._runs.lock:  # False also when this process was detached meanwhile
-            active = state.active and state.token == request.token
+        active = self._runs.serves(state, request.token)  # False once it was detached
         response = cpb.ClientPullMessageResponse(run_active=active)
         if message is not None:
             response.message.CopyFrom(message)

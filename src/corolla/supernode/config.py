@@ -1,21 +1,26 @@
-"""`flower-supernode` configuration: parsed once from the command line into `SuperNodeConfig`.
+"""`flower-supernode` configuration: parsed once into `SuperNodeConfig`.
 
-Precedence: a flag wins over its default. Files named by flags (TLS material, the AppIo secret)
-are read here, once, so that a bad path is a usage error before anything starts.
+Precedence: flag > ``COROLLA_*`` environment variable > ``--config`` file (table
+``[supernode]``) > default (`corolla.common.config`). Files named by options (TLS material, the
+AppIo secret) are read here, once, so that a bad path is a usage error before anything starts.
 """
 
 from __future__ import annotations
 
-import argparse
+import hashlib
 import tomllib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
 from corolla.common.appio import read_secret_file
+from corolla.common.config import Command, Option, UsageError, Values, address, duration
+from corolla.common.config import path as path_value
 from corolla.common.errors import InvalidArgument
 from corolla.common.kvpairs import split_pairs
+from corolla.common.paths import corolla_home
+from corolla.common.protocol import MAX_HEARTBEAT_INTERVAL, MAX_LONG_POLL, MIN_HEARTBEAT_INTERVAL
 from corolla.common.tls import ServerTls, read_root_certificates
 from corolla.records import UserConfig
 
@@ -26,10 +31,19 @@ DEFAULT_MAX_WAIT = 10.0
 DEFAULT_APP_ATTACH_TIMEOUT = 120.0
 DEFAULT_APP_HEARTBEAT_TIMEOUT = 5.0
 MIN_APP_HEARTBEAT_TIMEOUT = 2.0  # flwr-clientapp sends a heartbeat every second
-MAX_WAIT_LIMIT = 30.0  # the SuperLink caps a long poll at this many seconds
 ISOLATIONS = ("subprocess", "process")
 
 T = TypeVar("T")
+
+__all__ = [
+    "SuperNodeConfig",
+    "UsageError",
+    "command",
+    "default_node_id_file",
+    "local_address",
+    "parse_args",
+    "parse_node_config",
+]
 
 
 @dataclass(frozen=True)
@@ -55,10 +69,11 @@ class SuperNodeConfig:
     max_wait: float = DEFAULT_MAX_WAIT
     app_attach_timeout: float = DEFAULT_APP_ATTACH_TIMEOUT
     app_heartbeat_timeout: float = DEFAULT_APP_HEARTBEAT_TIMEOUT
-
-
-class UsageError(InvalidArgument):
-    """The command line is wrong; `main` prints the message on one line and exits with 2."""
+    # Where the node keeps the id the SuperLink gave it, to ask for it again after a restart
+    # (None: no id is kept; `main` fills in a default under $COROLLA_HOME).
+    node_id_file: Path | None = None
+    # Once registered and listening, write {"node_id": N, "clientappio": "host:port"} here.
+    ready_file: Path | None = None
 
 
 def parse_node_config(text: str) -> UserConfig:
@@ -96,177 +111,204 @@ def _toml_value(key: str, raw: str) -> int | float | str | bool:
     return value
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def command() -> Command:
+    return Command(
         prog="flower-supernode",
+        table="supernode",
         description="Run a SuperNode: connect to a SuperLink and run ClientApps for its runs.",
+        options=(
+            Option(
+                "--superlink", "the SuperLink's Fleet API", DEFAULT_SUPERLINK, address, "HOST:PORT"
+            ),
+            Option(
+                "--insecure",
+                "no TLS at all: plaintext to the SuperLink and on the ClientAppIo API "
+                "(local testing only)",
+                switch=True,
+            ),
+            Option(
+                "--root-certificates",
+                "PEM CA certificates to verify the SuperLink (default: the system roots)",
+                parse=path_value,
+                metavar="PATH",
+            ),
+            Option(
+                "--ssl-certfile",
+                "PEM certificate chain of the ClientAppIo API (required without --insecure)",
+                parse=path_value,
+                metavar="PATH",
+            ),
+            Option(
+                "--ssl-keyfile",
+                "PEM private key of the ClientAppIo API (required without --insecure)",
+                parse=path_value,
+                metavar="PATH",
+            ),
+            Option(
+                "--clientappio-api-address",
+                "where flwr-clientapp processes reach this SuperNode",
+                DEFAULT_CLIENTAPPIO,
+                address,
+                "HOST:PORT",
+            ),
+            Option(
+                "--node-config",
+                "node settings for the apps, e.g. \"partition-id=0 data-dir='/data'\"",
+                "",
+                metavar="PAIRS",
+            ),
+            Option(
+                "--isolation",
+                "subprocess: the SuperNode starts a flwr-clientapp per run; process: "
+                "flwr-clientapp processes are started by the operator and attach over ClientAppIo",
+                "subprocess",
+                choices=ISOLATIONS,
+            ),
+            Option(
+                "--appio-secret-file",
+                "file holding the secret flwr-clientapp processes must present to ask for work "
+                "(required with --isolation process)",
+                parse=path_value,
+                metavar="PATH",
+            ),
+            Option(
+                "--app-attach-timeout",
+                "isolation process: a message waiting this long with no flwr-clientapp attached "
+                "gets an error reply",
+                DEFAULT_APP_ATTACH_TIMEOUT,
+                duration,
+                "SECONDS",
+            ),
+            Option(
+                "--app-heartbeat-timeout",
+                "isolation process: an attached flwr-clientapp silent this long is considered "
+                "dead and its message gets an error reply",
+                DEFAULT_APP_HEARTBEAT_TIMEOUT,
+                duration,
+                "SECONDS",
+            ),
+            Option(
+                "--heartbeat-interval",
+                "seconds between heartbeats to the SuperLink",
+                DEFAULT_HEARTBEAT,
+                duration,
+                "SECONDS",
+            ),
+            Option(
+                "--max-wait",
+                "long-poll seconds on the Fleet API",
+                DEFAULT_MAX_WAIT,
+                duration,
+                "SECONDS",
+            ),
+            Option(
+                "--node-id-file",
+                "where the node keeps its id to ask for it again after a restart (default: "
+                "$COROLLA_HOME/supernode/<hash of the addresses>.node-id; none with ClientAppIo "
+                "port 0)",
+                parse=path_value,
+                metavar="PATH",
+                env=False,  # one per process: a shared variable would collide
+            ),
+            Option(
+                "--ready-file",
+                "once registered, write the node id, ClientAppIo address and pid here (JSON)",
+                parse=path_value,
+                metavar="PATH",
+                env=False,  # one per process: a shared variable would collide
+            ),
+        ),
     )
-    parser.add_argument(
-        "--superlink",
-        default=DEFAULT_SUPERLINK,
-        metavar="HOST:PORT",
-        help="the SuperLink's Fleet API (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--insecure",
-        action="store_true",
-        help="no TLS at all: plaintext to the SuperLink and on the ClientAppIo API "
-        "(local testing only)",
-    )
-    parser.add_argument(
-        "--root-certificates",
-        type=Path,
-        metavar="PATH",
-        help="PEM CA certificates to verify the SuperLink (default: the system roots)",
-    )
-    parser.add_argument(
-        "--ssl-certfile",
-        type=Path,
-        metavar="PATH",
-        help="PEM certificate chain of the ClientAppIo API (required without --insecure)",
-    )
-    parser.add_argument(
-        "--ssl-keyfile",
-        type=Path,
-        metavar="PATH",
-        help="PEM private key of the ClientAppIo API (required without --insecure)",
-    )
-    parser.add_argument(
-        "--clientappio-api-address",
-        default=DEFAULT_CLIENTAPPIO,
-        metavar="HOST:PORT",
-        help="where flwr-clientapp processes reach this SuperNode (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--node-config",
-        default="",
-        metavar="PAIRS",
-        help="node settings for the apps, e.g. \"partition-id=0 data-dir='/data'\"",
-    )
-    parser.add_argument(
-        "--isolation",
-        default="subprocess",
-        choices=ISOLATIONS,
-        help="subprocess: the SuperNode starts a flwr-clientapp per run; process: "
-        "flwr-clientapp processes are started by the operator and attach over ClientAppIo",
-    )
-    parser.add_argument(
-        "--appio-secret-file",
-        type=Path,
-        metavar="PATH",
-        help="file holding the secret flwr-clientapp processes must present to ask for work "
-        "(required with --isolation process)",
-    )
-    parser.add_argument(
-        "--app-attach-timeout",
-        type=float,
-        default=DEFAULT_APP_ATTACH_TIMEOUT,
-        metavar="SECONDS",
-        help="isolation process: a message waiting this long with no flwr-clientapp attached "
-        "gets an error reply (default: %(default)g)",
-    )
-    parser.add_argument(
-        "--app-heartbeat-timeout",
-        type=float,
-        default=DEFAULT_APP_HEARTBEAT_TIMEOUT,
-        metavar="SECONDS",
-        help="isolation process: an attached flwr-clientapp silent this long is considered "
-        "dead and its message gets an error reply (default: %(default)g)",
-    )
-    parser.add_argument(
-        "--heartbeat-interval",
-        type=float,
-        default=DEFAULT_HEARTBEAT,
-        metavar="SECONDS",
-        help="seconds between heartbeats to the SuperLink (default: %(default)g)",
-    )
-    parser.add_argument(
-        "--max-wait",
-        type=float,
-        default=DEFAULT_MAX_WAIT,
-        metavar="SECONDS",
-        help="long-poll seconds on the Fleet API (default: %(default)g)",
-    )
-    return parser
 
 
-def parse_args(argv: Sequence[str] | None = None) -> SuperNodeConfig:
-    """Parse and validate the command line; raises `UsageError` with a one-line reason."""
-    args = _parser().parse_args(argv)
-    if not 0.05 <= args.heartbeat_interval <= 3600:
-        raise UsageError("flower-supernode: --heartbeat-interval must be in [0.05, 3600] s")
-    if not 0 < args.max_wait <= MAX_WAIT_LIMIT:
-        raise UsageError(f"flower-supernode: --max-wait must be in (0, {MAX_WAIT_LIMIT:g}] s")
-    if not 0 < args.app_attach_timeout <= 86400:
-        raise UsageError("flower-supernode: --app-attach-timeout must be in (0, 86400] s")
-    if not MIN_APP_HEARTBEAT_TIMEOUT <= args.app_heartbeat_timeout <= 3600:
-        raise UsageError(
-            f"flower-supernode: --app-heartbeat-timeout must be in "
-            f"[{MIN_APP_HEARTBEAT_TIMEOUT:g}, 3600] s"
-        )
-    for flag, address in (
-        ("--superlink", args.superlink),
-        ("--clientappio-api-address", args.clientappio_api_address),
-    ):
-        _check_address(flag, address)
-    clientappio_tls = _clientappio_tls(args)  # checks the TLS flags go together first
+def parse_args(
+    argv: Sequence[str] | None = None, *, environ: Mapping[str, str] | None = None
+) -> SuperNodeConfig:
+    """Parse and validate flags, environment and config file; raises `UsageError`."""
+    values = command().parse(argv, environ=environ)
+    _check_ranges(values)
+    superlink = values.get("superlink", str)
+    clientappio = values.get("clientappio-api-address", str)
+    insecure = values.get("insecure", bool)
+    isolation = values.get("isolation", str)
+    root_certificates = values.optional("root-certificates", Path)
+    clientappio_tls = _clientappio_tls(values)  # checks the TLS flags go together first
+    node_id_file = values.optional("node-id-file", Path)
     return SuperNodeConfig(
-        superlink=args.superlink,
-        insecure=args.insecure,
-        root_certificates=_read(read_root_certificates, args.root_certificates),
-        clientappio_address=args.clientappio_api_address,
+        superlink=superlink,
+        insecure=insecure,
+        root_certificates=_read(read_root_certificates, root_certificates),
+        clientappio_address=clientappio,
         clientappio_tls=clientappio_tls,
-        node_config=parse_node_config(args.node_config),
-        isolation=args.isolation,
-        appio_secret=_appio_secret(args),
-        heartbeat_interval=args.heartbeat_interval,
-        max_wait=args.max_wait,
-        app_attach_timeout=args.app_attach_timeout,
-        app_heartbeat_timeout=args.app_heartbeat_timeout,
+        node_config=parse_node_config(values.get("node-config", str)),
+        isolation=isolation,
+        appio_secret=_appio_secret(isolation, values.optional("appio-secret-file", Path)),
+        heartbeat_interval=values.get("heartbeat-interval", float),
+        max_wait=values.get("max-wait", float),
+        app_attach_timeout=values.get("app-attach-timeout", float),
+        app_heartbeat_timeout=values.get("app-heartbeat-timeout", float),
+        node_id_file=node_id_file or default_node_id_file(superlink, clientappio),
+        ready_file=values.optional("ready-file", Path),
     )
 
 
-def _clientappio_tls(args: argparse.Namespace) -> ServerTls | None:
+def default_node_id_file(superlink: str, clientappio: str) -> Path | None:
+    """``$COROLLA_HOME/supernode/<hash>.node-id`` for this pair of addresses; None when the
+    ClientAppIo port is 0 (a fresh port each start: nothing identifies the node)."""
+    if clientappio.rpartition(":")[2] == "0":
+        return None
+    digest = hashlib.sha256(f"{superlink}|{clientappio}".encode()).hexdigest()[:16]
+    return corolla_home() / "supernode" / f"{digest}.node-id"
+
+
+def _check_ranges(values: Values) -> None:
+    ranges = (
+        ("heartbeat-interval", MIN_HEARTBEAT_INTERVAL, MAX_HEARTBEAT_INTERVAL, "["),
+        ("max-wait", 0.0, MAX_LONG_POLL, "("),
+        ("app-attach-timeout", 0.0, 86400.0, "("),
+        ("app-heartbeat-timeout", MIN_APP_HEARTBEAT_TIMEOUT, 3600.0, "["),
+    )
+    for name, low, high, bracket in ranges:
+        value = values.get(name, float)
+        if not low <= value <= high:
+            raise UsageError(f"{values.label(name)} must be in {bracket}{low:g}, {high:g}] s")
+
+
+def _clientappio_tls(values: Values) -> ServerTls | None:
+    certfile = values.optional("ssl-certfile", Path)
+    keyfile = values.optional("ssl-keyfile", Path)
     given = [
         flag
-        for flag, value in (
-            ("--ssl-certfile", args.ssl_certfile),
-            ("--ssl-keyfile", args.ssl_keyfile),
-        )
+        for flag, value in (("--ssl-certfile", certfile), ("--ssl-keyfile", keyfile))
         if value is not None
     ]
-    if args.insecure:
-        extra = given + (["--root-certificates"] if args.root_certificates else [])
+    if values.get("insecure", bool):
+        extra = given + (["--root-certificates"] if values.given("root-certificates") else [])
         if extra:
-            raise UsageError(
-                f"flower-supernode: --insecure means no TLS; drop {' and '.join(extra)} "
-                "or --insecure"
-            )
+            raise UsageError(f"--insecure means no TLS; drop {' and '.join(extra)} or --insecure")
         return None
-    if len(given) < 2:
+    if certfile is None or keyfile is None:
         raise UsageError(
-            "flower-supernode: the ClientAppIo API needs TLS: pass --ssl-certfile PATH and "
+            "the ClientAppIo API needs TLS: pass --ssl-certfile PATH and "
             "--ssl-keyfile PATH (or --insecure for local testing without any TLS)"
         )
     try:
-        return ServerTls.from_files(args.ssl_certfile, args.ssl_keyfile)
+        return ServerTls.from_files(certfile, keyfile)
     except InvalidArgument as exc:
-        raise UsageError(f"flower-supernode: {exc}") from exc
+        raise UsageError(str(exc)) from exc
 
 
-def _appio_secret(args: argparse.Namespace) -> str | None:
-    if args.isolation == "subprocess":
-        if args.appio_secret_file is not None:
-            raise UsageError(
-                "flower-supernode: --appio-secret-file applies to --isolation process only"
-            )
+def _appio_secret(isolation: str, secret_file: Path | None) -> str | None:
+    if isolation == "subprocess":
+        if secret_file is not None:
+            raise UsageError("--appio-secret-file applies to --isolation process only")
         return None
-    if args.appio_secret_file is None:
+    if secret_file is None:
         raise UsageError(
-            "flower-supernode: --isolation process requires --appio-secret-file PATH "
+            "--isolation process requires --appio-secret-file PATH "
             "(the secret flwr-clientapp processes present to ask for work)"
         )
-    return _read(read_secret_file, args.appio_secret_file)
+    return _read(read_secret_file, secret_file)
 
 
 def _read(reader: Callable[[Path], T], path: Path | None) -> T | None:
@@ -275,13 +317,7 @@ def _read(reader: Callable[[Path], T], path: Path | None) -> T | None:
     try:
         return reader(path)
     except InvalidArgument as exc:
-        raise UsageError(f"flower-supernode: {exc}") from exc
-
-
-def _check_address(flag: str, address: str) -> None:
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise UsageError(f"flower-supernode: {flag} must be HOST:PORT, got {address!r}")
+        raise UsageError(str(exc)) from exc
 
 
 def local_address(bound: str, port: int) -> str:

@@ -26,6 +26,7 @@ FLEET_SERVICE = "corolla.proto.v1.Fleet"
 RPC_TIMEOUT = 30.0
 FAB_TIMEOUT = 120.0
 OBJECT_TIMEOUT = 600.0
+FINAL_HEARTBEAT_TIMEOUT = 2.0  # a stopping node does not wait long for its last heartbeat
 POLL_MARGIN = 5.0  # a long poll's deadline is its wait plus this
 
 Req = TypeVar("Req")
@@ -103,12 +104,16 @@ class FleetConnection:
         request = fpb.DeleteNodeRequest(node_id=node_id)
         self._call(self._stub.DeleteNode, request, timeout, cancellable=False)
 
-    def heartbeat(self, node_id: int, interval: float, active_run_ids: list[int]) -> list[int]:
-        """Returns the ids among ``active_run_ids`` whose runs ended."""
+    def heartbeat(
+        self, node_id: int, interval: float, active_run_ids: list[int], *, final: bool = False
+    ) -> list[int]:
+        """Returns the ids among ``active_run_ids`` whose runs ended. A ``final`` heartbeat
+        (a stopping node's last, so that what it still sends is accepted) is not cancelled."""
         request = fpb.HeartbeatRequest(
             node_id=node_id, heartbeat_interval=interval, active_run_ids=active_run_ids
         )
-        response = self._call(self._stub.Heartbeat, request, RPC_TIMEOUT)
+        timeout = FINAL_HEARTBEAT_TIMEOUT if final else RPC_TIMEOUT
+        response = self._call(self._stub.Heartbeat, request, timeout, cancellable=not final)
         return list(response.finished_run_ids)
 
     # -- messages -------------------------------------------------------------------------------

@@ -68,10 +68,7 @@ class ExternalApps:
         if state is None or not state.active:
             return
         log.info("run %d: finished", run_id)
-        self._runs.deactivate(state)
-        with self._runs.lock:
-            if state.attached is None:
-                self._runs.drop(state)
+        self._runs.release(state)
 
     def stop_all(self) -> None:
         """End every run here; messages held by app processes get an error reply."""
@@ -89,18 +86,19 @@ class ExternalApps:
 
     def tick(self) -> None:
         failures: list[_Failure] = []
-        with self._runs.lock:
-            now = self._runs.clock()
-            for state in self._runs.all():
-                if state.attached is not None:
-                    silent = now - state.attached.last_seen
-                    if silent > self._heartbeat_timeout:
-                        failures += self._lost(state, silent)
-                elif not state.active:
-                    self._runs.drop(state)  # finished, and its process let go of it
-                else:
-                    self._warn_if_waiting(state, now)
-                    failures += self._expire(state, now)
+
+        def visit(state: RunState, now: float) -> None:
+            if state.attached is not None:
+                silent = now - state.attached.last_seen
+                if silent > self._heartbeat_timeout:
+                    failures.extend(self._lost(state, silent))
+            elif not state.active:
+                self._runs.drop(state)  # finished, and its process let go of it
+            else:
+                self._warn_if_waiting(state, now)
+                failures.extend(self._expire(state, now))
+
+        self._runs.sweep(visit)
         for message, code, reason in failures:
             self._outbox.fail(message, code, reason)
 

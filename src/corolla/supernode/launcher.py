@@ -50,7 +50,8 @@ class AppProcess:
         )
 
     @classmethod
-    def start(cls, *, run_id: int, address: str, token: str, on_exit: OnExit) -> AppProcess:
+    def spawn(cls, *, run_id: int, address: str, token: str, on_exit: OnExit) -> AppProcess:
+        """Start the child; it is reaped and reported (``on_exit``) only after `watch`."""
         env = dict(os.environ)
         env.pop(SECRET_ENV, None)  # a child needs its run token, never the AppIo secret
         env[TOKEN_ENV] = token
@@ -63,8 +64,11 @@ class AppProcess:
         )
         process = cls(run_id, popen, on_exit)
         log.info("run %d: started ClientApp process %d", run_id, popen.pid)
-        process._thread.start()
         return process
+
+    def watch(self) -> None:
+        """Start the watcher thread (once the process is recorded where ``on_exit`` looks)."""
+        self._thread.start()
 
     @property
     def pid(self) -> int:

@@ -19,7 +19,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         config = parse_args(argv)
     except UsageError as exc:
-        print(exc, file=sys.stderr)
+        print(f"flower-supernode: {exc}", file=sys.stderr)
         sys.exit(2)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

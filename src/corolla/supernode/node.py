@@ -1,28 +1,30 @@
 """The SuperNode: registers with the SuperLink, pulls work, runs ClientApp processes.
 
 Threads: ``fleet-pull`` (registration and the PullMessages long poll), ``heartbeat``,
-``outbox`` (replies and logs up to the SuperLink), the ClientAppIo server's pool, and either
+``outbox`` (replies and logs up to the SuperLink), one ``intake-run-N`` per run with pulled
+messages to take in (`Intake`), the ClientAppIo server's pool, and either
 one watcher per app process (isolation ``subprocess``, `Supervisor`) or the ``app-watchdog``
 of the attached external app processes (isolation ``process``, `ExternalApps`). A failed call is
-logged and retried with backoff; an unexpected exception in a worker stops the node and is
-reported by `failure`.
+logged and retried (`corolla.common.backoff.retry`); an unexpected exception in a worker stops
+the node and is reported by `failure`. With ``node_id_file`` the node asks for its old id
+again after a restart; with ``ready_file`` it says when it first registered (`identity`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from typing import TypeVar
 
 from corolla.common.appio import new_secret, warn_if_exposed
-from corolla.common.backoff import Backoff
+from corolla.common.backoff import retry
+from corolla.common.config import write_ready_file
 from corolla.common.errors import (
     CorollaError,
-    DeadlineExceeded,
     InvalidArgument,
     NotFound,
-    Unavailable,
 )
 from corolla.common.grpc import bind, create_server
 from corolla.common.transfer import add_service
@@ -34,6 +36,8 @@ from corolla.supernode.clientappio import ClientAppIoServicer
 from corolla.supernode.config import SuperNodeConfig, local_address
 from corolla.supernode.connection import FleetConnection, Stopped
 from corolla.supernode.external import ExternalApps
+from corolla.supernode.identity import NodeIdFile
+from corolla.supernode.intake import Intake
 from corolla.supernode.outbox import Outbox
 from corolla.supernode.runs import RunState, RunTable
 from corolla.supernode.supervisor import Supervisor
@@ -42,7 +46,14 @@ _T = TypeVar("_T")
 log = logging.getLogger(__name__)
 
 MAX_MESSAGES = 64  # per PullMessages call
-INTAKE_RETRIES = 5  # fetch attempts (0.5 s .. 8 s apart) before a message gets an error reply
+INTAKE_ATTEMPTS = 6  # fetch attempts (0.5 s .. 8 s apart) before a message gets an error reply
+
+
+class _Lost:
+    """The SuperLink does not know the node (NOT_FOUND): register again."""
+
+
+LOST = _Lost()
 
 
 class SuperNode:
@@ -61,6 +72,11 @@ class SuperNode:
         self._stopped = False
         self._registration = threading.Lock()
         self._node_id = 0
+        self._requested = 0  # the id to ask for at the first registration (node id file)
+        self._id_file = (
+            NodeIdFile(config.node_id_file, config.superlink) if config.node_id_file else None
+        )
+        self._ready = False
         self._interval = config.heartbeat_interval
         self._outbox = Outbox(self._conn, lambda: self._node_id)
         self._server = create_server()
@@ -79,6 +95,7 @@ class SuperNode:
             threading.Thread(target=self._guard(self._outbox.run), name="outbox"),
         ]
         self._apps = self._app_runner(external)
+        self._intake = Intake(self._take_in, self._guard)
         self.failure: BaseException | None = None
 
     def _app_runner(self, external: bool) -> Supervisor | ExternalApps:
@@ -117,6 +134,8 @@ class SuperNode:
             self.config.isolation,
         )
         warn_if_exposed(self.config.clientappio_address, tls, "ClientAppIo")
+        if self._id_file is not None:
+            self._requested = self._id_file.claim()
         for thread in self._threads:
             thread.start()
 
@@ -135,7 +154,9 @@ class SuperNode:
         self._stopped = True
         self._stop.set()
         self._conn.cancel_pending()
+        self._intake.stop()
         self._apps.stop_all()
+        self._stay_online(grace)
         self._outbox.close(grace)
         for thread in self._threads:
             if thread.ident is not None:  # started
@@ -147,7 +168,19 @@ class SuperNode:
                 log.info("could not sign off node %d at the SuperLink: %s", self._node_id, exc)
         self._server.stop(grace).wait(grace + 1)
         self._conn.close()
+        if self._id_file is not None:
+            self._id_file.release()
         log.info("SuperNode stopped")
+
+    def _stay_online(self, grace: float) -> None:
+        """The heartbeat loop has stopped, but the replies of the stopped app processes are
+        still to be sent: one last heartbeat keeps the node online for ``grace`` s more."""
+        if not self._node_id:
+            return
+        try:
+            self._conn.heartbeat(self._node_id, max(self._interval, grace), [], final=True)
+        except CorollaError as exc:
+            log.info("last heartbeat of node %d failed: %s", self._node_id, exc)
 
     def _guard(self, target: Callable[[], None]) -> Callable[[], None]:
         def run() -> None:
@@ -171,30 +204,46 @@ class SuperNode:
             if stale and self._node_id == stale:
                 log.warning("the SuperLink lost node %d; registering again", stale)
                 self._node_id = 0
-            requested = stale
-            backoff = Backoff()
-            while not self._node_id and not self._stop.is_set():
-                try:
-                    node_id, interval = self._conn.create_node(self._interval, requested)
-                except Stopped:
-                    return 0
-                except CorollaError as exc:
-                    delay = backoff.next_delay()
-                    log.warning(
-                        "cannot register with the SuperLink at %s (attempt %d): %s; retrying in "
-                        "%.1f s",
-                        self._conn.address,
-                        backoff.attempts,
-                        exc,
-                        delay,
-                    )
-                    self._stop.wait(delay)
-                    continue
-                self._node_id, self._interval = node_id, interval
-                log.info(
-                    "registered as node %d with the SuperLink at %s", node_id, self._conn.address
+            if self._node_id or self._stop.is_set():
+                return self._node_id
+            requested = stale or self._requested
+
+            def warn(attempt: int, exc: CorollaError, delay: float) -> None:
+                log.warning(
+                    "cannot register with the SuperLink at %s (attempt %d): %s; retrying in %.1f s",
+                    self._conn.address,
+                    attempt,
+                    exc,
+                    delay,
                 )
+
+            try:
+                node_id, interval = retry(
+                    lambda: self._conn.create_node(self._interval, requested),
+                    retry_on=(CorollaError,),
+                    stop=self._stop,
+                    on_retry=warn,
+                )
+            except CorollaError:  # retried until the node stops
+                return 0
+            self._node_id, self._interval = node_id, interval
+            log.info("registered as node %d with the SuperLink at %s", node_id, self._conn.address)
+            self._announce(node_id)
             return self._node_id
+
+    def _announce(self, node_id: int) -> None:
+        """Keep the id (node id file) and, the first time, say the node is ready."""
+        self._requested = node_id
+        if self._id_file is not None:
+            self._id_file.save(node_id)
+        if self._ready or self.config.ready_file is None:
+            return
+        self._ready = True
+        ready = {"node_id": node_id, "clientappio": self.clientappio_address, "pid": os.getpid()}
+        try:
+            write_ready_file(self.config.ready_file, ready)
+        except OSError as exc:
+            log.warning("cannot write ready file %s: %s", self.config.ready_file, exc)
 
     def _keep_calling(
         self,
@@ -205,24 +254,28 @@ class SuperNode:
     ) -> None:
         """Call the SuperLink as the registered node until the node stops: NOT_FOUND registers
         again, other failures back off (capped, with jitter)."""
-        backoff = Backoff()
+
+        def warn(attempt: int, exc: CorollaError, delay: float) -> None:
+            log.warning("%s failed: %s; retrying in %.1f s", what, exc, delay)
+
         while not self._stop.is_set():
             node_id = self._registered()
             if not node_id:
                 return
+
+            def attempt(node_id: int = node_id) -> _T | _Lost:
+                try:
+                    return call(node_id)
+                except NotFound:
+                    return LOST
+
             try:
-                result = call(node_id)
-            except Stopped:
+                result = retry(attempt, retry_on=(CorollaError,), stop=self._stop, on_retry=warn)
+            except CorollaError:  # retried until the node stops
                 return
-            except NotFound:
+            if isinstance(result, _Lost):
                 self._registered(stale=node_id)
                 continue
-            except CorollaError as exc:
-                delay = backoff.next_delay()
-                log.warning("%s failed: %s; retrying in %.1f s", what, exc, delay)
-                self._stop.wait(delay)
-                continue
-            backoff.reset()
             handle(node_id, result)
             if pause:
                 self._stop.wait(pause)
@@ -251,39 +304,40 @@ class SuperNode:
             messages, finished = pulled
             self._finish_runs(finished)
             for message in messages:
-                self._intake(node_id, message)
+                log.info(
+                    "run %d: received message %s",
+                    message.metadata.run_id,
+                    message.metadata.message_id,
+                )
+                self._intake.submit(node_id, message)
 
         self._keep_calling("pulling messages", pull, take)
 
-    def _intake(self, node_id: int, message: mpb.Message) -> None:
+    def _take_in(self, node_id: int, message: mpb.Message) -> None:
         """Fetch what ``message`` needs (run, FAB, objects) and queue it for its app process.
 
-        The SuperLink handed the message over already, so a SuperLink that is briefly away is
-        waited for; a message that cannot be taken gets an error reply (the round goes on).
+        Runs on the run's intake worker. The SuperLink handed the message over already, so a
+        SuperLink that is briefly away is waited for; a message that cannot be taken gets an
+        error reply (the round goes on).
         """
         run_id, message_id = message.metadata.run_id, message.metadata.message_id
-        log.info("run %d: received message %s", run_id, message_id)
-        backoff = Backoff()
-        reason: CorollaError
-        while True:
-            try:
-                state = self._take(node_id, message)
-                break
-            except Stopped:
-                return
-            except (Unavailable, DeadlineExceeded) as exc:
-                if backoff.attempts >= INTAKE_RETRIES or self._stop.is_set():
-                    reason = exc
-                else:
-                    delay = backoff.next_delay()
-                    log.warning("run %d: cannot fetch %s yet: %s", run_id, message_id, exc)
-                    self._stop.wait(delay)
-                    continue
-            except CorollaError as exc:
-                reason = exc
-            log.warning("run %d: cannot take message %s: %s", run_id, message_id, reason)
+
+        def warn(attempt: int, exc: CorollaError, delay: float) -> None:
+            log.warning("run %d: cannot fetch %s yet: %s", run_id, message_id, exc)
+
+        try:
+            state = retry(
+                lambda: self._take(node_id, message),
+                stop=self._stop,
+                attempts=INTAKE_ATTEMPTS,
+                on_retry=warn,
+            )
+        except Stopped:
+            return
+        except CorollaError as exc:
+            log.warning("run %d: cannot take message %s: %s", run_id, message_id, exc)
             self._outbox.fail(
-                message, ErrorCode.MESSAGE_UNAVAILABLE, f"the SuperNode cannot take it: {reason}"
+                message, ErrorCode.MESSAGE_UNAVAILABLE, f"the SuperNode cannot take it: {exc}"
             )
             return
         if state is None:

@@ -7,6 +7,7 @@ with a log line. Nothing here raises into the caller.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -14,7 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from corolla.common.backoff import Backoff
+from corolla.common.backoff import retry
 from corolla.common.errors import (
     CorollaError,
     DeadlineExceeded,
@@ -33,6 +34,10 @@ REFUSED_ATTEMPTS = 5  # NOT_FOUND (e.g. the node is re-registering) or RESOURCE_
 MAX_PENDING_LOG_BATCHES = 1000
 _AWAY = (Unavailable, DeadlineExceeded)  # retried until the reply's TTL runs out
 _REFUSED = (NotFound, ResourceExhausted)  # retried a few times
+
+
+class _Again(CorollaError):
+    """Sending the item failed in a way worth another attempt."""
 
 
 @dataclass
@@ -58,6 +63,7 @@ class Outbox:
         self._items: deque[_Reply | _Logs] = deque()
         self._changed = threading.Condition()
         self._closing = False
+        self._closed = threading.Event()  # ends the waits between attempts
         self._deadline = float("inf")
 
     def reply(self, run_id: int, message: mpb.Message, objects: dict[str, memoryview]) -> None:
@@ -86,11 +92,11 @@ class Outbox:
         """Send what is queued (one attempt each) for up to ``timeout`` s; `run` then returns."""
         with self._changed:
             self._closing = True
+            self._closed.set()
             self._deadline = time.monotonic() + timeout
             self._changed.notify_all()
 
     def run(self) -> None:
-        backoff = Backoff()
         while True:
             with self._changed:
                 while not self._items and not self._closing:
@@ -98,16 +104,17 @@ class Outbox:
                 if not self._items or time.monotonic() > self._deadline:
                     return
                 item = self._items[0]
-            if self._send(item):
-                backoff.reset()
-                with self._changed:
-                    self._items.popleft()
-            elif not self._closing:
-                with self._changed:
-                    self._changed.wait(backoff.next_delay())
+            self._deliver(item)
+            with self._changed:
+                self._items.popleft()
 
-    def _send(self, item: _Reply | _Logs) -> bool:
-        """True when the item is done with (sent or dropped), False to retry it later."""
+    def _deliver(self, item: _Reply | _Logs) -> None:
+        """Retried with backoff while `_send` says so; once closing, one attempt each."""
+        with contextlib.suppress(_Again):  # given up: dropped, logged by `_failed`
+            retry(lambda: self._send(item), retry_on=(_Again,), stop=self._closed)
+
+    def _send(self, item: _Reply | _Logs) -> None:
+        """Send the item, or drop it; raises `_Again` when it is worth retrying."""
         node_id = self._node_id()
         item.attempts += 1
         try:
@@ -119,27 +126,28 @@ class Outbox:
             else:
                 prefixed = [f"[node {node_id}] {line}" for line in item.lines]
                 self._conn.push_logs(node_id, item.run_id, prefixed)
-            return True
         except Stopped:
-            return True
+            return
         except CorollaError as exc:
-            return self._failed(item, exc)
+            if not self._failed(item, exc):
+                raise _Again(str(exc)) from exc
 
     def _failed(self, item: _Reply | _Logs, exc: CorollaError) -> bool:
+        """False when the item is worth another attempt; True when it is dropped (logged)."""
         what = (
             f"reply to {item.message.metadata.reply_to_message_id}"
             if isinstance(item, _Reply)
             else f"{len(item.lines)} log lines"
         )
         if self._closing:
-            retry = False
+            again = False
         elif isinstance(item, _Logs):
-            retry = isinstance(exc, _AWAY + _REFUSED) and item.attempts < LOG_ATTEMPTS
+            again = isinstance(exc, _AWAY + _REFUSED) and item.attempts < LOG_ATTEMPTS
         elif isinstance(exc, _AWAY):
-            retry = time.time() < item.expires_at
+            again = time.time() < item.expires_at
         else:
-            retry = isinstance(exc, _REFUSED) and item.attempts < REFUSED_ATTEMPTS
-        if retry:
+            again = isinstance(exc, _REFUSED) and item.attempts < REFUSED_ATTEMPTS
+        if again:
             log.warning("run %d: cannot send %s yet: %s", item.run_id, what, exc)
             return False
         log.error("run %d: dropping %s: %s", item.run_id, what, exc)

@@ -1,8 +1,10 @@
 """What the SuperNode keeps per active run: token, inputs, message queue, context, object cache.
 
 The node relays encoded messages and contexts without decoding them; the protobufs held here
-are opaque payloads. One lock guards the table; each run's condition (on that lock) wakes the
-app process's long poll the moment a message is queued or the run ends.
+are opaque payloads. One lock, private to this module, guards the table (other modules go
+through its methods); each run's condition (on that lock) wakes the app process's long poll the
+moment a message is queued or the run ends. No child process is started while it is held:
+`claim_start` reserves the start, the caller spawns, then records it with `started`.
 
 Isolation ``process`` (an *attachable* table): a run whose message waits with no app process
 attached is handed to one `RequestRun` caller (`hand_out`) with a fresh token; `detach` voids
@@ -55,6 +57,7 @@ class RunState:
     inflight: dict[str, mpb.Message] = field(default_factory=dict)  # delivered, not answered
     active: bool = True
     process: AppProcess | None = None  # isolation subprocess
+    starting: bool = False  # a process is being spawned for the run (outside the lock)
     delivered: int = 0  # messages handed to the current process
     attached: Attachment | None = None  # isolation process
     queued_at: dict[str, float] = field(default_factory=dict)  # message id -> clock
@@ -66,57 +69,57 @@ class RunTable:
     def __init__(
         self, *, attachable: bool = False, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self.lock = threading.RLock()
+        self._lock = threading.RLock()
         self.clock = clock
         self.attachable = attachable
         self._by_id: dict[int, RunState] = {}
         self._by_token: dict[str, RunState] = {}
-        self._wanted = threading.Condition(self.lock)  # a run may need an app process
+        self._wanted = threading.Condition(self._lock)  # a run may need an app process
         self._closed = False
 
     def open(self, run: rpb.Run, fab: rpb.Fab, context: mpb.Context) -> RunState:
-        with self.lock:
+        with self._lock:
             state = RunState(
                 run_id=run.run_id,
                 token=secrets.token_urlsafe(32),
                 run=run,
                 fab=fab,
                 context=context,
-                changed=threading.Condition(self.lock),
+                changed=threading.Condition(self._lock),
             )
             self._by_id[run.run_id] = state
             self._by_token[state.token] = state
             return state
 
     def get(self, run_id: int) -> RunState | None:
-        with self.lock:
+        with self._lock:
             return self._by_id.get(run_id)
 
     def run_ids(self) -> list[int]:
-        with self.lock:
+        with self._lock:
             return list(self._by_id)
 
     def active_run_ids(self) -> list[int]:
         """Runs not known to have ended (their end is what the node waits to hear of)."""
-        with self.lock:
+        with self._lock:
             return [run_id for run_id, state in self._by_id.items() if state.active]
 
     def all(self) -> list[RunState]:
-        with self.lock:
+        with self._lock:
             return list(self._by_id.values())
 
     def by_token(self, token: str) -> RunState:
-        with self.lock:
+        with self._lock:
             state = self._by_token.get(token) if token else None
-        if state is None:
-            raise Unauthenticated("unknown or expired app token")
-        if state.attached is not None:  # any call with the token shows the process is alive
-            state.attached.last_seen = self.clock()
-        return state
+            if state is None:
+                raise Unauthenticated("unknown or expired app token")
+            if state.attached is not None:  # any call with the token shows the process lives
+                state.attached.last_seen = self.clock()
+            return state
 
     def drop(self, state: RunState) -> None:
         """Forget a run (its token stops working, its objects are released)."""
-        with self.lock:
+        with self._lock:
             if self._by_id.get(state.run_id) is state:
                 del self._by_id[state.run_id]
             self._by_token.pop(state.token, None)
@@ -126,9 +129,82 @@ class RunTable:
 
     def close(self) -> None:
         """The node stops: `hand_out` refuses from now on (waiters wake at once)."""
-        with self.lock:
+        with self._lock:
             self._closed = True
             self._wanted.notify_all()
+
+    def inputs(self, state: RunState) -> tuple[rpb.Run, rpb.Fab, mpb.Context]:
+        """What an app process starts from: the run, its FAB and the current context."""
+        with self._lock:
+            return state.run, state.fab, state.context
+
+    def serves(self, state: RunState, token: str | None) -> bool:
+        """True while the run is active and ``token`` (if given) is still its token."""
+        with self._lock:
+            return state.active and token in (None, state.token)
+
+    def release(self, state: RunState) -> None:
+        """The run ended: mark it so and forget it unless an app process still holds it."""
+        with self._lock:
+            self.deactivate(state)
+            if state.process is None and not state.starting and state.attached is None:
+                self.drop(state)
+
+    def sweep(self, visit: Callable[[RunState, float], None]) -> None:
+        """Call ``visit(state, now)`` for every run, all under one hold of the table's lock
+        (``visit`` only reads and changes the table; it must not block)."""
+        with self._lock:
+            now = self.clock()
+            for state in list(self._by_id.values()):
+                visit(state, now)
+
+    # -- own app processes (isolation subprocess) -----------------------------------------------
+
+    def claim_start(self, state: RunState, *, only_if_queued: bool = False) -> bool:
+        """Reserve starting the run's app process; False if one runs, starts, or is not needed.
+        The caller spawns it (lock not held) and then calls `started` or `start_failed`."""
+        with self._lock:
+            if not state.active or (only_if_queued and not state.queue) or state.starting:
+                return False
+            if state.process is not None and not state.process.stopping:
+                return False
+            state.starting = True
+            state.delivered = 0
+            return True
+
+    def started(self, state: RunState, process: AppProcess) -> bool:
+        """Record the spawned process; False if the run ended meanwhile (stop the process)."""
+        with self._lock:
+            state.starting = False
+            state.process = process
+            return state.active
+
+    def start_failed(self, state: RunState) -> list[mpb.Message]:
+        """The spawn failed: returns the queued messages (they get error replies)."""
+        with self._lock:
+            state.starting = False
+            queued = self.take_queued(state)
+            if not state.active and state.process is None:
+                self.drop(state)
+            return queued
+
+    def process_exited(
+        self, state: RunState, process: AppProcess
+    ) -> tuple[list[mpb.Message], list[mpb.Message], bool] | None:
+        """``process`` was reaped: ``(in flight, queued to fail, run active)``, or None if it
+        was not the run's current process. A finished run is forgotten; a process that died
+        before taking any work fails the queued messages instead of being restarted."""
+        with self._lock:
+            if state.process is not process:
+                return None
+            state.process = None
+            inflight = self.take_inflight(state)
+            failed: list[mpb.Message] = []
+            if not state.active:
+                self.drop(state)
+            elif state.delivered == 0:
+                failed = self.take_queued(state)
+            return inflight, failed, state.active
 
     # -- external app processes (isolation process) ---------------------------------------------
 
@@ -144,7 +220,7 @@ class RunTable:
                 "this SuperNode runs in isolation subprocess: it starts its own app processes"
             )
         deadline = time.monotonic() + wait
-        with self.lock:
+        with self._lock:
             while True:
                 if self._closed:  # callers back off instead of asking again at once
                     raise Unavailable("the SuperNode is stopping")
@@ -166,7 +242,7 @@ class RunTable:
 
     def detach(self, state: RunState) -> list[mpb.Message]:
         """The run's app process is gone: void its token; returns the messages it held."""
-        with self.lock:
+        with self._lock:
             self._by_token.pop(state.token, None)
             state.token = ""
             state.attached = None
@@ -182,7 +258,7 @@ class RunTable:
     ) -> list[str]:
         """Queue ``message`` with its objects; if some it needs are missing (released since they
         were checked), queue nothing and return their ids."""
-        with self.lock:
+        with self._lock:
             state.objects.update(objects)
             missing = self.missing_objects(state, referenced_object_ids([message]))
             if not missing:
@@ -194,13 +270,13 @@ class RunTable:
 
     def deactivate(self, state: RunState) -> list[mpb.Message]:
         """Mark the run ended, wake its long polls; returns the messages never delivered."""
-        with self.lock:
+        with self._lock:
             state.active = False
             state.changed.notify_all()
             return self.take_queued(state)
 
     def take_queued(self, state: RunState) -> list[mpb.Message]:
-        with self.lock:
+        with self._lock:
             queued = list(state.queue)
             state.queue.clear()
             state.queued_at.clear()
@@ -212,7 +288,7 @@ class RunTable:
         """The next queued message (now in flight), or None after ``wait``, when inactive, or
         when ``token`` is no longer the run's (its app process was detached)."""
         deadline = time.monotonic() + wait
-        with self.lock:
+        with self._lock:
             while state.active and not state.queue and token in (None, state.token):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -230,7 +306,7 @@ class RunTable:
         self, state: RunState, reply: mpb.Message, context: mpb.Context | None
     ) -> dict[str, memoryview]:
         """Accept a reply (and the updated context); returns the objects the reply needs."""
-        with self.lock:
+        with self._lock:
             original = state.inflight.get(reply.metadata.reply_to_message_id)
             if original is None:
                 raise InvalidArgument(
@@ -256,7 +332,7 @@ class RunTable:
     def take_waiting(self, state: RunState, message_ids: Iterable[str]) -> list[mpb.Message]:
         """Take the given queued messages out of the queue (they will not be delivered)."""
         wanted = set(message_ids)
-        with self.lock:
+        with self._lock:
             taken = [m for m in state.queue if m.metadata.message_id in wanted]
             state.queue = deque(m for m in state.queue if m.metadata.message_id not in wanted)
             for message_id in wanted:
@@ -265,7 +341,7 @@ class RunTable:
             return taken
 
     def take_inflight(self, state: RunState) -> list[mpb.Message]:
-        with self.lock:
+        with self._lock:
             messages = list(state.inflight.values())
             state.inflight.clear()
             return messages
@@ -273,16 +349,16 @@ class RunTable:
     # -- objects --------------------------------------------------------------------------------
 
     def store_object(self, state: RunState, object_id: str, data: memoryview) -> None:
-        with self.lock:
+        with self._lock:
             state.objects[object_id] = data
 
     def missing_objects(self, state: RunState, object_ids: Iterable[str]) -> list[str]:
-        with self.lock:
+        with self._lock:
             return [oid for oid in object_ids if oid not in state.objects]
 
     def read_objects(self, state: RunState, object_ids: Iterable[str]) -> dict[str, memoryview]:
         object_ids = list(object_ids)
-        with self.lock:
+        with self._lock:
             found = {oid: state.objects[oid] for oid in object_ids if oid in state.objects}
         missing = [oid for oid in object_ids if oid not in found]
         if missing:

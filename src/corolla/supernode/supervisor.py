@@ -36,29 +36,31 @@ class Supervisor:
 
     def ensure_process(self, state: RunState, *, only_if_queued: bool = False) -> None:
         """Start the run's app process unless one is running (or nothing waits for one)."""
-        with self._runs.lock:
-            if self._stopping.is_set() or not state.active or (only_if_queued and not state.queue):
-                return
-            if state.process is not None and not state.process.stopping:
-                return
-            state.delivered = 0
-            try:
-                state.process = AppProcess.start(
-                    run_id=state.run_id,
-                    address=self._app_address,
-                    token=state.token,
-                    on_exit=lambda process, code: self._guard(
-                        lambda: self._exited(state, process, code)
-                    )(),
+        if self._stopping.is_set() or not self._runs.claim_start(
+            state, only_if_queued=only_if_queued
+        ):
+            return
+        try:  # no lock is held while the child starts
+            process = AppProcess.spawn(
+                run_id=state.run_id,
+                address=self._app_address,
+                token=state.token,
+                on_exit=lambda process, code: self._guard(
+                    lambda: self._exited(state, process, code)
+                )(),
+            )
+        except OSError as exc:  # e.g. out of processes or memory: fail the work, live on
+            log.error("run %d: cannot start a ClientApp process: %s", state.run_id, exc)
+            for message in self._runs.start_failed(state):
+                self.fail(
+                    message,
+                    ErrorCode.CLIENT_APP_RAISED_EXCEPTION,
+                    f"the SuperNode cannot start a ClientApp process: {exc}",
                 )
-            except OSError as exc:  # e.g. out of processes or memory: fail the work, live on
-                log.error("run %d: cannot start a ClientApp process: %s", state.run_id, exc)
-                for message in self._runs.take_queued(state):
-                    self.fail(
-                        message,
-                        ErrorCode.CLIENT_APP_RAISED_EXCEPTION,
-                        f"the SuperNode cannot start a ClientApp process: {exc}",
-                    )
+            return
+        if not self._runs.started(state, process):  # the run ended while it started
+            process.stop()
+        process.watch()
 
     def finish_run(self, run_id: int) -> None:
         """The run ended: wake its app process's long poll, stop the process, forget the run."""
@@ -66,11 +68,8 @@ class Supervisor:
         if state is None:
             return
         log.info("run %d: finished; stopping its ClientApp process", run_id)
-        self._runs.deactivate(state)
-        with self._runs.lock:
-            process = state.process
-            if process is None:
-                self._runs.drop(state)
+        self._runs.release(state)
+        process = state.process
         if process is not None:
             process.stop()
 
@@ -88,17 +87,12 @@ class Supervisor:
 
     def _exited(self, state: RunState, process: AppProcess, code: int) -> None:
         reason = f"ClientApp process exited with code {code}"
-        with self._runs.lock:
-            if state.process is not process:
-                return
-            state.process = None
-            inflight = self._runs.take_inflight(state)
-            active = state.active
-            if not active:
-                self._runs.drop(state)
-            elif state.delivered == 0:  # it died before taking work: fail, do not loop
-                for message in self._runs.take_queued(state):
-                    self.fail(message, ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason)
+        outcome = self._runs.process_exited(state, process)
+        if outcome is None:
+            return
+        inflight, failed, active = outcome
+        for message in failed:  # it died before taking work: fail, do not loop
+            self.fail(message, ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason)
         if not active:
             if self._stopping.is_set():  # the node stops: tell the ServerApp now
                 for message in inflight:

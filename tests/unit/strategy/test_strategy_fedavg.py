@@ -259,7 +259,9 @@ def test_no_successful_train_reply_keeps_the_arrays(caplog: pytest.LogCaptureFix
 
     grid = InProcessGrid(make_app(train), num_nodes=2)
     with caplog.at_level(logging.WARNING, logger="corolla.serverapp.strategy"):
-        result = FedAvg().start(grid=grid, initial_arrays=initial_arrays(), num_rounds=2, timeout=5)
+        result = FedAvg(min_usable_replies=0).start(
+            grid=grid, initial_arrays=initial_arrays(), num_rounds=2, timeout=5
+        )
     assert result.arrays == initial_arrays()
     assert result.train_metrics_clientapp == {}
     assert sorted(result.evaluate_metrics_clientapp) == [1, 2]  # evaluation still ran
@@ -388,6 +390,8 @@ def test_wait_for_nodes_polls_until_enough_are_online() -> None:
         {"fraction_evaluate": -0.1},
         {"min_train_nodes": -1},
         {"min_available_nodes": -2},
+        {"min_usable_replies": -1},
+        {"min_usable_fraction": 1.5},
     ],
 )
 def test_invalid_arguments_are_refused(kwargs: dict[str, Any]) -> None:

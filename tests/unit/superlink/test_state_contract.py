@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,8 @@ from corolla.common.errors import (
 )
 from corolla.superlink.state import (
     HEARTBEAT_PATIENCE,
+    TRANSITIONS,
+    IllegalTransition,
     LinkState,
     RunStatus,
     SqliteLinkState,
@@ -212,11 +215,92 @@ def test_run_lifecycle_sets_timestamps(state: LinkState, clock: FakeClock) -> No
     assert state.get_run(run_id) == done
 
 
-def test_a_run_may_skip_starting(state: LinkState, clock: FakeClock) -> None:
+def test_a_run_cannot_skip_starting(state: LinkState) -> None:
     run_id = new_run(state)
-    clock.advance(5)
-    run = state.update_run_status(run_id, RunStatus.RUNNING)
-    assert (run.status, run.starting_at, run.running_at) == (RunStatus.RUNNING, 0.0, clock.now)
+    with pytest.raises(IllegalTransition):
+        state.update_run_status(run_id, RunStatus.RUNNING)
+    assert state.get_run(run_id).status == RunStatus.PENDING
+
+
+@pytest.mark.parametrize("start", [RunStatus.STARTING, RunStatus.RUNNING])
+def test_a_run_may_be_requeued(state: LinkState, clock: FakeClock, start: str) -> None:
+    run_id = new_run(state)
+    for status in [RunStatus.STARTING, RunStatus.RUNNING][: 1 if start == "starting" else 2]:
+        state.update_run_status(run_id, status)
+    token = state.create_token(run_id)
+    run = state.update_run_status(run_id, RunStatus.PENDING, details="resuming from round 2")
+    assert (run.status, run.details, run.starting_at, run.running_at) == (
+        RunStatus.PENDING,
+        "resuming from round 2",
+        0.0,
+        0.0,
+    )
+    with pytest.raises(Unauthenticated):  # the lost process's token is void
+        state.run_id_for_token(token)
+    assert state.update_run_status(run_id, RunStatus.STARTING).status == RunStatus.STARTING
+
+
+def test_expected_status_guards_a_race(state: LinkState) -> None:
+    run_id = new_run(state)
+    state.update_run_status(run_id, RunStatus.FINISHED, SubStatus.STOPPED, "by alice")
+    with pytest.raises(IllegalTransition, match="stopped"):
+        state.update_run_status(run_id, RunStatus.STARTING, expected=RunStatus.PENDING)
+    other = new_run(state)
+    state.update_run_status(other, RunStatus.STARTING)
+    with pytest.raises(IllegalTransition):
+        state.update_run_status(other, RunStatus.RUNNING, expected=RunStatus.PENDING)
+    assert state.get_run(other).status == RunStatus.STARTING
+
+
+def test_every_transition_follows_the_table(state: LinkState) -> None:
+    def at(status: str) -> int:
+        run_id = new_run(state)
+        path = {
+            RunStatus.PENDING: [],
+            RunStatus.STARTING: [RunStatus.STARTING],
+            RunStatus.RUNNING: [RunStatus.STARTING, RunStatus.RUNNING],
+        }[status]
+        for step in path:
+            state.update_run_status(run_id, step)
+        return run_id
+
+    for source in (RunStatus.PENDING, RunStatus.STARTING, RunStatus.RUNNING):
+        for target in (RunStatus.PENDING, RunStatus.STARTING, RunStatus.RUNNING):
+            run_id = at(source)
+            if target in TRANSITIONS[source]:
+                assert state.update_run_status(run_id, target).status == target
+            else:
+                with pytest.raises(IllegalTransition):
+                    state.update_run_status(run_id, target)
+
+
+def test_token_dies_with_its_run(state: LinkState) -> None:
+    run_id = new_run(state)
+    token = state.create_token(run_id)
+    state.update_run_status(run_id, RunStatus.FINISHED, SubStatus.COMPLETED)
+    with pytest.raises(Unauthenticated):
+        state.run_id_for_token(token)
+
+
+def test_active_runs_leave_out_finished_ones(state: LinkState) -> None:
+    done, pending, running = new_run(state), new_run(state), new_run(state)
+    state.update_run_status(done, RunStatus.FINISHED, SubStatus.COMPLETED)
+    state.update_run_status(running, RunStatus.STARTING)
+    assert [run.run_id for run in state.active_runs()] == [pending, running]
+
+
+def test_checkpoint_round_trip(state: LinkState) -> None:
+    run_id = new_run(state)
+    assert state.get_checkpoint(run_id) is None
+    state.set_checkpoint(run_id, 1, b"one", [])
+    state.set_checkpoint(run_id, 2, b"two", [])
+    assert state.get_checkpoint(run_id) == (2, b"two")
+    with pytest.raises(FailedPrecondition):  # objects first
+        state.set_checkpoint(run_id, 3, b"three", ["not-stored"])
+    with pytest.raises(InvalidArgument):
+        state.set_checkpoint(run_id, 0, b"zero", [])
+    with pytest.raises(NotFound):
+        state.get_checkpoint(run_id + 1)
 
 
 @pytest.mark.parametrize("start", [RunStatus.PENDING, RunStatus.STARTING, RunStatus.RUNNING])
@@ -237,7 +321,7 @@ def test_illegal_transitions_are_refused(state: LinkState) -> None:
         state.update_run_status(run_id, RunStatus.PENDING)
     state.update_run_status(run_id, RunStatus.STARTING)
     state.update_run_status(run_id, RunStatus.RUNNING)
-    for backwards in [RunStatus.PENDING, RunStatus.STARTING, RunStatus.RUNNING]:
+    for backwards in [RunStatus.STARTING, RunStatus.RUNNING]:
         with pytest.raises(FailedPrecondition):
             state.update_run_status(run_id, backwards)
     state.update_run_status(run_id, RunStatus.FINISHED, SubStatus.FAILED, "boom")
@@ -455,9 +539,8 @@ def test_duplicate_message_ids_refused(state: LinkState) -> None:
         state.store_instructions([msg, msg])
     state.store_instructions([msg])
     fresh = instruction(state, run_id, node)
-    with pytest.raises(AlreadyExists):
-        state.store_instructions([fresh, msg])
-    assert state.pull_instructions(node, limit=10) == [msg]
+    state.store_instructions([fresh, msg])  # msg again (a retried push) is not stored twice
+    assert state.pull_instructions(node, limit=10) == [msg, fresh]
 
 
 def test_expired_instructions_are_skipped(state: LinkState, clock: FakeClock) -> None:
@@ -491,7 +574,9 @@ def test_reply_round_trip_consumes(state: LinkState) -> None:
     state.store_replies(node, [reply])
     assert state.pull_replies(run_id, ["unrelated"]) == []
     assert state.pull_replies(run_id, [msg.message_id]) == [reply]
-    assert state.pull_replies(run_id, [msg.message_id]) == []  # returned once
+    assert state.pull_replies(run_id, [msg.message_id]) == [reply]  # again until acknowledged
+    state.ack_replies(run_id, [reply.message_id])
+    assert state.pull_replies(run_id, [msg.message_id]) == []
     with pytest.raises(NotFound):  # the instruction went with its reply
         state.store_replies(node, [reply_to(state, msg)])
     assert state.lost_instructions(run_id, [msg.message_id]) == []
@@ -504,7 +589,20 @@ def test_pull_replies_returns_only_requested(state: LinkState) -> None:
     replies = [reply_to(state, first), reply_to(state, second)]
     state.store_replies(node, replies)
     assert state.pull_replies(run_id, [second.message_id]) == [replies[1]]
+    state.ack_replies(run_id, [replies[1].message_id])
     assert state.pull_replies(run_id, [first.message_id, second.message_id]) == [replies[0]]
+
+
+def test_a_retried_instruction_push_stores_once(state: LinkState) -> None:
+    run_id = new_run(state)
+    node = state.create_node(INTERVAL)
+    msg = instruction(state, run_id, node)
+    state.store_instructions([msg])
+    state.store_instructions([msg])  # the first call's answer was lost: same id, same content
+    assert state.pull_instructions(node, limit=10) == [msg]
+    assert state.pull_instructions(node, limit=10) == []
+    with pytest.raises(AlreadyExists):
+        state.store_instructions([replace(msg, payload=b"other")])
 
 
 def test_reply_to_unknown_or_undelivered_instruction_refused(state: LinkState) -> None:

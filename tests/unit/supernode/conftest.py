@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from supernode_fakes import AppProcesses, FakeFleet, make_fab, serve_fleet
+from real_superlink import Link
+from supernode_fakes import AppProcesses, make_fab
 
 from corolla.supernode.config import SuperNodeConfig
 from corolla.supernode.node import SuperNode
@@ -21,11 +22,11 @@ def corolla_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def fleet() -> Iterator[FakeFleet]:
-    fake = FakeFleet()
-    server = serve_fleet(fake)
-    yield fake
-    server.stop(0).wait(5)
+def link() -> Iterator[Link]:
+    """A real SuperLink in this process (its Fleet API on a free loopback port)."""
+    started = Link()
+    yield started
+    started.stop()
 
 
 @pytest.fixture
@@ -34,12 +35,12 @@ def app_fab(tmp_path: Path) -> tuple[bytes, str]:
 
 
 @pytest.fixture
-def start_node(fleet: FakeFleet) -> Iterator[Callable[..., SuperNode]]:
+def start_node(link: Link) -> Iterator[Callable[..., SuperNode]]:
     nodes: list[SuperNode] = []
 
     def start(**overrides: Any) -> SuperNode:
         settings: dict[str, Any] = {
-            "superlink": fleet.address,
+            "superlink": link.address,
             "clientappio_address": "127.0.0.1:0",
             "heartbeat_interval": 0.3,
             "max_wait": 1.0,

@@ -10,7 +10,13 @@ from hypothesis import strategies as st
 
 from corolla.common.backoff import Backoff
 from corolla.deploy.certs import generate
-from corolla.supernode.config import UsageError, local_address, parse_args, parse_node_config
+from corolla.supernode.config import (
+    UsageError,
+    default_node_id_file,
+    local_address,
+    parse_args,
+    parse_node_config,
+)
 from corolla.supernode.main import main
 
 
@@ -128,6 +134,10 @@ def test_process_isolation_and_tls_flags(tmp_path: Path) -> None:
         (["--insecure", "--max-wait", "0"], "--max-wait"),
         (["--insecure", "--superlink", "nohostport"], "HOST:PORT"),
         (["--insecure", "--node-config", "x"], "--node-config"),
+        (["--insecure", "--heartbeat-interval", "nan"], "--heartbeat-interval"),
+        (["--insecure", "--heartbeat-interval", "inf"], "--heartbeat-interval"),
+        (["--insecure", "--max-wait", "-1"], "--max-wait"),
+        (["--insecure", "--clientappio-api-address", "h:99999"], "HOST:PORT"),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(
@@ -139,6 +149,44 @@ def test_usage_errors_exit_2_with_one_line(
     err = capsys.readouterr().err
     assert needle in err
     assert err.count("\n") == 1
+
+
+def test_node_id_and_ready_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COROLLA_HOME", str(tmp_path / "home"))
+    config = parse_args(["--insecure", "--clientappio-api-address", "127.0.0.1:0"], environ={})
+    assert (config.node_id_file, config.ready_file) == (None, None)  # port 0: nothing to key on
+    config = parse_args(["--insecure"], environ={})
+    expected = default_node_id_file("127.0.0.1:9092", "0.0.0.0:9094")
+    assert config.node_id_file == expected
+    assert expected is not None and expected.parent == tmp_path / "home" / "supernode"
+    assert len(expected.stem) == 16 and expected.suffix == ".node-id"
+    assert default_node_id_file("127.0.0.1:9092", "0.0.0.0:9095") != expected
+    argv = [
+        "--insecure",
+        "--node-id-file",
+        str(tmp_path / "n"),
+        "--ready-file",
+        str(tmp_path / "r"),
+    ]
+    config = parse_args(argv, environ={})
+    assert (config.node_id_file, config.ready_file) == (tmp_path / "n", tmp_path / "r")
+
+
+def test_environment_and_config_file(tmp_path: Path) -> None:
+    file = tmp_path / "corolla.toml"
+    file.write_text("[supernode]\ninsecure = true\nmax-wait = 4\nheartbeat-interval = 2\n")
+    env = {"COROLLA_MAX_WAIT": "3", "COROLLA_SUPERLINK": "[::1]:9092"}
+    config = parse_args(["--config", str(file), "--heartbeat-interval", "1"], environ=env)
+    assert (config.heartbeat_interval, config.max_wait, config.superlink) == (
+        1.0,
+        3.0,
+        "[::1]:9092",
+    )
+    assert config.insecure
+    with pytest.raises(UsageError, match="COROLLA_MAX_WAIT must be in"):
+        parse_args(["--insecure"], environ={"COROLLA_MAX_WAIT": "31"})
+    with pytest.raises(UsageError, match="COROLLA_HEARTBEAT_INTERVAL: must be a finite"):
+        parse_args(["--insecure"], environ={"COROLLA_HEARTBEAT_INTERVAL": "nan"})
 
 
 def test_backoff_doubles_to_a_cap_with_jitter() -> None:

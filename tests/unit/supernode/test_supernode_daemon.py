@@ -1,4 +1,5 @@
-"""`flower-supernode` as a process: serves a run, rejoins a restarted SuperLink, stops cleanly."""
+"""`flower-supernode` as a process against a real SuperLink: serves a run, rejoins a restarted
+SuperLink, signs off on SIGTERM, and a killed one is reported offline."""
 
 from __future__ import annotations
 
@@ -7,19 +8,14 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from supernode_fakes import (
-    APPIO_SECRET,
-    AppProcesses,
-    FakeFleet,
-    pid_gone,
-    serve_fleet,
-    wait_for,
-)
+from real_superlink import Link
+from supernode_fakes import APPIO_SECRET, AppProcesses, pid_gone, wait_for
+
+from corolla.records import ErrorCode
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -73,7 +69,7 @@ def test_process_isolation_without_a_secret_file_exits_2_with_one_line() -> None
 
 
 def test_app_process_in_its_own_environment_serves_a_process_isolation_daemon(
-    fleet: FakeFleet,
+    link: Link,
     app_fab: tuple[bytes, str],
     daemons: list[subprocess.Popen[bytes]],
     app_processes: AppProcesses,
@@ -81,7 +77,7 @@ def test_app_process_in_its_own_environment_serves_a_process_isolation_daemon(
 ) -> None:
     """The app process shares nothing with its SuperNode but the address and the secret: its
     own working directory, COROLLA_HOME and a minimal environment."""
-    fleet.add_run(24, *app_fab)
+    run_id = link.add_run(app_fab)
     secret_file = tmp_path / "appio-secret"
     secret_file.write_text(APPIO_SECRET + "\n")
     node_home, node_dir = tmp_path / "node-home", tmp_path / "node-dir"
@@ -91,7 +87,7 @@ def test_app_process_in_its_own_environment_serves_a_process_isolation_daemon(
     node_log = tmp_path / "supernode.log"
     with node_log.open("wb") as log_file:
         command = supernode_command(
-            fleet.address,
+            link.address,
             "--insecure",
             "--isolation",
             "process",
@@ -103,7 +99,7 @@ def test_app_process_in_its_own_environment_serves_a_process_isolation_daemon(
         env = {**os.environ, "COROLLA_HOME": str(node_home)}
         daemon = subprocess.Popen(command, stderr=log_file, env=env, cwd=node_dir)
     daemons.append(daemon)
-    node_id = fleet.wait_node()
+    node_id = link.wait_node()
     pattern = re.compile(r"ClientAppIo API listening on (\S+)")
     assert wait_for(lambda: pattern.search(node_log.read_text()) is not None, 10)
     match = pattern.search(node_log.read_text())
@@ -116,7 +112,7 @@ def test_app_process_in_its_own_environment_serves_a_process_isolation_daemon(
         "COROLLA_APPIO_SECRET": APPIO_SECRET,
     }
     app = app_processes.start(address, "--insecure", env=app_env, cwd=app_dir)
-    reply = fleet.reply_to(fleet.send(24, node_id))
+    reply = link.reply_to(link.send(run_id, node_id))
     assert not reply.has_error(), reply.error
     assert dict(reply.content["env"])["home"] == str(app_home)
     assert dict(reply.content["env"])["cwd"] == str(app_dir)
@@ -131,21 +127,26 @@ def test_app_process_in_its_own_environment_serves_a_process_isolation_daemon(
 
 
 def test_daemon_serves_messages_and_sigterm_stops_it_and_its_children(
-    fleet: FakeFleet,
+    link: Link,
     app_fab: tuple[bytes, str],
     daemons: list[subprocess.Popen[bytes]],
     corolla_home: Path,
 ) -> None:
-    fleet.add_run(21, *app_fab)
+    run_id = link.add_run(app_fab)
     command = supernode_command(
-        fleet.address, "--insecure", "--node-config", "partition-id=3 dataset='cifar'"
+        link.address,
+        "--insecure",
+        "--node-config",
+        "partition-id=3 dataset='cifar'",
+        "--heartbeat-interval",
+        "30",  # online for a minute by heartbeat: only signing off takes it offline
     )
     daemon = subprocess.Popen(command, stderr=subprocess.PIPE, env=dict(os.environ))
     daemons.append(daemon)
-    node_id = fleet.wait_node()
+    node_id = link.wait_node()
 
-    first = fleet.reply_to(fleet.send(21, node_id))
-    second = fleet.reply_to(fleet.send(21, node_id))
+    first = link.reply_to(link.send(run_id, node_id))
+    second = link.reply_to(link.send(run_id, node_id))
     assert dict(first.content["node"]) == {"partition-id": 3, "dataset": "cifar"}
     pid = first.content["out"]["pid"]
     assert second.content["out"]["pid"] == pid and second.content["out"]["count"] == 2
@@ -156,52 +157,60 @@ def test_daemon_serves_messages_and_sigterm_stops_it_and_its_children(
     stderr = daemon.stderr.read().decode() if daemon.stderr else ""
     assert "not encrypted" in stderr  # the --insecure warning
     assert pid_gone(pid), "the ClientApp process outlived its SuperNode"
-    assert fleet.deleted == [node_id]
+    assert node_id not in link.online()  # it signed off
 
 
-def test_clientapp_exits_when_its_supernode_dies(
-    fleet: FakeFleet, app_fab: tuple[bytes, str], daemons: list[subprocess.Popen[bytes]]
+def test_a_killed_daemon_is_marked_offline_and_its_message_answered_by_the_superlink(
+    link: Link, app_fab: tuple[bytes, str], daemons: list[subprocess.Popen[bytes]]
 ) -> None:
-    fleet.add_run(23, *app_fab)
+    """kill -9: the node cannot answer or sign off; once its heartbeat runs out (by the
+    SuperLink's clock) its instruction is answered NODE_UNAVAILABLE and its ClientApp exits."""
+    run_id = link.add_run(app_fab)
     daemon = subprocess.Popen(
-        supernode_command(fleet.address, "--insecure"), stderr=subprocess.DEVNULL
+        supernode_command(link.address, "--insecure", "--heartbeat-interval", "30"),
+        stderr=subprocess.DEVNULL,
     )
     daemons.append(daemon)
-    node_id = fleet.wait_node()
-    pid = fleet.reply_to(fleet.send(23, node_id)).content["out"]["pid"]
+    node_id = link.wait_node()
+    pid = link.reply_to(link.send(run_id, node_id)).content["out"]["pid"]
+    hanging = link.send(run_id, node_id, action="hang")
+    assert wait_for(lambda: any("hanging now" in line for line in link.log_lines()), 15)
     daemon.kill()  # no chance to stop its children
     daemon.wait(10)
+    assert node_id in link.online()  # its last heartbeat still holds
+    link.advance(3600)
+    assert node_id not in link.online()
+    reply = link.reply_to(hanging)
+    assert reply.error.code == ErrorCode.NODE_UNAVAILABLE
+    assert reply.error.reason == f"node {node_id} went offline before replying"
     assert wait_for(lambda: pid_gone(pid), 10), "an orphaned ClientApp process kept running"
 
 
 def test_daemon_rejoins_a_restarted_superlink(
-    fleet: FakeFleet, app_fab: tuple[bytes, str], daemons: list[subprocess.Popen[bytes]]
+    link: Link, app_fab: tuple[bytes, str], daemons: list[subprocess.Popen[bytes]]
 ) -> None:
-    fleet.add_run(22, *app_fab)
+    run_id = link.add_run(app_fab)
     daemon = subprocess.Popen(
-        supernode_command(fleet.address, "--insecure"), stderr=subprocess.DEVNULL
+        supernode_command(link.address, "--insecure"), stderr=subprocess.DEVNULL
     )
     daemons.append(daemon)
-    node_id = fleet.wait_node()
-    assert not fleet.reply_to(fleet.send(22, node_id)).has_error()
+    node_id = link.wait_node()
+    assert not link.reply_to(link.send(run_id, node_id)).has_error()
 
     # The SuperLink goes away, then comes back on the same address without its node table.
-    host_port = fleet.address
-    restarted = FakeFleet()
-    restarted.add_run(22, *app_fab)
-    server = None
+    host_port = link.address
+    link.stop()
+    restarted = None
     try:
-        assert fleet.server is not None
-        fleet.server.stop(0).wait(5)
-        time.sleep(1.0)  # the node sees UNAVAILABLE and backs off
         assert daemon.poll() is None
-        server = serve_fleet(restarted, host_port)
-        assert wait_for(lambda: node_id in restarted.nodes, 25), "the node did not rejoin"
-        assert restarted.create_requests[-1].requested_node_id == node_id
-        reply = restarted.reply_to(restarted.send(22, node_id))
+        restarted = Link(host_port)
+        assert wait_for(lambda: node_id in restarted.online(), 25), "the node did not rejoin"
+        assert restarted.online() == [node_id]  # it asked for its old id
+        new_run = restarted.add_run(app_fab)
+        reply = restarted.reply_to(restarted.send(new_run, node_id))
         assert not reply.has_error()
     finally:
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(20) == 0
-        if server is not None:
-            server.stop(0).wait(5)
+        if restarted is not None:
+            restarted.stop()

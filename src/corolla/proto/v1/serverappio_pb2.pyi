@@ -289,17 +289,24 @@ Global___PushMessagesResponse: _TypeAlias = PushMessagesResponse  # noqa: Y015
 
 @_typing.final
 class PullMessagesRequest(_message.Message):
+    """Replies stay stored until acknowledged, so a call whose answer was lost (the SuperLink went
+    away) returns them again: `ack_message_ids` names replies received in earlier answers.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     RUN_ID_FIELD_NUMBER: _builtins.int
     TOKEN_FIELD_NUMBER: _builtins.int
     MESSAGE_IDS_FIELD_NUMBER: _builtins.int
     WAIT_SECONDS_FIELD_NUMBER: _builtins.int
+    ACK_MESSAGE_IDS_FIELD_NUMBER: _builtins.int
     run_id: _builtins.int
     token: _builtins.str
     wait_seconds: _builtins.float
     @_builtins.property
     def message_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def ack_message_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
@@ -307,10 +314,11 @@ class PullMessagesRequest(_message.Message):
         token: _builtins.str = ...,
         message_ids: _abc.Iterable[_builtins.str] | None = ...,
         wait_seconds: _builtins.float = ...,
+        ack_message_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["message_ids", b"message_ids", "run_id", b"run_id", "token", b"token", "wait_seconds", b"wait_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack_message_ids", b"ack_message_ids", "message_ids", b"message_ids", "run_id", b"run_id", "token", b"token", "wait_seconds", b"wait_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -440,3 +448,96 @@ class PushLogsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PushLogsResponse: _TypeAlias = PushLogsResponse  # noqa: Y015
+
+@_typing.final
+class PushCheckpointRequest(_message.Message):
+    """`checkpoint` is an envelope: its `state` holds the strategy's RecordDict."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    TOKEN_FIELD_NUMBER: _builtins.int
+    SERVER_ROUND_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.int
+    token: _builtins.str
+    server_round: _builtins.int
+    @_builtins.property
+    def checkpoint(self) -> _message_pb2.Context: ...
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.int = ...,
+        token: _builtins.str = ...,
+        server_round: _builtins.int = ...,
+        checkpoint: _message_pb2.Context | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint", "run_id", b"run_id", "server_round", b"server_round", "token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PushCheckpointRequest: _TypeAlias = PushCheckpointRequest  # noqa: Y015
+
+@_typing.final
+class PushCheckpointResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PushCheckpointResponse: _TypeAlias = PushCheckpointResponse  # noqa: Y015
+
+@_typing.final
+class PullCheckpointRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    TOKEN_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.int
+    token: _builtins.str
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.int = ...,
+        token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run_id", b"run_id", "token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PullCheckpointRequest: _TypeAlias = PullCheckpointRequest  # noqa: Y015
+
+@_typing.final
+class PullCheckpointResponse(_message.Message):
+    """server_round 0: the run has no checkpoint."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVER_ROUND_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_FIELD_NUMBER: _builtins.int
+    server_round: _builtins.int
+    @_builtins.property
+    def checkpoint(self) -> _message_pb2.Context: ...
+    def __init__(
+        self,
+        *,
+        server_round: _builtins.int = ...,
+        checkpoint: _message_pb2.Context | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint", "server_round", b"server_round"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PullCheckpointResponse: _TypeAlias = PullCheckpointResponse  # noqa: Y015

@@ -101,6 +101,16 @@ class ServerAppIoStub:
                 request_serializer=corolla_dot_proto_dot_v1_dot_objects__pb2.MissingObjectsRequest.SerializeToString,
                 response_deserializer=corolla_dot_proto_dot_v1_dot_objects__pb2.MissingObjectsResponse.FromString,
                 _registered_method=True)
+        self.PushCheckpoint = channel.unary_unary(
+                '/corolla.proto.v1.ServerAppIo/PushCheckpoint',
+                request_serializer=corolla_dot_proto_dot_v1_dot_serverappio__pb2.PushCheckpointRequest.SerializeToString,
+                response_deserializer=corolla_dot_proto_dot_v1_dot_serverappio__pb2.PushCheckpointResponse.FromString,
+                _registered_method=True)
+        self.PullCheckpoint = channel.unary_unary(
+                '/corolla.proto.v1.ServerAppIo/PullCheckpoint',
+                request_serializer=corolla_dot_proto_dot_v1_dot_serverappio__pb2.PullCheckpointRequest.SerializeToString,
+                response_deserializer=corolla_dot_proto_dot_v1_dot_serverappio__pb2.PullCheckpointResponse.FromString,
+                _registered_method=True)
 
 
 class ServerAppIoServicer:
@@ -188,6 +198,20 @@ class ServerAppIoServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PushCheckpoint(self, request, context):
+        """The run's durable checkpoint (the state after a finished round), replacing the last one;
+        its large arrays are pushed as objects first. A restarted ServerApp of the run pulls it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PullCheckpoint(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ServerAppIoServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -255,6 +279,16 @@ def add_ServerAppIoServicer_to_server(servicer, server):
                     servicer.MissingObjects,
                     request_deserializer=corolla_dot_proto_dot_v1_dot_objects__pb2.MissingObjectsRequest.FromString,
                     response_serializer=corolla_dot_proto_dot_v1_dot_objects__pb2.MissingObjectsResponse.SerializeToString,
+            ),
+            'PushCheckpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.PushCheckpoint,
+                    request_deserializer=corolla_dot_proto_dot_v1_dot_serverappio__pb2.PushCheckpointRequest.FromString,
+                    response_serializer=corolla_dot_proto_dot_v1_dot_serverappio__pb2.PushCheckpointResponse.SerializeToString,
+            ),
+            'PullCheckpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.PullCheckpoint,
+                    request_deserializer=corolla_dot_proto_dot_v1_dot_serverappio__pb2.PullCheckpointRequest.FromString,
+                    response_serializer=corolla_dot_proto_dot_v1_dot_serverappio__pb2.PullCheckpointResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -608,6 +642,60 @@ class ServerAppIo:
             '/corolla.proto.v1.ServerAppIo/MissingObjects',
             corolla_dot_proto_dot_v1_dot_objects__pb2.MissingObjectsRequest.SerializeToString,
             corolla_dot_proto_dot_v1_dot_objects__pb2.MissingObjectsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PushCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corolla.proto.v1.ServerAppIo/PushCheckpoint',
+            corolla_dot_proto_dot_v1_dot_serverappio__pb2.PushCheckpointRequest.SerializeToString,
+            corolla_dot_proto_dot_v1_dot_serverappio__pb2.PushCheckpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PullCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corolla.proto.v1.ServerAppIo/PullCheckpoint',
+            corolla_dot_proto_dot_v1_dot_serverappio__pb2.PullCheckpointRequest.SerializeToString,
+            corolla_dot_proto_dot_v1_dot_serverappio__pb2.PullCheckpointResponse.FromString,
             options,
             channel_credentials,
             insecure,

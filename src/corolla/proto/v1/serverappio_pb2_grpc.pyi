@@ -53,6 +53,11 @@ class ServerAppIoStub:
     PushObjects: _grpc.StreamUnaryMultiCallable[_objects_pb2.ObjectChunk, _objects_pb2.PushObjectsResponse]
     PullObjects: _grpc.UnaryStreamMultiCallable[_objects_pb2.PullObjectsRequest, _objects_pb2.ObjectChunk]
     MissingObjects: _grpc.UnaryUnaryMultiCallable[_objects_pb2.MissingObjectsRequest, _objects_pb2.MissingObjectsResponse]
+    PushCheckpoint: _grpc.UnaryUnaryMultiCallable[_serverappio_pb2.PushCheckpointRequest, _serverappio_pb2.PushCheckpointResponse]
+    """The run's durable checkpoint (the state after a finished round), replacing the last one;
+    its large arrays are pushed as objects first. A restarted ServerApp of the run pulls it.
+    """
+    PullCheckpoint: _grpc.UnaryUnaryMultiCallable[_serverappio_pb2.PullCheckpointRequest, _serverappio_pb2.PullCheckpointResponse]
 
 @_typing.type_check_only
 class ServerAppIoAsyncStub(ServerAppIoStub):
@@ -75,6 +80,11 @@ class ServerAppIoAsyncStub(ServerAppIoStub):
     PushObjects: _aio.StreamUnaryMultiCallable[_objects_pb2.ObjectChunk, _objects_pb2.PushObjectsResponse]  # type: ignore[assignment]
     PullObjects: _aio.UnaryStreamMultiCallable[_objects_pb2.PullObjectsRequest, _objects_pb2.ObjectChunk]  # type: ignore[assignment]
     MissingObjects: _aio.UnaryUnaryMultiCallable[_objects_pb2.MissingObjectsRequest, _objects_pb2.MissingObjectsResponse]  # type: ignore[assignment]
+    PushCheckpoint: _aio.UnaryUnaryMultiCallable[_serverappio_pb2.PushCheckpointRequest, _serverappio_pb2.PushCheckpointResponse]  # type: ignore[assignment]
+    """The run's durable checkpoint (the state after a finished round), replacing the last one;
+    its large arrays are pushed as objects first. A restarted ServerApp of the run pulls it.
+    """
+    PullCheckpoint: _aio.UnaryUnaryMultiCallable[_serverappio_pb2.PullCheckpointRequest, _serverappio_pb2.PullCheckpointResponse]  # type: ignore[assignment]
 
 class ServerAppIoServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -172,5 +182,22 @@ class ServerAppIoServicer(metaclass=_abc_1.ABCMeta):
         request: _objects_pb2.MissingObjectsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_objects_pb2.MissingObjectsResponse, _abc.Awaitable[_objects_pb2.MissingObjectsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def PushCheckpoint(
+        self,
+        request: _serverappio_pb2.PushCheckpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_serverappio_pb2.PushCheckpointResponse, _abc.Awaitable[_serverappio_pb2.PushCheckpointResponse]]:
+        """The run's durable checkpoint (the state after a finished round), replacing the last one;
+        its large arrays are pushed as objects first. A restarted ServerApp of the run pulls it.
+        """
+
+    @_abc_1.abstractmethod
+    def PullCheckpoint(
+        self,
+        request: _serverappio_pb2.PullCheckpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_serverappio_pb2.PullCheckpointResponse, _abc.Awaitable[_serverappio_pb2.PullCheckpointResponse]]: ...
 
 def add_ServerAppIoServicer_to_server(servicer: ServerAppIoServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -24,7 +24,7 @@ from corolla.serverapp.strategy.aggregate import (
     layout_of,
     read_weight,
 )
-from corolla.serverapp.strategy.strategy import DEFAULT_TIMEOUT, Strategy
+from corolla.serverapp.strategy.strategy import DEFAULT_TIMEOUT, Strategy, check_tolerance
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,9 @@ class FedAvg(Strategy):
     arrays weighted by the ``weighted_by_key`` metric of each reply, then sends ``evaluate``
     messages likewise (unless ``fraction_evaluate`` is 0) and averages the returned metrics.
     Replies that carry an error or lack the expected records are logged and skipped; the round
-    goes on without them.
+    goes on without them as long as each phase has at least
+    ``max(min_usable_replies, ceil(min_usable_fraction * sent))`` usable replies (default: one),
+    else the run ends with `RoundFailed` (see `Strategy`).
 
     ``rng`` (a `random.Random`) draws the samples; seed it for reproducible sampling.
     Subclasses can override any hook: ``configure_*``, ``check_*_reply``, ``aggregate_*``.
@@ -60,12 +62,15 @@ class FedAvg(Strategy):
         configrecord_key: str = "config",
         train_metrics_aggr_fn: MetricsAggrFn | None = None,
         evaluate_metrics_aggr_fn: MetricsAggrFn | None = None,
+        min_usable_replies: int = 1,
+        min_usable_fraction: float = 0.0,
     ) -> None:
         _check_fraction("fraction_train", fraction_train)
         _check_fraction("fraction_evaluate", fraction_evaluate)
         _check_count("min_train_nodes", min_train_nodes)
         _check_count("min_evaluate_nodes", min_evaluate_nodes)
         _check_count("min_available_nodes", min_available_nodes)
+        check_tolerance(min_usable_replies, min_usable_fraction)
         self.fraction_train = fraction_train
         self.fraction_evaluate = fraction_evaluate
         self.min_train_nodes = min_train_nodes
@@ -76,6 +81,8 @@ class FedAvg(Strategy):
         self.configrecord_key = configrecord_key
         self.train_metrics_aggr_fn = train_metrics_aggr_fn or aggregate_metricrecords
         self.evaluate_metrics_aggr_fn = evaluate_metrics_aggr_fn or aggregate_metricrecords
+        self.min_usable_replies = min_usable_replies
+        self.min_usable_fraction = min_usable_fraction
         self.rng = random.Random()
 
     def __repr__(self) -> str:
@@ -84,7 +91,9 @@ class FedAvg(Strategy):
             f"fraction_evaluate={self.fraction_evaluate}, min_train_nodes={self.min_train_nodes}, "
             f"min_evaluate_nodes={self.min_evaluate_nodes}, "
             f"min_available_nodes={self.min_available_nodes}, "
-            f"weighted_by_key={self.weighted_by_key!r})"
+            f"weighted_by_key={self.weighted_by_key!r}, "
+            f"min_usable_replies={self.min_usable_replies}, "
+            f"min_usable_fraction={self.min_usable_fraction})"
         )
 
     # -- hooks -----------------------------------------------------------------------------------

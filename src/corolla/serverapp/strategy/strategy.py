@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
-from corolla.common.errors import InvalidArgument
+from corolla.common.errors import InvalidArgument, RoundFailed
 from corolla.records import ArrayRecord, ConfigRecord, Message, MetricRecord
 from corolla.serverapp.grid import Grid
-from corolla.serverapp.strategy._replies import Check, screen, start_tally
+from corolla.serverapp.strategy._checkpoint import resume_from, to_checkpoint
+from corolla.serverapp.strategy._errors import ErrorDigest, distinct_errors
+from corolla.serverapp.strategy._replies import Check, Tally, screen, start_tally
 from corolla.serverapp.strategy.result import Result, describe_arrays, format_metrics
 
 log = logging.getLogger(__name__)
@@ -27,8 +30,19 @@ class Strategy(ABC):
 
     Each phase sends the messages ``configure_*`` builds, then feeds the replies to
     ``aggregate_*`` *as they arrive*. Replies that carry an error, fail ``check_*_reply`` or do
-    not come before the timeout are logged (with node id and reason) and left out.
+    not come before the timeout are logged (with node id and reason) and left out; an error
+    seen before (same text but for node ids, addresses and numbers) is logged in one line, and
+    the run's distinct errors are summed up at its end.
+
+    Tolerance: a phase that sent ``n`` messages needs at least
+    ``max(min_usable_replies, ceil(min_usable_fraction * n))`` usable replies, else `start`
+    raises `RoundFailed` naming the round, the phase, the counts and the first distinct errors
+    (the run fails with that line). Defaults: 1 and 0.0, so one usable reply per phase; set
+    ``min_usable_replies = 0`` to go on regardless. A phase with no messages is skipped.
     """
+
+    min_usable_replies: int = 1
+    min_usable_fraction: float = 0.0
 
     @abstractmethod
     def configure_train(
@@ -76,7 +90,6 @@ class Strategy(ABC):
 
     def start(
         self,
-        *,
         grid: Grid,
         initial_arrays: ArrayRecord,
         num_rounds: int = 3,
@@ -84,45 +97,80 @@ class Strategy(ABC):
         train_config: ConfigRecord | None = None,
         evaluate_config: ConfigRecord | None = None,
         evaluate_fn: EvaluateFn | None = None,
+        *,
+        checkpoint: bool = True,
     ) -> Result:
         """Run ``num_rounds`` rounds; return the final arrays with every round's metrics.
 
         ``timeout`` (seconds) bounds each wait: for enough nodes to come online (else
         `DeadlineExceeded`), and for the replies of each phase. ``evaluate_fn(round, arrays)``
         runs on the ServerApp before the first round (round 0) and after each round.
+
+        With ``checkpoint`` (default), the state after each round (arrays, round, metrics) goes
+        to ``grid.save_checkpoint``; a run whose grid has a checkpoint of the same number of
+        rounds and strategy class resumes after that round, with the arrays and earlier
+        metrics restored (round 0's ``evaluate_fn`` is not run again; sampling is not replayed).
         """
         if num_rounds < 0:
             raise InvalidArgument(f"num_rounds must not be negative, got {num_rounds}")
         if not timeout > 0:
             raise InvalidArgument(f"timeout must be positive, got {timeout}")
+        check_tolerance(self.min_usable_replies, self.min_usable_fraction)
         log.info("Starting %r for %d rounds", self, num_rounds)
         log.info("Initial arrays: %s", describe_arrays(initial_arrays))
         started = time.monotonic()
-        result = Result(arrays=initial_arrays)
-        self._evaluate_centrally(0, result, evaluate_fn)
-        for server_round in range(1, num_rounds + 1):
-            round_started = time.monotonic()
-            log.info("[ROUND %d/%d]", server_round, num_rounds)
-            self._train(grid, server_round, result, train_config or ConfigRecord(), timeout)
-            self._evaluate(grid, server_round, result, evaluate_config or ConfigRecord(), timeout)
-            self._evaluate_centrally(server_round, result, evaluate_fn)
-            elapsed = time.monotonic() - round_started
-            log.info("[ROUND %d/%d] done in %.3f s", server_round, num_rounds, elapsed)
+        name = type(self).__name__
+        resume = resume_from(grid.load_checkpoint(), num_rounds, name) if checkpoint else None
+        digest = ErrorDigest()
+        try:
+            if resume is None:
+                first, result = 1, Result(arrays=initial_arrays)
+                self._evaluate_centrally(0, result, evaluate_fn)
+            else:
+                first, result = resume.server_round + 1, resume.result
+                log.info("resumed from round %d of %d", resume.server_round, num_rounds)
+            for server_round in range(first, num_rounds + 1):
+                round_started = time.monotonic()
+                log.info("[ROUND %d/%d]", server_round, num_rounds)
+                phases = (train_config or ConfigRecord(), evaluate_config or ConfigRecord())
+                self._train(grid, server_round, result, phases[0], timeout, digest)
+                self._evaluate(grid, server_round, result, phases[1], timeout, digest)
+                self._evaluate_centrally(server_round, result, evaluate_fn)
+                if checkpoint:
+                    grid.save_checkpoint(
+                        server_round, to_checkpoint(result, server_round, num_rounds, name)
+                    )
+                elapsed = time.monotonic() - round_started
+                log.info("[ROUND %d/%d] done in %.3f s", server_round, num_rounds, elapsed)
+        finally:
+            summary = digest.summary()
+            if summary:
+                log.warning("Reply failures in this run:\n  %s", "\n  ".join(summary))
         log.info("Finished %d rounds in %.2f s", num_rounds, time.monotonic() - started)
         log.info("%s", result.summary())
         return result
 
     def _train(
-        self, grid: Grid, server_round: int, result: Result, config: ConfigRecord, timeout: float
+        self,
+        grid: Grid,
+        server_round: int,
+        result: Result,
+        config: ConfigRecord,
+        timeout: float,
+        digest: ErrorDigest,
     ) -> None:
         sent = result.arrays
         messages = self.configure_train(server_round, sent, config, grid, timeout=timeout)
+        if not messages:
+            log.info("[ROUND %d] train: no messages, phase skipped", server_round)
+            return
         arrays, metrics = self._phase(
             grid,
             "train",
             server_round,
             messages,
             timeout,
+            digest,
             lambda reply: self.check_train_reply(reply, sent),
             lambda replies: self.aggregate_train(server_round, replies),
         )
@@ -138,7 +186,13 @@ class Strategy(ABC):
             log.info("[ROUND %d] train metrics: %s", server_round, format_metrics(metrics))
 
     def _evaluate(
-        self, grid: Grid, server_round: int, result: Result, config: ConfigRecord, timeout: float
+        self,
+        grid: Grid,
+        server_round: int,
+        result: Result,
+        config: ConfigRecord,
+        timeout: float,
+        digest: ErrorDigest,
     ) -> None:
         messages = self.configure_evaluate(
             server_round, result.arrays, config, grid, timeout=timeout
@@ -151,6 +205,7 @@ class Strategy(ABC):
             server_round,
             messages,
             timeout,
+            digest,
             self.check_evaluate_reply,
             lambda replies: self.aggregate_evaluate(server_round, replies),
         )
@@ -165,13 +220,15 @@ class Strategy(ABC):
         server_round: int,
         messages: list[Message],
         timeout: float,
+        digest: ErrorDigest,
         check: Check,
         aggregate: Callable[[Iterable[Message]], T],
     ) -> T:
-        """Send ``messages``; feed the good replies to ``aggregate`` as they arrive."""
+        """Send ``messages``; feed the good replies to ``aggregate`` as they arrive; raise
+        `RoundFailed` if too few were usable."""
         started = time.monotonic()
         ids = grid.push_messages(messages)
-        tally = start_tally(phase, server_round, messages, ids)
+        tally = start_tally(phase, server_round, messages, ids, digest)
         outcome = aggregate(screen(grid.receive(ids, timeout), tally, check))
         tally.finish()
         log.info(
@@ -183,7 +240,20 @@ class Strategy(ABC):
             len(tally.failures),
             time.monotonic() - started,
         )
+        self._require_usable(tally)
         return outcome
+
+    def _require_usable(self, tally: Tally) -> None:
+        needed = max(self.min_usable_replies, math.ceil(self.min_usable_fraction * tally.sent))
+        if tally.ok >= needed:
+            return
+        errors = distinct_errors(tally.failed)
+        raise RoundFailed(
+            f"round {tally.server_round} {tally.phase}: {tally.ok} of {tally.sent} replies usable"
+            f" ({needed} needed)" + (f": {errors}" if errors else ""),
+            server_round=tally.server_round,
+            phase=tally.phase,
+        )
 
     def _evaluate_centrally(
         self, server_round: int, result: Result, evaluate_fn: EvaluateFn | None
@@ -194,3 +264,13 @@ class Strategy(ABC):
         if metrics is not None:
             result.evaluate_metrics_serverapp[server_round] = metrics
             log.info("[ROUND %d] evaluate_fn: %s", server_round, format_metrics(metrics))
+
+
+def check_tolerance(min_usable_replies: int, min_usable_fraction: float) -> None:
+    """Refuse a tolerance that cannot be met or makes no sense."""
+    if min_usable_replies < 0:
+        raise InvalidArgument(f"min_usable_replies must not be negative, got {min_usable_replies}")
+    if not 0.0 <= min_usable_fraction <= 1.0:
+        raise InvalidArgument(
+            f"min_usable_fraction must be between 0 and 1, got {min_usable_fraction}"
+        )

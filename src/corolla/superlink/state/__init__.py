@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from corolla.superlink.state.base import (
     HEARTBEAT_PATIENCE,
+    TRANSITIONS,
+    IllegalTransition,
     LinkState,
     RunRecord,
     RunStatus,
@@ -20,6 +22,8 @@ def open_state(database: str) -> LinkState:
 
 __all__ = [
     "HEARTBEAT_PATIENCE",
+    "TRANSITIONS",
+    "IllegalTransition",
     "LinkState",
     "RunRecord",
     "RunStatus",

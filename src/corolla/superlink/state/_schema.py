@@ -16,7 +16,7 @@ from corolla.superlink.state.base import RunRecord, StoredMessage
 
 _K = TypeVar("_K")
 
-SCHEMA_VERSION = 2  # 2: objects.in_file (payload in a file beside the database)
+SCHEMA_VERSION = 3  # 2: objects.in_file (payload in a file beside the database); 3: checkpoints
 MEMORY = ":memory:"
 
 _TABLES = """
@@ -94,6 +94,14 @@ CREATE TABLE IF NOT EXISTS tokens (
     created_at   REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS tokens_run ON tokens (run_id);
+CREATE INDEX IF NOT EXISTS runs_active ON runs (seq) WHERE status != 'finished';
+CREATE TABLE IF NOT EXISTS checkpoints (
+    run_id       INTEGER PRIMARY KEY REFERENCES runs (run_id),
+    server_round INTEGER NOT NULL,
+    payload      BLOB NOT NULL,
+    object_ids   TEXT NOT NULL,
+    saved_at     REAL NOT NULL
+);
 """
 
 RUN_COLUMNS = (
@@ -277,6 +285,22 @@ def refuse_known_ids(conn: sqlite3.Connection, messages: list[StoredMessage]) ->
         raise AlreadyExists("the same message id appears twice")
     if duplicates := sorted(existing(conn, "messages", "message_id", ids)):
         raise AlreadyExists(f"message id(s) exist already: {duplicates}")
+
+
+def new_messages(conn: sqlite3.Connection, messages: list[StoredMessage]) -> list[StoredMessage]:
+    """``messages`` less those stored already with the same content (a retried push);
+    `AlreadyExists` if a stored one with the same id differs."""
+    ids = [msg.message_id for msg in messages]
+    rows = conn.execute(
+        "SELECT message_id, payload FROM messages "
+        "WHERE message_id IN (SELECT value FROM json_each(?))",
+        (json.dumps(ids),),
+    ).fetchall()
+    stored = {row[0]: bytes(row[1]) for row in rows}
+    for msg in messages:
+        if msg.message_id in stored and stored[msg.message_id] != bytes(msg.payload):
+            raise AlreadyExists(f"message id {msg.message_id} exists with other content")
+    return [msg for msg in messages if msg.message_id not in stored]
 
 
 def insert_messages(conn: sqlite3.Connection, messages: list[StoredMessage]) -> None:

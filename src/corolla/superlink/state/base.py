@@ -7,6 +7,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from corolla.common.errors import FailedPrecondition
 from corolla.records.context import UserConfig
 
 Clock = Callable[[], float]
@@ -23,6 +24,20 @@ class SubStatus:
     COMPLETED = "completed"
     FAILED = "failed"
     STOPPED = "stopped"
+
+
+class IllegalTransition(FailedPrecondition):
+    """A run status change the lifecycle does not allow (e.g. a stop racing a finish)."""
+
+
+# The run lifecycle: every status change any backend accepts. ``finished`` is final; going back
+# to ``pending`` re-queues a run whose ServerApp process was lost or interrupted (it resumes).
+TRANSITIONS: dict[str, frozenset[str]] = {
+    RunStatus.PENDING: frozenset({RunStatus.STARTING, RunStatus.FINISHED}),
+    RunStatus.STARTING: frozenset({RunStatus.RUNNING, RunStatus.PENDING, RunStatus.FINISHED}),
+    RunStatus.RUNNING: frozenset({RunStatus.PENDING, RunStatus.FINISHED}),
+    RunStatus.FINISHED: frozenset(),
+}
 
 
 @dataclass(frozen=True)
@@ -93,12 +108,24 @@ class LinkState(ABC):
         """All runs, oldest first."""
 
     @abstractmethod
+    def active_runs(self) -> list[RunRecord]:
+        """Runs not finished, oldest first (cheap however many finished runs are stored)."""
+
+    @abstractmethod
     def update_run_status(
-        self, run_id: int, status: str, sub_status: str = "", details: str = ""
+        self,
+        run_id: int,
+        status: str,
+        sub_status: str = "",
+        details: str = "",
+        *,
+        expected: str | None = None,
     ) -> RunRecord:
-        """Move a run forward: pending -> starting -> running -> finished (any state may go to
-        finished). ``finished`` needs a sub_status. A finished run never changes again
-        (`FailedPrecondition`). Sets the matching timestamp from ``clock``."""
+        """Change a run's status along `TRANSITIONS` (anything else: `IllegalTransition`).
+        ``finished`` needs a sub_status. With ``expected``, the change happens only if the run
+        is still in that status (else `IllegalTransition`). Sets the matching timestamp from
+        ``clock``; going back to ``pending`` clears the later timestamps and voids the run's
+        app tokens."""
 
     @abstractmethod
     def annotate_run(self, run_id: int, details: str) -> RunRecord:
@@ -138,7 +165,8 @@ class LinkState(ABC):
     @abstractmethod
     def store_instructions(self, messages: list[StoredMessage]) -> None:
         """ServerApp -> nodes. Each ``dst_node_id`` must be a registered node (else
-        InvalidArgument, nothing stored); duplicate message ids are refused."""
+        InvalidArgument, nothing stored). Storing a message again (same id, same content: a
+        retried call) is a no-op; the same id with other content is refused."""
 
     @abstractmethod
     def pull_instructions(self, node_id: int, limit: int, wait: float = 0.0) -> list[StoredMessage]:
@@ -154,8 +182,13 @@ class LinkState(ABC):
     def pull_replies(
         self, run_id: int, message_ids: list[str], wait: float = 0.0
     ) -> list[StoredMessage]:
-        """Replies to the given instruction ids that exist now (each returned once, then
-        deleted together with its instruction). Waits up to ``wait`` seconds for the first."""
+        """Replies to the given instruction ids that exist now. They stay stored (a caller
+        whose answer was lost gets them again) until `ack_replies`. Waits up to ``wait``
+        seconds for the first."""
+
+    @abstractmethod
+    def ack_replies(self, run_id: int, reply_ids: list[str]) -> None:
+        """The ServerApp has these replies: delete them with their instructions."""
 
     @abstractmethod
     def lost_instructions(self, run_id: int, message_ids: list[str]) -> list[StoredMessage]:
@@ -199,6 +232,16 @@ class LinkState(ABC):
     @abstractmethod
     def get_logs(self, run_id: int, after: int = 0) -> tuple[list[str], int]:
         """Lines with index >= ``after`` and the index to continue from."""
+
+    @abstractmethod
+    def set_checkpoint(
+        self, run_id: int, server_round: int, payload: bytes, object_ids: list[str]
+    ) -> None:
+        """Keep the run's checkpoint (replacing the last one); its objects must be stored."""
+
+    @abstractmethod
+    def get_checkpoint(self, run_id: int) -> tuple[int, bytes] | None:
+        """``(server_round, payload)`` of the run's last checkpoint, or None."""
 
     @abstractmethod
     def create_token(self, run_id: int) -> str:

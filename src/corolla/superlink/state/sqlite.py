@@ -43,6 +43,7 @@ from corolla.superlink.state._schema import (
     insert_messages,
     message_from_row,
     new_id,
+    new_messages,
     refuse_known_ids,
     require_node,
     run_from_row,
@@ -50,7 +51,9 @@ from corolla.superlink.state._schema import (
 from corolla.superlink.state._signals import Signals, checked_wait
 from corolla.superlink.state.base import (
     HEARTBEAT_PATIENCE,
+    TRANSITIONS,
     Clock,
+    IllegalTransition,
     LinkState,
     RunRecord,
     RunStatus,
@@ -59,12 +62,6 @@ from corolla.superlink.state.base import (
 )
 
 _T = TypeVar("_T")
-_STATUS_ORDER = {
-    RunStatus.PENDING: 0,
-    RunStatus.STARTING: 1,
-    RunStatus.RUNNING: 2,
-    RunStatus.FINISHED: 3,
-}
 _SUB_STATUSES = (SubStatus.COMPLETED, SubStatus.FAILED, SubStatus.STOPPED)
 _TIMESTAMP_COLUMN = {
     RunStatus.STARTING: "starting_at",
@@ -72,6 +69,10 @@ _TIMESTAMP_COLUMN = {
     RunStatus.FINISHED: "finished_at",
 }
 _MAX_ID = 2**63
+
+
+def _describe(run: RunRecord) -> str:
+    return f"finished ({run.sub_status})" if run.status == RunStatus.FINISHED else run.status
 
 
 def _token_digest(token: str) -> str:
@@ -187,10 +188,24 @@ class SqliteLinkState(ObjectStore, LinkState):
             rows = conn.execute(f"SELECT {RUN_COLUMNS} FROM runs ORDER BY seq").fetchall()
         return [run_from_row(row) for row in rows]
 
+    def active_runs(self) -> list[RunRecord]:
+        with self._db() as conn:
+            rows = conn.execute(
+                f"SELECT {RUN_COLUMNS} FROM runs INDEXED BY runs_active "
+                "WHERE status != 'finished' ORDER BY seq"
+            ).fetchall()
+        return [run_from_row(row) for row in rows]
+
     def update_run_status(
-        self, run_id: int, status: str, sub_status: str = "", details: str = ""
+        self,
+        run_id: int,
+        status: str,
+        sub_status: str = "",
+        details: str = "",
+        *,
+        expected: str | None = None,
     ) -> RunRecord:
-        if status not in _STATUS_ORDER:
+        if status not in TRANSITIONS:
             raise InvalidArgument(f"unknown run status {status!r}")
         if status == RunStatus.FINISHED and sub_status not in _SUB_STATUSES:
             raise InvalidArgument(f"a finished run needs a sub_status, one of {_SUB_STATUSES}")
@@ -198,15 +213,28 @@ class SqliteLinkState(ObjectStore, LinkState):
             raise InvalidArgument(f"sub_status is only for finished runs, not {status!r}")
         with self._db(write=True) as conn:
             run = fetch_run(conn, run_id)
-            if run.status == RunStatus.FINISHED:
-                raise FailedPrecondition(f"run {run_id} is finished ({run.sub_status})")
-            if _STATUS_ORDER[status] <= _STATUS_ORDER[run.status]:  # only forward
-                raise FailedPrecondition(f"run {run_id} cannot go from {run.status} to {status}")
-            conn.execute(
-                f"UPDATE runs SET status = ?, sub_status = ?, details = ?, "
-                f"{_TIMESTAMP_COLUMN[status]} = ? WHERE run_id = ?",
-                (status, sub_status, details, self.clock(), run_id),
-            )
+            if expected is not None and run.status != expected:
+                raise IllegalTransition(
+                    f"run {run_id} is {_describe(run)}, not {expected}: cannot make it {status}"
+                )
+            if status not in TRANSITIONS[run.status]:
+                raise IllegalTransition(f"run {run_id} cannot go from {_describe(run)} to {status}")
+            now = self.clock()
+            if status == RunStatus.PENDING:  # re-queued: it starts over, with new tokens
+                conn.execute(
+                    "UPDATE runs SET status = ?, details = ?, pending_at = ?, starting_at = 0, "
+                    "running_at = 0 WHERE run_id = ?",
+                    (status, details, now, run_id),
+                )
+                conn.execute("DELETE FROM tokens WHERE run_id = ?", (run_id,))
+            else:
+                conn.execute(
+                    f"UPDATE runs SET status = ?, sub_status = ?, details = ?, "
+                    f"{_TIMESTAMP_COLUMN[status]} = ? WHERE run_id = ?",
+                    (status, sub_status, details, now, run_id),
+                )
+            if status == RunStatus.FINISHED:
+                conn.execute("DELETE FROM tokens WHERE run_id = ?", (run_id,))
             run = fetch_run(conn, run_id)
         self._signals.notify([("run", run_id), ("replies", run_id)])
         if status == RunStatus.FINISHED:
@@ -302,7 +330,7 @@ class SqliteLinkState(ObjectStore, LinkState):
             known = existing(conn, "nodes", "node_id", dst_ids)
             if unknown := [node_id for node_id in dst_ids if node_id not in known]:
                 raise InvalidArgument(f"unknown destination node(s): {unknown}")
-            insert_messages(conn, messages)
+            insert_messages(conn, new_messages(conn, messages))
         self._signals.notify(("node", node_id) for node_id in dst_ids)
 
     def pull_instructions(self, node_id: int, limit: int, wait: float = 0.0) -> list[StoredMessage]:
@@ -359,14 +387,24 @@ class SqliteLinkState(ObjectStore, LinkState):
                     "ORDER BY created_at, rowid",
                     (run_id, ids_json),
                 ).fetchall()
-                done = [(row[0],) for row in rows] + [(row[4],) for row in rows]
-                conn.executemany("DELETE FROM messages WHERE message_id = ?", done)
             return [message_from_row(row) for row in rows], finished
 
         # A finished run gets no more replies: return at once instead of waiting.
         wait = wait if message_ids else 0.0
         replies, _ = self._poll(("replies", run_id), take, lambda got: bool(got[0]) or got[1], wait)
         return replies
+
+    def ack_replies(self, run_id: int, reply_ids: list[str]) -> None:
+        if not reply_ids:
+            return
+        with self._db(write=True) as conn:
+            rows = conn.execute(
+                "SELECT message_id, reply_to_message_id FROM messages WHERE run_id = ? "
+                "AND reply_to_message_id != '' AND message_id IN (SELECT value FROM json_each(?))",
+                (run_id, json.dumps(reply_ids)),
+            ).fetchall()
+            done = [(row[0],) for row in rows] + [(row[1],) for row in rows]
+            conn.executemany("DELETE FROM messages WHERE message_id = ?", done)
 
     def lost_instructions(self, run_id: int, message_ids: list[str]) -> list[StoredMessage]:
         with self._db(write=True) as conn:
@@ -428,6 +466,35 @@ class SqliteLinkState(ObjectStore, LinkState):
                 (run_id, after),
             ).fetchall()
         return [row[1] for row in rows], (rows[-1][0] + 1 if rows else after)
+
+    def set_checkpoint(
+        self, run_id: int, server_round: int, payload: bytes, object_ids: list[str]
+    ) -> None:
+        if server_round < 1:
+            raise InvalidArgument(f"a checkpoint is taken after a round >= 1, not {server_round}")
+        with self._db(write=True) as conn:
+            fetch_run(conn, run_id)
+            stored: set[str] = existing(conn, "objects", "object_id", list(object_ids))
+            if missing := sorted(set(object_ids) - stored):
+                raise FailedPrecondition(f"checkpoint objects not pushed: {', '.join(missing)}")
+            conn.execute(
+                "INSERT INTO checkpoints (run_id, server_round, payload, object_ids, saved_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (run_id) DO UPDATE SET "
+                "server_round = excluded.server_round, payload = excluded.payload, "
+                "object_ids = excluded.object_ids, saved_at = excluded.saved_at",
+                (run_id, server_round, bytes(payload), json.dumps(object_ids), self.clock()),
+            )
+            conn.executemany(
+                "INSERT OR IGNORE INTO object_refs (object_id, run_id) VALUES (?, ?)",
+                [(oid, run_id) for oid in object_ids],
+            )
+
+    def get_checkpoint(self, run_id: int) -> tuple[int, bytes] | None:
+        with self._db() as conn:
+            fetch_run(conn, run_id)
+            query = "SELECT server_round, payload FROM checkpoints WHERE run_id = ?"
+            row = conn.execute(query, (run_id,)).fetchone()
+        return None if row is None else (int(row[0]), bytes(row[1]))
 
     def create_token(self, run_id: int) -> str:
         token = secrets.token_urlsafe(32)

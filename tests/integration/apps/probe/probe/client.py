@@ -11,10 +11,11 @@ app = ClientApp()
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    if int(context.node_config.get("partition-id", -2)) == int(
-        context.run_config["client-raise-node"]
-    ):
+    if context.run_config["client-raise-all"] or int(
+        context.node_config.get("partition-id", -2)
+    ) == int(context.run_config["client-raise-node"]):
         raise RuntimeError("probe ClientApp failure on purpose")
+    print(f"probe client training pid={os.getpid()}", flush=True)
     time.sleep(float(context.run_config["round-sleep"]))
     arrays = [a + 1 for a in msg.content["arrays"].to_numpy_ndarrays()]
     count = context.state.get("count", MetricRecord({"n": 0}))

@@ -22,6 +22,7 @@ def main(grid: Grid, context: Context) -> None:
         initial_arrays=ArrayRecord([np.zeros(int(config["params"]))]),
         num_rounds=int(config["num-server-rounds"]),
         timeout=60,
+        checkpoint=bool(config["checkpoint"]),
     )
     final = result.arrays.to_numpy_ndarrays()[0]
     print(
