@@ -26,7 +26,7 @@ from corolla.fab.build import build_fab_bytes
 from corolla.superlink.dispatcher import AppHeartbeats
 from corolla.superlink.launcher import ServerAppLauncher
 from corolla.superlink.runs import Runs
-from corolla.superlink.state import RunStatus, SqliteLinkState
+from corolla.superlink.state import SqliteLinkState
 
 APP = Path(__file__).resolve().parent.parent / "examples" / "digits"
 
@@ -73,9 +73,9 @@ def fill(database: Path, total: int) -> None:
                 batch = min(have, total - have)
                 conn.execute(
                     f"INSERT INTO runs (run_id, seq, {copied}) "
-                    f"SELECT run_id + 1000000000000 * (? + 1), seq + ?, {copied} FROM runs "
+                    f"SELECT abs(random() % 9223372036854775000) + 1, seq + ?, {copied} FROM runs "
                     "WHERE status = 'finished' ORDER BY seq LIMIT ?",
-                    (seq, seq, batch),
+                    (seq, batch),
                 )
                 seq = conn.execute("SELECT MAX(seq) FROM runs").fetchone()[0]
                 have = conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
@@ -83,13 +83,25 @@ def fill(database: Path, total: int) -> None:
         conn.close()
 
 
-def tick_cost(database: Path, ticks: int) -> tuple[float, float, int]:
-    """Median ms of a launcher tick and of `list_runs()`, and the number of runs stored."""
+def tick_cost(database: Path, ticks: int, queued: int = 0) -> tuple[float, float, int]:
+    """Median ms of a launcher tick and of `list_runs()`, and the number of runs stored.
+
+    ``queued``: that many runs wait in the queue (no free slot, so nothing is started)."""
     state = SqliteLinkState(database)
     try:
         runs = Runs(state)
+        fab_hash = state.list_runs()[0].fab_hash
+        waiting = [
+            state.create_run(
+                fab_id="bench/app", fab_version="1", fab_hash=fab_hash, override_config={},
+                run_config={},
+            )
+            for _ in range(queued)
+        ]  # fmt: skip
         scratch = Path(tempfile.mkdtemp(prefix="bench-launcher-"))
-        launcher = ServerAppLauncher(runs, "127.0.0.1:1", AppHeartbeats(), scratch)
+        launcher = ServerAppLauncher(
+            runs, "127.0.0.1:1", AppHeartbeats(), scratch, max_concurrent=0
+        )
         tick_ms, list_ms = [], []
         for _ in range(ticks):
             begin = time.perf_counter()
@@ -99,8 +111,12 @@ def tick_cost(database: Path, ticks: int) -> tuple[float, float, int]:
             begin = time.perf_counter()
             stored = len(state.list_runs())
             list_ms.append((time.perf_counter() - begin) * 1000)
-        if state.active_runs() or any(r.status != RunStatus.FINISHED for r in state.list_runs()):
-            raise SystemExit("an unfinished run is in the database: the tick would start it")
+        if [run.run_id for run in state.active_runs()] != waiting:
+            raise SystemExit("the queued runs changed: a tick started or lost one")
+        if not all("queued" in state.get_run(run_id).details for run_id in waiting):
+            raise SystemExit("a queued run does not show its place in the queue")
+        for run_id in waiting:
+            runs.stop(run_id)
         shutil.rmtree(scratch, ignore_errors=True)
         return statistics.median(tick_ms), statistics.median(list_ms), stored
     finally:
@@ -121,11 +137,12 @@ def main() -> None:
         )
         for total in (args.runs, args.finished):
             fill(database, total)
-            tick, listing, stored = tick_cost(database, args.ticks)
-            print(
-                f"launcher tick with {stored:,} finished runs stored: {tick:.3f} ms median "
-                f"(a full list_runs(): {listing:.1f} ms)"
-            )
+            for queued in (0, 10):
+                tick, listing, stored = tick_cost(database, args.ticks, queued)
+                print(
+                    f"launcher tick, {stored - queued:,} finished runs stored, {queued} queued: "
+                    f"{tick:.3f} ms median (a full list_runs(): {listing:.1f} ms)"
+                )
     sys.stdout.flush()
 
 

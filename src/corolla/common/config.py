@@ -260,6 +260,8 @@ def write_ready_file(file: Path, payload: Mapping[str, object]) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             json.dump(dict(payload), out)
             out.write("\n")
+            out.flush()
+            os.fsync(out.fileno())  # durable: a node id must survive a crash of the machine
         os.replace(tmp, file)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -7,7 +7,6 @@ Each daemon says it is ready, and where it listens, in its ready file
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import signal
 import subprocess
@@ -22,10 +21,6 @@ from corolla.common.errors import DeadlineExceeded, Unavailable
 
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
-FALLBACK_GRACE = 2.0  # TODO(ready-file): see `_wait_ready`
-# TODO(ready-file): drop these once every SuperNode writes its ready file (supernode/node.py).
-_NODE_READY = re.compile(r"registered as node (\d+)", re.IGNORECASE)
-_APPIO_READY = re.compile(r"ClientAppIo API listening on (\S+)")
 
 
 @dataclass
@@ -146,7 +141,7 @@ class LocalFederation:
             ready=True,
         )
         if wait:
-            _wait_ready(node, _NODE_READY)
+            _wait_ready(node)
         return node
 
     def _isolation_args(self) -> list[str]:
@@ -164,11 +159,7 @@ class LocalFederation:
 
     def clientappio_address(self, index: int) -> str:
         """Where app processes reach SuperNode ``index`` (from its ready file)."""
-        node = self.supernodes[index]
-        ready = _wait_ready(node, _NODE_READY)
-        if "clientappio" in ready:
-            return str(ready["clientappio"])
-        return _wait_for(node, _APPIO_READY).group(1)  # TODO(ready-file): log-line fallback
+        return str(_wait_ready(self.supernodes[index])["clientappio"])
 
     def start_app_process(
         self, kind: str, address: str, args: list[str] | None = None, name: str = ""
@@ -195,7 +186,7 @@ class LocalFederation:
         self.start_superlink()
         self.supernodes = [self.start_supernode(i, wait=False) for i in range(self.num_nodes)]
         for node in self.supernodes:
-            _wait_ready(node, _NODE_READY)
+            _wait_ready(node)
         if self.isolation == "process":
             self.start_app_processes()
         return self
@@ -227,34 +218,13 @@ def terminate(process: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -
     return process.wait(timeout=timeout)
 
 
-def _wait_ready(daemon: Daemon, fallback: re.Pattern[str] | None = None) -> dict[str, Any]:
-    """The daemon's ready file once written; raises if it exits first or takes too long.
-
-    ``fallback``: TODO(ready-file): also accept this log line when no ready file follows it
-    within `FALLBACK_GRACE` (a SuperNode that does not write one); the result is then ``{}``.
-    """
+def _wait_ready(daemon: Daemon) -> dict[str, Any]:
+    """The daemon's ready file once written; raises if it exits first or takes too long."""
     deadline = time.monotonic() + READY_TIMEOUT
-    seen: float | None = None  # when the fallback line showed up
     while time.monotonic() < deadline:
         ready = daemon.ready()
         if ready is not None:
             return ready
-        if seen is None and fallback is not None and fallback.search(daemon.output()):
-            seen = time.monotonic()
-        if seen is not None and time.monotonic() - seen > FALLBACK_GRACE:
-            return {}
-        if daemon.process.poll() is not None:
-            raise Unavailable(f"{daemon.name} exited early:\n{daemon.output()[-2000:]}")
-        time.sleep(0.05)
-    raise DeadlineExceeded(f"{daemon.name} not ready after {READY_TIMEOUT:.0f} s")
-
-
-def _wait_for(daemon: Daemon, pattern: re.Pattern[str]) -> re.Match[str]:
-    deadline = time.monotonic() + READY_TIMEOUT
-    while time.monotonic() < deadline:
-        match = pattern.search(daemon.output())
-        if match:
-            return match
         if daemon.process.poll() is not None:
             raise Unavailable(f"{daemon.name} exited early:\n{daemon.output()[-2000:]}")
         time.sleep(0.05)

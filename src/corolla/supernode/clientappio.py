@@ -3,7 +3,8 @@
 Thin: `RequestRun` needs the shared AppIo secret (isolation ``process``; in ``subprocess`` the
 secret is random and known to nobody); every other call is authenticated by its run's token
 (field ``token``, or call metadata for the object streams), then served from the `RunTable`;
-replies and logs go to the `Outbox`.
+replies and logs go to the `Outbox`. Protobuf stops here: requests become the node's records
+(`domain.py`) and records become responses.
 """
 
 from __future__ import annotations
@@ -16,13 +17,32 @@ import grpc
 from corolla.common.appio import check_secret
 from corolla.common.grpc import abort_on_error
 from corolla.common.protocol import MAX_LONG_POLL
-from corolla.common.transfer import TOKEN_KEY, call_metadata, receive_objects, send_objects
+from corolla.common.transfer import (
+    TOKEN_KEY,
+    add_service,
+    call_metadata,
+    receive_objects,
+    send_objects,
+)
 from corolla.proto.v1 import clientappio_pb2 as cpb
 from corolla.proto.v1 import objects_pb2 as opb
+from corolla.supernode.convert import (
+    context_from_proto,
+    context_to_proto,
+    envelope_from_proto,
+    envelope_to_proto,
+    fab_to_proto,
+    run_to_proto,
+)
 from corolla.supernode.outbox import Outbox
 from corolla.supernode.runs import RunState, RunTable
 
 log = logging.getLogger(__name__)
+
+
+def add_clientappio(server: grpc.Server, servicer: ClientAppIoServicer) -> None:
+    """Register ``servicer`` on ``server`` (object RPCs pass raw frames through)."""
+    add_service(server, cpb.DESCRIPTOR.services_by_name["ClientAppIo"], servicer)
 
 
 class ClientAppIoServicer:
@@ -60,7 +80,9 @@ class ClientAppIoServicer:
     ) -> cpb.ClientPullAppInputsResponse:
         state = self._run_of(context, request.token)
         run, fab, app_context = self._runs.inputs(state)
-        return cpb.ClientPullAppInputsResponse(run=run, fab=fab, context=app_context)
+        return cpb.ClientPullAppInputsResponse(
+            run=run_to_proto(run), fab=fab_to_proto(fab), context=context_to_proto(app_context)
+        )
 
     @abort_on_error
     def PullMessage(
@@ -72,7 +94,7 @@ class ClientAppIoServicer:
         active = self._runs.serves(state, request.token)  # False once it was detached
         response = cpb.ClientPullMessageResponse(run_active=active)
         if message is not None:
-            response.message.CopyFrom(message)
+            response.message.CopyFrom(envelope_to_proto(message))
             response.run_active = True
         return response
 
@@ -81,9 +103,10 @@ class ClientAppIoServicer:
         self, request: cpb.ClientPushMessageRequest, context: grpc.ServicerContext
     ) -> cpb.ClientPushMessageResponse:
         state = self._run_of(context, request.token)
-        updated = request.context if request.HasField("context") else None
-        objects = self._runs.complete(state, request.message, updated)
-        self._outbox.reply(state.run_id, request.message, objects)
+        reply = envelope_from_proto(request.message)
+        updated = context_from_proto(request.context) if request.HasField("context") else None
+        objects = self._runs.complete(state, reply, updated)
+        self._outbox.reply(state.run_id, reply, objects)
         return cpb.ClientPushMessageResponse()
 
     @abort_on_error

@@ -1,8 +1,9 @@
 """The SuperNode's one outbound connection: typed calls on the SuperLink's Fleet API.
 
-Every call has a deadline; failures come out as `CorollaError` (translated once, here). Calls
-in flight can be cancelled all at once (`cancel_pending`) so that a stopping node never waits
-for a long poll to run out.
+Calls take and return the node's records (`domain.py`); protobuf stays in here. Every call has
+a deadline; failures come out as `CorollaError` (translated once, here). Calls in flight can be
+cancelled all at once (`cancel_pending`) so that a stopping node never waits for a long poll to
+run out.
 """
 
 from __future__ import annotations
@@ -19,8 +20,14 @@ from corolla.common.objects import Buffer
 from corolla.common.transfer import NODE_ID_KEY, RUN_ID_KEY, ObjectClient
 from corolla.proto.v1 import fleet_pb2 as fpb
 from corolla.proto.v1 import fleet_pb2_grpc
-from corolla.proto.v1 import message_pb2 as mpb
 from corolla.proto.v1 import run_pb2 as rpb
+from corolla.supernode.convert import (
+    envelope_from_proto,
+    envelope_to_proto,
+    fab_from_proto,
+    run_from_proto,
+)
+from corolla.supernode.domain import Envelope, Fab, RunInfo
 
 FLEET_SERVICE = "corolla.proto.v1.Fleet"
 RPC_TIMEOUT = 30.0
@@ -120,7 +127,7 @@ class FleetConnection:
 
     def pull_messages(
         self, node_id: int, wait: float, max_messages: int, active_run_ids: list[int]
-    ) -> tuple[list[mpb.Message], list[int]]:
+    ) -> tuple[list[Envelope], list[int]]:
         """Messages for the node, and the ids among ``active_run_ids`` whose runs ended."""
         request = fpb.FleetPullMessagesRequest(
             node_id=node_id,
@@ -129,10 +136,12 @@ class FleetConnection:
             active_run_ids=active_run_ids,
         )
         response = self._call(self._stub.PullMessages, request, wait + POLL_MARGIN)
-        return list(response.messages), list(response.finished_run_ids)
+        messages = [envelope_from_proto(proto) for proto in response.messages]
+        return messages, list(response.finished_run_ids)
 
-    def push_messages(self, node_id: int, messages: list[mpb.Message]) -> None:
-        request = fpb.FleetPushMessagesRequest(node_id=node_id, messages=messages)
+    def push_messages(self, node_id: int, messages: list[Envelope]) -> None:
+        protos = [envelope_to_proto(message) for message in messages]
+        request = fpb.FleetPushMessagesRequest(node_id=node_id, messages=protos)
         self._call(self._stub.PushMessages, request, RPC_TIMEOUT, cancellable=False)
 
     def push_logs(self, node_id: int, run_id: int, lines: list[str]) -> None:
@@ -141,13 +150,13 @@ class FleetConnection:
 
     # -- runs, FABs, objects --------------------------------------------------------------------
 
-    def get_run(self, node_id: int, run_id: int) -> rpb.Run:
+    def get_run(self, node_id: int, run_id: int) -> RunInfo:
         request = rpb.GetRunRequest(node_id=node_id, run_id=run_id)
-        return self._call(self._stub.GetRun, request, RPC_TIMEOUT).run
+        return run_from_proto(self._call(self._stub.GetRun, request, RPC_TIMEOUT).run)
 
-    def get_fab(self, node_id: int, run_id: int, fab_hash: str) -> rpb.Fab:
+    def get_fab(self, node_id: int, run_id: int, fab_hash: str) -> Fab:
         request = rpb.GetFabRequest(node_id=node_id, run_id=run_id, fab_hash=fab_hash)
-        return self._call(self._stub.GetFab, request, FAB_TIMEOUT).fab
+        return fab_from_proto(self._call(self._stub.GetFab, request, FAB_TIMEOUT).fab)
 
     def _objects(self, node_id: int, run_id: int) -> tuple[ObjectClient, dict[str, Any]]:
         metadata = [(NODE_ID_KEY, str(node_id)), (RUN_ID_KEY, str(run_id))]

@@ -19,8 +19,8 @@ from __future__ import annotations
 import logging
 import threading
 
-from corolla.proto.v1 import message_pb2 as mpb
 from corolla.records import ErrorCode
+from corolla.supernode.domain import Envelope
 from corolla.supernode.outbox import Outbox
 from corolla.supernode.runs import RunState, RunTable
 
@@ -30,7 +30,7 @@ SILENT_REASON = "flwr-clientapp process stopped responding"
 TICK = 0.2  # seconds between watchdog checks
 WARN_AFTER = 1.0  # seconds a message waits with no app process attached before a warning
 
-_Failure = tuple[mpb.Message, int, str]
+_Failure = tuple[Envelope, int, str]
 
 
 def attach_reason(timeout: float) -> str:

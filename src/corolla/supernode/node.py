@@ -27,26 +27,21 @@ from corolla.common.errors import (
     NotFound,
 )
 from corolla.common.grpc import bind, create_server
-from corolla.common.transfer import add_service
-from corolla.proto.v1 import clientappio_pb2 as cpb
-from corolla.proto.v1 import message_pb2 as mpb
-from corolla.records import ErrorCode
-from corolla.records.serde import referenced_object_ids, user_config_to_proto
-from corolla.supernode.clientappio import ClientAppIoServicer
+from corolla.supernode.clientappio import ClientAppIoServicer, add_clientappio
 from corolla.supernode.config import SuperNodeConfig, local_address
-from corolla.supernode.connection import FleetConnection, Stopped
+from corolla.supernode.connection import FleetConnection
+from corolla.supernode.domain import Envelope
 from corolla.supernode.external import ExternalApps
 from corolla.supernode.identity import NodeIdFile
-from corolla.supernode.intake import Intake
+from corolla.supernode.intake import Fetcher, Intake
 from corolla.supernode.outbox import Outbox
-from corolla.supernode.runs import RunState, RunTable
+from corolla.supernode.runs import RunTable
 from corolla.supernode.supervisor import Supervisor
 
 _T = TypeVar("_T")
 log = logging.getLogger(__name__)
 
 MAX_MESSAGES = 64  # per PullMessages call
-INTAKE_ATTEMPTS = 6  # fetch attempts (0.5 s .. 8 s apart) before a message gets an error reply
 
 
 class _Lost:
@@ -83,7 +78,7 @@ class SuperNode:
         # In isolation subprocess nobody knows the secret: RequestRun is refused to everyone.
         secret = config.appio_secret if external and config.appio_secret else new_secret()
         servicer = ClientAppIoServicer(self._runs, self._outbox, secret)
-        add_service(self._server, cpb.DESCRIPTOR.services_by_name["ClientAppIo"], servicer)
+        add_clientappio(self._server, servicer)
         tls = config.clientappio_tls
         self.clientappio_port = bind(
             self._server, config.clientappio_address, tls.credentials() if tls else None
@@ -95,7 +90,15 @@ class SuperNode:
             threading.Thread(target=self._guard(self._outbox.run), name="outbox"),
         ]
         self._apps = self._app_runner(external)
-        self._intake = Intake(self._take_in, self._guard)
+        fetcher = Fetcher(
+            self._conn,
+            self._runs,
+            self._outbox,
+            node_config=config.node_config,
+            stop=self._stop,
+            ready=self._apps.ensure_process,
+        )
+        self._intake = Intake(fetcher.take_in, self._guard)
         self.failure: BaseException | None = None
 
     def _app_runner(self, external: bool) -> Supervisor | ExternalApps:
@@ -295,78 +298,16 @@ class SuperNode:
     # -- work -----------------------------------------------------------------------------------
 
     def _pull_loop(self) -> None:
-        def pull(node_id: int) -> tuple[list[mpb.Message], list[int]]:
+        def pull(node_id: int) -> tuple[list[Envelope], list[int]]:
             return self._conn.pull_messages(
                 node_id, self.config.max_wait, MAX_MESSAGES, self._runs.active_run_ids()
             )
 
-        def take(node_id: int, pulled: tuple[list[mpb.Message], list[int]]) -> None:
+        def take(node_id: int, pulled: tuple[list[Envelope], list[int]]) -> None:
             messages, finished = pulled
             self._finish_runs(finished)
             for message in messages:
-                log.info(
-                    "run %d: received message %s",
-                    message.metadata.run_id,
-                    message.metadata.message_id,
-                )
+                log.info("run %d: received message %s", message.run_id, message.message_id)
                 self._intake.submit(node_id, message)
 
         self._keep_calling("pulling messages", pull, take)
-
-    def _take_in(self, node_id: int, message: mpb.Message) -> None:
-        """Fetch what ``message`` needs (run, FAB, objects) and queue it for its app process.
-
-        Runs on the run's intake worker. The SuperLink handed the message over already, so a
-        SuperLink that is briefly away is waited for; a message that cannot be taken gets an
-        error reply (the round goes on).
-        """
-        run_id, message_id = message.metadata.run_id, message.metadata.message_id
-
-        def warn(attempt: int, exc: CorollaError, delay: float) -> None:
-            log.warning("run %d: cannot fetch %s yet: %s", run_id, message_id, exc)
-
-        try:
-            state = retry(
-                lambda: self._take(node_id, message),
-                stop=self._stop,
-                attempts=INTAKE_ATTEMPTS,
-                on_retry=warn,
-            )
-        except Stopped:
-            return
-        except CorollaError as exc:
-            log.warning("run %d: cannot take message %s: %s", run_id, message_id, exc)
-            self._outbox.fail(
-                message, ErrorCode.MESSAGE_UNAVAILABLE, f"the SuperNode cannot take it: {exc}"
-            )
-            return
-        if state is None:
-            self._outbox.fail(message, ErrorCode.RUN_STOPPED, f"run {run_id} has finished")
-            return
-        self._apps.ensure_process(state)
-
-    def _take(self, node_id: int, message: mpb.Message) -> RunState | None:
-        """Queue ``message`` with its objects in place; None if its run has finished here."""
-        run_id = message.metadata.run_id
-        state = self._runs.get(run_id) or self._open_run(node_id, run_id)
-        if not state.active:
-            return None
-        needed = self._runs.missing_objects(state, referenced_object_ids([message]))
-        for _ in range(3):  # objects released meanwhile (shared with a reply) are fetched again
-            objects = self._conn.pull_objects(node_id, run_id, needed) if needed else {}
-            needed = self._runs.enqueue(state, message, objects)
-            if not needed:
-                return state
-        raise NotFound(f"objects of message {message.metadata.message_id} vanished")
-
-    def _open_run(self, node_id: int, run_id: int) -> RunState:
-        run = self._conn.get_run(node_id, run_id)
-        fab = self._conn.get_fab(node_id, run_id, run.fab_hash)
-        context = mpb.Context(
-            run_id=run_id,
-            node_id=node_id,
-            node_config=user_config_to_proto(self.config.node_config),
-            run_config=run.run_config,
-        )
-        log.info("run %d: app %s %s (FAB %.12s)", run_id, run.fab_id, run.fab_version, fab.hash)
-        return self._runs.open(run, fab, context)

@@ -23,8 +23,8 @@ from corolla.common.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from corolla.proto.v1 import message_pb2 as mpb
 from corolla.supernode.connection import FleetConnection, Stopped
+from corolla.supernode.domain import Envelope
 from corolla.supernode.replies import error_reply
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ class _Again(CorollaError):
 @dataclass
 class _Reply:
     run_id: int
-    message: mpb.Message
+    message: Envelope
     objects: dict[str, memoryview]
     expires_at: float
     attempts: int = 0
@@ -66,14 +66,14 @@ class Outbox:
         self._closed = threading.Event()  # ends the waits between attempts
         self._deadline = float("inf")
 
-    def reply(self, run_id: int, message: mpb.Message, objects: dict[str, memoryview]) -> None:
-        md = message.metadata
-        expires_at = time.time() + md.ttl if md.ttl > 0 else float("inf")
+    def reply(self, run_id: int, message: Envelope, objects: dict[str, memoryview]) -> None:
+        ttl = message.ttl
+        expires_at = time.time() + ttl if ttl > 0 else float("inf")
         self._put(_Reply(run_id, message, objects, expires_at))
 
-    def fail(self, message: mpb.Message, code: int, reason: str) -> None:
+    def fail(self, message: Envelope, code: int, reason: str) -> None:
         """Answer ``message`` with an error reply on its ClientApp's behalf."""
-        self.reply(message.metadata.run_id, error_reply(message, code, reason), {})
+        self.reply(message.run_id, error_reply(message, code, reason), {})
 
     def logs(self, run_id: int, lines: list[str]) -> None:
         if not lines:
@@ -122,7 +122,7 @@ class Outbox:
                 if item.objects:
                     self._conn.push_objects(node_id, item.run_id, item.objects)
                 self._conn.push_messages(node_id, [item.message])
-                log.debug("run %d: reply %s sent", item.run_id, item.message.metadata.message_id)
+                log.debug("run %d: reply %s sent", item.run_id, item.message.message_id)
             else:
                 prefixed = [f"[node {node_id}] {line}" for line in item.lines]
                 self._conn.push_logs(node_id, item.run_id, prefixed)
@@ -135,7 +135,7 @@ class Outbox:
     def _failed(self, item: _Reply | _Logs, exc: CorollaError) -> bool:
         """False when the item is worth another attempt; True when it is dropped (logged)."""
         what = (
-            f"reply to {item.message.metadata.reply_to_message_id}"
+            f"reply to {item.message.reply_to_message_id}"
             if isinstance(item, _Reply)
             else f"{len(item.lines)} log lines"
         )

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-from corolla.proto.v1 import message_pb2 as mpb
-from corolla.records import Error, Message, RecordDict
+from corolla.records import Error, Message, Metadata, RecordDict
 from corolla.records.message import restore_message
-from corolla.records.serde import metadata_from_proto
-from corolla.records.wire import encode_messages
+from corolla.supernode.convert import encode_envelope
+from corolla.supernode.domain import Envelope
 
 
-def error_reply(message: mpb.Message, code: int, reason: str) -> mpb.Message:
-    """An encoded error reply to ``message`` (only its metadata is read)."""
-    received = restore_message(metadata_from_proto(message.metadata), content=RecordDict())
-    protos, _ = encode_messages([Message(error=Error(code, reason), reply_to=received)])
-    return protos[0]
+def error_reply(message: Envelope, code: int, reason: str) -> Envelope:
+    """An error reply to ``message`` (only its routing fields are read)."""
+    metadata = Metadata(
+        run_id=message.run_id,
+        message_id=message.message_id,
+        src_node_id=message.src_node_id,
+        dst_node_id=message.dst_node_id,
+        reply_to_message_id=message.reply_to_message_id,
+        group_id=message.group_id,
+        ttl=message.ttl,
+        message_type=message.message_type,
+        created_at=message.created_at,
+    )
+    received = restore_message(metadata, content=RecordDict())
+    return encode_envelope(Message(error=Error(code, reason), reply_to=received))

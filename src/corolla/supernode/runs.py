@@ -1,10 +1,11 @@
 """What the SuperNode keeps per active run: token, inputs, message queue, context, object cache.
 
-The node relays encoded messages and contexts without decoding them; the protobufs held here
-are opaque payloads. One lock, private to this module, guards the table (other modules go
-through its methods); each run's condition (on that lock) wakes the app process's long poll the
-moment a message is queued or the run ends. No child process is started while it is held:
-`claim_start` reserves the start, the caller spawns, then records it with `started`.
+The node relays encoded messages and contexts without decoding them: the records held here
+(`domain.py`) carry them as opaque bytes. One lock, private to this module, guards the table
+(other modules go through its methods); each run's condition (on that lock) wakes the app
+process's long poll the moment a message is queued or the run ends. No child process is started
+while it is held: `claim_start` reserves the start, the caller spawns, then records it with
+`started`.
 
 Isolation ``process`` (an *attachable* table): a run whose message waits with no app process
 attached is handed to one `RequestRun` caller (`hand_out`) with a fresh token; `detach` voids
@@ -28,9 +29,7 @@ from corolla.common.errors import (
     Unauthenticated,
     Unavailable,
 )
-from corolla.proto.v1 import message_pb2 as mpb
-from corolla.proto.v1 import run_pb2 as rpb
-from corolla.records.serde import referenced_object_ids
+from corolla.supernode.domain import AppContext, Envelope, Fab, RunInfo
 
 if TYPE_CHECKING:
     from corolla.supernode.launcher import AppProcess
@@ -48,13 +47,13 @@ class Attachment:
 class RunState:
     run_id: int
     token: str
-    run: rpb.Run
-    fab: rpb.Fab
-    context: mpb.Context
+    run: RunInfo
+    fab: Fab
+    context: AppContext
     changed: threading.Condition
     objects: dict[str, memoryview] = field(default_factory=dict)
-    queue: deque[mpb.Message] = field(default_factory=deque)
-    inflight: dict[str, mpb.Message] = field(default_factory=dict)  # delivered, not answered
+    queue: deque[Envelope] = field(default_factory=deque)
+    inflight: dict[str, Envelope] = field(default_factory=dict)  # delivered, not answered
     active: bool = True
     process: AppProcess | None = None  # isolation subprocess
     starting: bool = False  # a process is being spawned for the run (outside the lock)
@@ -77,7 +76,7 @@ class RunTable:
         self._wanted = threading.Condition(self._lock)  # a run may need an app process
         self._closed = False
 
-    def open(self, run: rpb.Run, fab: rpb.Fab, context: mpb.Context) -> RunState:
+    def open(self, run: RunInfo, fab: Fab, context: AppContext) -> RunState:
         with self._lock:
             state = RunState(
                 run_id=run.run_id,
@@ -133,7 +132,7 @@ class RunTable:
             self._closed = True
             self._wanted.notify_all()
 
-    def inputs(self, state: RunState) -> tuple[rpb.Run, rpb.Fab, mpb.Context]:
+    def inputs(self, state: RunState) -> tuple[RunInfo, Fab, AppContext]:
         """What an app process starts from: the run, its FAB and the current context."""
         with self._lock:
             return state.run, state.fab, state.context
@@ -179,7 +178,7 @@ class RunTable:
             state.process = process
             return state.active
 
-    def start_failed(self, state: RunState) -> list[mpb.Message]:
+    def start_failed(self, state: RunState) -> list[Envelope]:
         """The spawn failed: returns the queued messages (they get error replies)."""
         with self._lock:
             state.starting = False
@@ -190,7 +189,7 @@ class RunTable:
 
     def process_exited(
         self, state: RunState, process: AppProcess
-    ) -> tuple[list[mpb.Message], list[mpb.Message], bool] | None:
+    ) -> tuple[list[Envelope], list[Envelope], bool] | None:
         """``process`` was reaped: ``(in flight, queued to fail, run active)``, or None if it
         was not the run's current process. A finished run is forgotten; a process that died
         before taking any work fails the queued messages instead of being restarted."""
@@ -199,7 +198,7 @@ class RunTable:
                 return None
             state.process = None
             inflight = self.take_inflight(state)
-            failed: list[mpb.Message] = []
+            failed: list[Envelope] = []
             if not state.active:
                 self.drop(state)
             elif state.delivered == 0:
@@ -240,7 +239,7 @@ class RunTable:
             state.warned = False
             return state.run_id, state.token
 
-    def detach(self, state: RunState) -> list[mpb.Message]:
+    def detach(self, state: RunState) -> list[Envelope]:
         """The run's app process is gone: void its token; returns the messages it held."""
         with self._lock:
             self._by_token.pop(state.token, None)
@@ -254,28 +253,28 @@ class RunTable:
     # -- messages -------------------------------------------------------------------------------
 
     def enqueue(
-        self, state: RunState, message: mpb.Message, objects: dict[str, memoryview]
+        self, state: RunState, message: Envelope, objects: dict[str, memoryview]
     ) -> list[str]:
         """Queue ``message`` with its objects; if some it needs are missing (released since they
         were checked), queue nothing and return their ids."""
         with self._lock:
             state.objects.update(objects)
-            missing = self.missing_objects(state, referenced_object_ids([message]))
+            missing = self.missing_objects(state, message.object_ids)
             if not missing:
                 state.queue.append(message)
-                state.queued_at[message.metadata.message_id] = self.clock()
+                state.queued_at[message.message_id] = self.clock()
                 state.changed.notify_all()
                 self._wanted.notify_all()
             return missing
 
-    def deactivate(self, state: RunState) -> list[mpb.Message]:
+    def deactivate(self, state: RunState) -> list[Envelope]:
         """Mark the run ended, wake its long polls; returns the messages never delivered."""
         with self._lock:
             state.active = False
             state.changed.notify_all()
             return self.take_queued(state)
 
-    def take_queued(self, state: RunState) -> list[mpb.Message]:
+    def take_queued(self, state: RunState) -> list[Envelope]:
         with self._lock:
             queued = list(state.queue)
             state.queue.clear()
@@ -284,7 +283,7 @@ class RunTable:
 
     def next_message(
         self, state: RunState, wait: float, token: str | None = None
-    ) -> mpb.Message | None:
+    ) -> Envelope | None:
         """The next queued message (now in flight), or None after ``wait``, when inactive, or
         when ``token`` is no longer the run's (its app process was detached)."""
         deadline = time.monotonic() + wait
@@ -297,50 +296,50 @@ class RunTable:
             if not state.active or token not in (None, state.token):
                 return None
             message = state.queue.popleft()
-            state.queued_at.pop(message.metadata.message_id, None)
-            state.inflight[message.metadata.message_id] = message
+            state.queued_at.pop(message.message_id, None)
+            state.inflight[message.message_id] = message
             state.delivered += 1
             return message
 
     def complete(
-        self, state: RunState, reply: mpb.Message, context: mpb.Context | None
+        self, state: RunState, reply: Envelope, context: AppContext | None
     ) -> dict[str, memoryview]:
         """Accept a reply (and the updated context); returns the objects the reply needs."""
         with self._lock:
-            original = state.inflight.get(reply.metadata.reply_to_message_id)
+            original = state.inflight.get(reply.reply_to_message_id)
             if original is None:
                 raise InvalidArgument(
                     "the reply does not answer a message delivered to this run's app process"
                 )
-            if reply.metadata.run_id != state.run_id:
-                raise InvalidArgument(f"the reply belongs to run {reply.metadata.run_id}")
-            if reply.metadata.src_node_id != original.metadata.dst_node_id:
+            if reply.run_id != state.run_id:
+                raise InvalidArgument(f"the reply belongs to run {reply.run_id}")
+            if reply.src_node_id != original.dst_node_id:
                 raise InvalidArgument("the reply's source is not this node")
             if context is not None and context.run_id != state.run_id:
                 raise InvalidArgument(f"the context belongs to run {context.run_id}")
-            needed = referenced_object_ids([reply] + ([context] if context else []))
+            needed = dict.fromkeys(reply.object_ids + (context.object_ids if context else ()))
             missing = [oid for oid in needed if oid not in state.objects]
             if missing:
                 raise InvalidArgument(f"objects referenced but never pushed: {missing}")
-            del state.inflight[reply.metadata.reply_to_message_id]
+            del state.inflight[reply.reply_to_message_id]
             if context is not None:
                 state.context = context
-            reply_objects = {oid: state.objects[oid] for oid in referenced_object_ids([reply])}
+            reply_objects = {oid: state.objects[oid] for oid in reply.object_ids}
             self._prune(state)
             return reply_objects
 
-    def take_waiting(self, state: RunState, message_ids: Iterable[str]) -> list[mpb.Message]:
+    def take_waiting(self, state: RunState, message_ids: Iterable[str]) -> list[Envelope]:
         """Take the given queued messages out of the queue (they will not be delivered)."""
         wanted = set(message_ids)
         with self._lock:
-            taken = [m for m in state.queue if m.metadata.message_id in wanted]
-            state.queue = deque(m for m in state.queue if m.metadata.message_id not in wanted)
+            taken = [m for m in state.queue if m.message_id in wanted]
+            state.queue = deque(m for m in state.queue if m.message_id not in wanted)
             for message_id in wanted:
                 state.queued_at.pop(message_id, None)
             self._prune(state)
             return taken
 
-    def take_inflight(self, state: RunState) -> list[mpb.Message]:
+    def take_inflight(self, state: RunState) -> list[Envelope]:
         with self._lock:
             messages = list(state.inflight.values())
             state.inflight.clear()
@@ -367,6 +366,8 @@ class RunTable:
 
     def _prune(self, state: RunState) -> None:
         """Release objects no queued or in-flight message and not the context refers to."""
-        keep = set(referenced_object_ids([*state.queue, *state.inflight.values(), state.context]))
+        keep = set(state.context.object_ids)
+        for message in (*state.queue, *state.inflight.values()):
+            keep.update(message.object_ids)
         for oid in [oid for oid in state.objects if oid not in keep]:
             del state.objects[oid]

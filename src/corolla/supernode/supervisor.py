@@ -11,8 +11,8 @@ import logging
 import threading
 from collections.abc import Callable
 
-from corolla.proto.v1 import message_pb2 as mpb
 from corolla.records import ErrorCode
+from corolla.supernode.domain import Envelope
 from corolla.supernode.launcher import TERM_GRACE, VOLUNTARY_EXIT, AppProcess
 from corolla.supernode.outbox import Outbox
 from corolla.supernode.runs import RunState, RunTable
@@ -30,7 +30,7 @@ class Supervisor:
         self._guard = guard  # reports a crash in a watcher thread to the node
         self._stopping = threading.Event()
 
-    def fail(self, message: mpb.Message, code: int, reason: str) -> None:
+    def fail(self, message: Envelope, code: int, reason: str) -> None:
         """Answer ``message`` with an error reply on its ClientApp's behalf."""
         self._outbox.fail(message, code, reason)
 
@@ -99,6 +99,6 @@ class Supervisor:
                     self.fail(message, ErrorCode.NODE_UNAVAILABLE, "the SuperNode stopped")
             return
         for message in inflight:
-            log.warning("run %d: %s handling %s", state.run_id, reason, message.metadata.message_id)
+            log.warning("run %d: %s handling %s", state.run_id, reason, message.message_id)
             self.fail(message, ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason)
         self.ensure_process(state, only_if_queued=True)  # the next message: a fresh process

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from corolla.common.errors import Unavailable
+from corolla.common.errors import DeadlineExceeded, Unavailable
 from corolla.deploy import local
 from corolla.deploy.local import Daemon, LocalFederation, terminate
 
@@ -34,12 +34,12 @@ def test_a_stale_ready_file_of_another_process_is_not_ready(sleeper: Daemon) -> 
     assert local._wait_ready(sleeper) == {"pid": sleeper.process.pid, "node_id": 1}
 
 
-def test_log_line_fallback_only_when_asked(
-    sleeper: Daemon, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(local, "FALLBACK_GRACE", 0.0)
+def test_a_log_line_is_not_readiness(sleeper: Daemon, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the ready file counts: the words a daemon logs are not read."""
+    monkeypatch.setattr(local, "READY_TIMEOUT", 0.3)
     sleeper.log_path.write_text("INFO registered as node 5 with the SuperLink at x\n")
-    assert local._wait_ready(sleeper, local._NODE_READY) == {}
+    with pytest.raises(DeadlineExceeded):
+        local._wait_ready(sleeper)
 
 
 def test_a_daemon_that_exits_before_ready_is_reported(tmp_path: Path) -> None:

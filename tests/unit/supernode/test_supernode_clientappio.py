@@ -20,12 +20,13 @@ from corolla.proto.v1 import clientappio_pb2 as cpb
 from corolla.proto.v1 import clientappio_pb2_grpc
 from corolla.proto.v1 import message_pb2 as mpb
 from corolla.proto.v1 import objects_pb2 as opb
-from corolla.proto.v1 import run_pb2 as rpb
 from corolla.records import ArrayRecord, ConfigRecord, Message, RecordDict
 from corolla.records.serde import message_from_proto
 from corolla.records.wire import encode_messages
 from corolla.supernode.clientappio import ClientAppIoServicer
 from corolla.supernode.connection import FleetConnection
+from corolla.supernode.convert import envelope_from_proto, new_context
+from corolla.supernode.domain import Envelope, Fab, RunInfo
 from corolla.supernode.outbox import Outbox
 from corolla.supernode.runs import RunState, RunTable
 
@@ -52,9 +53,9 @@ def io() -> Iterator[Harness]:
     connection = FleetConnection("127.0.0.1:1", insecure=True)  # never dialled: outbox not run
     outbox = Outbox(connection, lambda: 5)
     state = runs.open(
-        rpb.Run(run_id=3, fab_hash="ab" * 32),
-        rpb.Fab(hash="ab" * 32, content=b"zip"),
-        mpb.Context(run_id=3, node_id=5),
+        RunInfo(3, "tests/app", "1.0.0", "ab" * 32, override_config={}, run_config={}),
+        Fab(hash="ab" * 32, content=b"zip"),
+        new_context(3, 5, {}, {}),
     )
     server = create_server(max_workers=8)
     add_service(
@@ -73,7 +74,7 @@ def io() -> Iterator[Harness]:
 
 def message_for(
     node_id: int = 5, run_id: int = 3, arrays: bool = False
-) -> tuple[mpb.Message, dict[str, Any]]:
+) -> tuple[Envelope, dict[str, Any]]:
     content = RecordDict({"cfg": ConfigRecord({"x": 1})})
     if arrays:
         content["a"] = ArrayRecord.from_numpy_ndarrays([np.ones(50_000, dtype=np.float32)])
@@ -81,7 +82,7 @@ def message_for(
     message.metadata.run_id = run_id
     message.metadata.src_node_id = 0
     protos, objects = encode_messages([message])
-    return protos[0], objects
+    return envelope_from_proto(protos[0]), objects
 
 
 def test_every_rpc_refuses_callers_without_credentials(io: Harness) -> None:
@@ -135,8 +136,8 @@ def test_request_run_hands_a_waiting_run_to_one_caller_with_a_fresh_token(io: Ha
     assert (empty.run_id, empty.token) == (0, "")  # nothing needs an app process
     assert 0.25 < time.monotonic() - started < 3
 
-    proto, _ = message_for()
-    threading.Timer(0.2, lambda: io.runs.enqueue(io.state, proto, {})).start()
+    sent, _ = message_for()
+    threading.Timer(0.2, lambda: io.runs.enqueue(io.state, sent, {})).start()
     old_token = io.state.token
     handed = io.stub.RequestRun(
         cpb.ClientRequestRunRequest(secret=SECRET, wait_seconds=10), timeout=15
@@ -154,15 +155,15 @@ def test_request_run_hands_a_waiting_run_to_one_caller_with_a_fresh_token(io: Ha
     pulled = io.stub.PullMessage(
         cpb.ClientPullMessageRequest(token=handed.token, wait_seconds=1), timeout=5
     )
-    assert pulled.message.metadata.message_id == proto.metadata.message_id
+    assert pulled.message.metadata.message_id == sent.message_id
     io.runs.deactivate(io.state)
     beat = io.stub.Heartbeat(cpb.ClientHeartbeatRequest(token=handed.token), timeout=5)
     assert not beat.run_active
 
 
 def test_detached_process_loses_its_token_and_its_long_poll_ends(io: Harness) -> None:
-    proto, _ = message_for()
-    io.runs.enqueue(io.state, proto, {})
+    sent, _ = message_for()
+    io.runs.enqueue(io.state, sent, {})
     handed = io.runs.hand_out(1.0)
     assert handed is not None
     _, token = handed
@@ -197,20 +198,20 @@ def test_app_inputs_carry_run_fab_and_context(io: Harness) -> None:
 
 
 def test_long_poll_returns_as_soon_as_a_message_is_queued(io: Harness) -> None:
-    proto, _ = message_for()
+    sent, _ = message_for()
     result: dict[str, float] = {}
 
     def enqueue_later() -> None:
         time.sleep(0.3)
         result["queued"] = time.monotonic()
-        io.runs.enqueue(io.state, proto, {})
+        io.runs.enqueue(io.state, sent, {})
 
     threading.Thread(target=enqueue_later).start()
     request = cpb.ClientPullMessageRequest(token=io.state.token, wait_seconds=10)
     response = io.stub.PullMessage(request, timeout=15)
     latency = time.monotonic() - result["queued"]
     assert response.run_active
-    assert response.message.metadata.message_id == proto.metadata.message_id
+    assert response.message.metadata.message_id == sent.message_id
     assert latency < 0.1, f"long poll answered {latency * 1000:.0f} ms after the message came"
 
 
@@ -228,8 +229,8 @@ def test_long_poll_times_out_empty_and_reports_an_ended_run(io: Harness) -> None
 
 
 def test_push_message_accepts_only_replies_to_delivered_messages(io: Harness) -> None:
-    proto, _ = message_for()
-    received = message_from_proto(proto)
+    sent, _ = message_for()
+    received = message_from_proto(mpb.Message.FromString(sent.payload))
     stray = encode_messages([Message(RecordDict(), reply_to=received)])[0][0]
     with pytest.raises(grpc.RpcError) as info:
         io.stub.PushMessage(
@@ -237,18 +238,18 @@ def test_push_message_accepts_only_replies_to_delivered_messages(io: Harness) ->
         )
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
-    io.runs.enqueue(io.state, proto, {})
+    io.runs.enqueue(io.state, sent, {})
     pulled = io.stub.PullMessage(
         cpb.ClientPullMessageRequest(token=io.state.token, wait_seconds=1), timeout=5
     )
-    assert pulled.message.metadata.message_id == proto.metadata.message_id
+    assert pulled.message.metadata.message_id == sent.message_id
     context = mpb.Context(run_id=3, node_id=5)
     context.node_config.items.add(key="seen")
     io.stub.PushMessage(
         cpb.ClientPushMessageRequest(token=io.state.token, message=stray, context=context),
         timeout=5,
     )
-    assert io.state.context.node_config.items[0].key == "seen"
+    assert mpb.Context.FromString(io.state.context.payload).node_config.items[0].key == "seen"
     assert not io.state.inflight
     with pytest.raises(grpc.RpcError) as info:  # answered already
         io.stub.PushMessage(

@@ -10,11 +10,11 @@ from collections.abc import Iterator
 import pytest
 
 from corolla.common.errors import Unavailable
-from corolla.proto.v1 import message_pb2 as mpb
-from corolla.proto.v1 import run_pb2 as rpb
 from corolla.records import ConfigRecord, ErrorCode, Message, RecordDict
 from corolla.records.wire import encode_messages
 from corolla.supernode.connection import FleetConnection
+from corolla.supernode.convert import envelope_from_proto, new_context
+from corolla.supernode.domain import Envelope, Fab, RunInfo
 from corolla.supernode.external import SILENT_REASON, ExternalApps, attach_reason
 from corolla.supernode.outbox import Outbox
 from corolla.supernode.runs import RunState, RunTable
@@ -35,8 +35,8 @@ class RecordingOutbox(Outbox):
         super().__init__(connection, lambda: 5)
         self.failed: list[tuple[str, int, str]] = []
 
-    def fail(self, message: mpb.Message, code: int, reason: str) -> None:
-        self.failed.append((message.metadata.message_id, code, reason))
+    def fail(self, message: Envelope, code: int, reason: str) -> None:
+        self.failed.append((message.message_id, code, reason))
 
 
 class Harness:
@@ -50,18 +50,17 @@ class Harness:
         self.state = self.open(3)
 
     def open(self, run_id: int) -> RunState:
-        return self.runs.open(
-            rpb.Run(run_id=run_id), rpb.Fab(), mpb.Context(run_id=run_id, node_id=5)
-        )
+        run = RunInfo(run_id, "tests/app", "1.0.0", "", override_config={}, run_config={})
+        return self.runs.open(run, Fab("", b""), new_context(run_id, 5, {}, {}))
 
     def queue(self, state: RunState | None = None) -> str:
         state = state or self.state
         message = Message(RecordDict({"c": ConfigRecord({"x": 1})}), 5, "train")
         message.metadata.run_id = state.run_id
-        proto = encode_messages([message])[0][0]
-        assert self.runs.enqueue(state, proto, {}) == []
+        envelope = envelope_from_proto(encode_messages([message])[0][0])
+        assert self.runs.enqueue(state, envelope, {}) == []
         self.apps.ensure_process(state)
-        return proto.metadata.message_id
+        return envelope.message_id
 
     def tick(self, at: float) -> list[tuple[str, int, str]]:
         self.clock.now = at
@@ -84,7 +83,7 @@ def test_each_waiting_message_gets_an_error_after_the_attach_timeout(h: Harness)
     assert h.tick(129.9) == []
     reason = attach_reason(30)
     assert h.tick(130.0) == [(first, ErrorCode.LOAD_CLIENT_APP_EXCEPTION, reason)]
-    assert [m.metadata.message_id for m in h.state.queue] == [second]
+    assert [m.message_id for m in h.state.queue] == [second]
     assert h.tick(140.0) == [(second, ErrorCode.LOAD_CLIENT_APP_EXCEPTION, reason)]
     assert not h.state.queue and not h.state.queued_at
 

@@ -10,9 +10,9 @@ import pytest
 from real_superlink import reply_to, running_run, send, start_superlink
 from supernode_fakes import make_fab, wait_for
 
-from corolla.proto.v1 import run_pb2 as rpb
 from corolla.superlink.link import SuperLink
 from corolla.supernode.config import SuperNodeConfig
+from corolla.supernode.domain import Fab
 from corolla.supernode.node import SuperNode
 
 
@@ -40,7 +40,7 @@ def test_a_slow_fab_download_of_one_run_does_not_delay_another_run(
     slow_started = threading.Event()
     get_fab = node._conn.get_fab
 
-    def slow_get_fab(node_id: int, run_id: int, fab_hash: str) -> rpb.Fab:
+    def slow_get_fab(node_id: int, run_id: int, fab_hash: str) -> Fab:
         if run_id == slow_run:
             slow_started.set()
             assert release.wait(60), "the test never released the slow download"
