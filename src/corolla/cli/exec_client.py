@@ -7,6 +7,7 @@ refused connection fails at once.
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from corolla.records.serde import user_config_from_proto, user_config_to_proto
 CONNECT_TIMEOUT = 5.0
 CALL_TIMEOUT = 30.0
 UPLOAD_BYTES_PER_SECOND = 1_000_000  # StartRun carries the FAB: its deadline grows with it
+_QUEUE_STEP = 0.1  # seconds the caller's thread waits for a log batch before checking again
 _FAB_CHANNEL_OPTIONS = [("grpc.max_send_message_length", MAX_FAB_BYTES + 1024 * 1024)]
 
 FINISHED = "finished"
@@ -188,20 +190,43 @@ class ExecClient:
         return next(run for run in self.list_runs(run_id).runs if run.run_id == run_id)
 
     def stream_logs(self, run_id: int, *, after: int = 0, follow: bool) -> Iterator[LogBatch]:
-        """Log batches from line ``after`` on; with ``follow``, until the run ends."""
+        """Log batches from line ``after`` on; with ``follow``, until the run ends.
+
+        The stream is read by a helper thread and handed over through a queue the caller's
+        thread waits on in short steps, so Ctrl-C always reaches the caller at once (a thread
+        blocked inside a gRPC stream may not see a signal for a long time)."""
         self._connect()
         request = exec_pb2.StreamLogsRequest(run_id=run_id, after=after, follow=follow)
         call = self._stub.StreamLogs(request, timeout=None if follow else self._call_timeout)
+        batches: queue.Queue[exec_pb2.StreamLogsResponse | BaseException | None] = queue.Queue()
+
+        def read() -> None:
+            try:
+                for response in call:
+                    batches.put(response)
+                batches.put(None)
+            except BaseException as exc:  # handed to the caller's thread
+                batches.put(exc)
+
+        reader = threading.Thread(target=read, name="log-stream", daemon=True)
+        reader.start()
         try:
-            for response in call:
-                status = (
-                    _status_from_proto(response.status) if response.HasField("status") else None
-                )
-                yield LogBatch(lines=tuple(response.lines), next=response.next, status=status)
-        except grpc.RpcError as exc:
-            raise self._error(exc) from None
+            while True:
+                try:
+                    item = batches.get(timeout=_QUEUE_STEP)
+                except queue.Empty:
+                    continue
+                if item is None:
+                    return
+                if isinstance(item, grpc.RpcError):
+                    raise self._error(item) from None
+                if isinstance(item, BaseException):
+                    raise item
+                status = _status_from_proto(item.status) if item.HasField("status") else None
+                yield LogBatch(lines=tuple(item.lines), next=item.next, status=status)
         finally:
             call.cancel()  # type: ignore[no-untyped-call]  # untyped in grpc-stubs
+            reader.join(timeout=_QUEUE_STEP * 20)
 
     def _connect(self) -> None:
         if not self._connected:

@@ -85,7 +85,6 @@ class GrpcGrid(Grid):
         self._token = token
         self._run_id = run_id
         self._unacked: list[str] = []  # replies received, to acknowledge on the next pull
-        self._received: set[str] = set()  # reply ids handed to the app (never twice)
 
     @property
     def run_id(self) -> int:
@@ -129,10 +128,12 @@ class GrpcGrid(Grid):
             "PullMessages",
             lambda: self._stub.PullMessages(request, timeout=wait + RPC_TIMEOUT),
         )
-        fresh = [m for m in reply.messages if m.metadata.message_id not in self._received]
+        # The SuperLink drops acknowledged replies before it selects, so a reply comes twice
+        # only if our acknowledgement never arrived: skip those of the last batch.
+        seen = set(self._unacked)
+        fresh = [m for m in reply.messages if m.metadata.message_id not in seen]
         messages = decode_messages(fresh, self._fetch)
-        self._unacked = [m.metadata.message_id for m in fresh]
-        self._received.update(self._unacked)
+        self._unacked = [m.metadata.message_id for m in reply.messages]
         return messages
 
     def _fetch(self, object_ids: list[str]) -> dict[str, Buffer]:

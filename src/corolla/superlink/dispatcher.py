@@ -10,7 +10,7 @@ from collections.abc import Callable
 from corolla.common.errors import CorollaError
 from corolla.superlink._worker import serve_ticks
 from corolla.superlink.runs import Runs
-from corolla.superlink.state import RunStatus
+from corolla.superlink.state import RunRecord, RunStatus
 
 log = logging.getLogger(__name__)
 
@@ -134,14 +134,12 @@ class ProcessDispatcher:
             try:
                 if run.status == RunStatus.PENDING:
                     if serving + ahead >= self._max:
-                        note = queued_details(serving + ahead - self._max)
-                        if run.details != note and not run.details.startswith("resum"):
-                            self._state.annotate_run(run.run_id, note)
+                        self._runs.note(run, queued_details(serving + ahead - self._max))
                         ahead += 1
                         continue
                     ahead += 1
                     since = self._eligible.setdefault(run.run_id, now)
-                    self._check_pending(run.run_id, now - since, run.details)
+                    self._check_pending(run, now - since)
                 else:
                     age = self._heartbeats.age(run.run_id)
                     if age is None:  # e.g. after a SuperLink restart: one timeout to show up
@@ -162,12 +160,12 @@ class ProcessDispatcher:
                 self._heartbeats.forget(run_id)
                 self._state.delete_run_objects(run_id)
 
-    def _check_pending(self, run_id: int, waited: float, details: str) -> None:
+    def _check_pending(self, run: RunRecord, waited: float) -> None:
         if waited > self._attach_timeout:
             self._runs.fail(
-                run_id,
+                run.run_id,
                 f"no flwr-serverapp process attached within {self._attach_timeout:g} s "
                 "(isolation process)",
             )
-        elif details != WAITING and not details.startswith("resum"):
-            self._state.annotate_run(run_id, WAITING)
+        else:
+            self._runs.note(run, WAITING)

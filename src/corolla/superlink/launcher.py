@@ -102,7 +102,6 @@ class ServerAppLauncher:
         self._address = serverappio_address
         self._poll = poll
         self._procs: dict[int, _AppProcess] = {}
-        self._queued: dict[int, str] = {}  # run id -> the queue note it shows
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="serverapp-launcher", daemon=True)
@@ -156,8 +155,6 @@ class ServerAppLauncher:
                 self._guarded(run.run_id, self._launch, run.run_id)
             else:
                 self._guarded(run.run_id, self._note_queued, run, position - free)
-        for run_id in [r for r in self._queued if r not in active]:
-            del self._queued[run_id]
 
     def _guarded(self, run_id: int, step: Callable[..., bool | None], *args: Any) -> bool:
         """Run one step for one run; an error there is logged and does not stop the others."""
@@ -212,16 +209,12 @@ class ServerAppLauncher:
         return False
 
     def _note_queued(self, run: RunRecord, ahead: int) -> None:
-        """``queued (n ahead)`` in ``flwr ls`` (written only when it changes)."""
-        note = queued_details(ahead)
-        if self._queued.get(run.run_id) != note and not run.details.startswith("resum"):
-            self._state.annotate_run(run.run_id, note)
-        self._queued[run.run_id] = note
+        """``queued (n ahead)`` in ``flwr ls``."""
+        self._runs.note(run, queued_details(ahead))
 
     def _launch(self, run_id: int) -> bool:
         if not self._runs.start(run_id):
             return False
-        self._queued.pop(run_id, None)
         token = self._state.create_token(run_id)
         env = {**os.environ, TOKEN_ENV: token}
         command = [*self._command, "--serverappio-api-address", self._address, *self._transport]

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 STOPPED_BY_USER = "stopped by user"
 MAX_RESUMES = 3  # crash-resumes of one run by one SuperLink before it fails for good
 RESUMED = "resumed from round"
+REQUEUED = "; the run "  # in the details of a re-queued run: "<reason>; the run resumes ..."
+NOTE_SEPARATOR = " | "
 
 
 def merge_run_config(defaults: UserConfig, overrides: UserConfig) -> UserConfig:
@@ -133,7 +135,7 @@ class Runs:
         """Back to ``pending`` (new tokens): the run starts again, from its checkpoint if any."""
         checkpoint = self.state.get_checkpoint(run_id)
         where = f"resumes from round {checkpoint[0]}" if checkpoint else "starts over"
-        details = f"{reason}; the run {where}"
+        details = f"{reason}{REQUEUED}{where}"
         try:
             self.state.update_run_status(run_id, RunStatus.PENDING, details=details)
         except IllegalTransition:
@@ -141,6 +143,14 @@ class Runs:
         self.state.append_logs(run_id, [f"WARNING {details}"])
         log.warning("run %d re-queued: %s", run_id, details)
         return True
+
+    def note(self, run: RunRecord, note: str) -> None:
+        """Say in ``flwr ls`` why a pending run waits (``queued (n ahead)``, waiting for an
+        app process); a re-queue reason stays in front of it. Written only when it changes."""
+        reason = run.details.split(NOTE_SEPARATOR)[0] if REQUEUED in run.details else ""
+        text = f"{reason}{NOTE_SEPARATOR}{note}" if reason else note
+        if run.details != text:
+            self.state.annotate_run(run.run_id, text)
 
     def lost_app(self, run_id: int, reason: str) -> None:
         """The run's ServerApp process is gone: resume from the checkpoint, else fail."""

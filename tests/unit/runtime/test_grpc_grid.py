@@ -1,0 +1,148 @@
+"""`GrpcGrid` against a real in-process SuperLink: replies survive a lost answer, and calls
+ride out a SuperLink restart on the same database and port."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from corolla.common.errors import Unavailable
+from corolla.common.grpc import create_channel
+from corolla.records import ConfigRecord, Message, MessageType, RecordDict
+from corolla.records.serde import message_from_proto, message_to_proto
+from corolla.runtime.grid import GrpcGrid
+from corolla.superlink.config import SuperLinkConfig
+from corolla.superlink.link import SuperLink
+from corolla.superlink.messages import from_stored, to_stored
+from corolla.superlink.state import RunStatus
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def superlink(database: str, serverappio: str = "127.0.0.1:0") -> SuperLink:
+    link = SuperLink(
+        SuperLinkConfig(
+            serverappio_address=serverappio,
+            fleet_address="127.0.0.1:0",
+            exec_address="127.0.0.1:0",
+            database=database,
+            app_heartbeat_timeout=3600,
+        )
+    )
+    link.start()
+    return link
+
+
+def running_run(link: SuperLink) -> tuple[int, str]:
+    state = link.state
+    state.store_fab("f" * 64, b"fab")
+    run_id = state.create_run(
+        fab_id="p/app", fab_version="1", fab_hash="f" * 64, override_config={}, run_config={}
+    )
+    state.update_run_status(run_id, RunStatus.STARTING)
+    state.update_run_status(run_id, RunStatus.RUNNING)
+    return run_id, state.create_token(run_id)
+
+
+@pytest.fixture
+def link(tmp_path: Path) -> Iterator[SuperLink]:
+    started = superlink(str(tmp_path / "state.db"))
+    yield started
+    started.stop()
+
+
+def answer(link: SuperLink, node_id: int, instruction_id: str) -> str:
+    """The node's side: take the instruction and store a reply; returns the reply's id."""
+    (stored,) = link.state.pull_instructions(node_id, limit=1)
+    assert stored.message_id == instruction_id
+    original = message_from_proto(from_stored(stored), {})
+    reply = Message(RecordDict({"out": ConfigRecord({"ok": 1})}), reply_to=original)
+    reply.metadata.src_node_id = node_id
+    link.state.store_replies(node_id, [to_stored(message_to_proto(reply), link.state)])
+    return reply.metadata.message_id
+
+
+def instruction(node_id: int) -> Message:
+    return Message(
+        RecordDict({"cfg": ConfigRecord({"x": 1})}),
+        dst_node_id=node_id,
+        message_type=MessageType.TRAIN,
+        ttl=600,
+    )
+
+
+def test_a_reply_whose_answer_was_lost_is_delivered_again(link: SuperLink) -> None:
+    run_id, token = running_run(link)
+    node_id = link.state.create_node(60.0)
+    channel = create_channel(link.addresses["serverappio"], insecure=True)
+    try:
+        grid = GrpcGrid(channel, token, run_id)
+        (sent,) = grid.push_messages([instruction(node_id)])
+        reply_id = answer(link, node_id, sent)
+        assert [m.metadata.message_id for m in grid.pull_messages([sent])] == [reply_id]
+        # A second ServerApp process of the run (the first one's answer never arrived):
+        again = GrpcGrid(channel, token, run_id)
+        assert [m.metadata.message_id for m in again.pull_messages([sent])] == [reply_id]
+        # The first grid acknowledges on its next call: the reply is gone for good.
+        assert grid.pull_messages([sent]) == []
+        assert again.pull_messages([sent]) == []
+    finally:
+        channel.close()
+
+
+def test_a_retried_push_is_not_delivered_twice(link: SuperLink) -> None:
+    run_id, token = running_run(link)
+    node_id = link.state.create_node(60.0)
+    channel = create_channel(link.addresses["serverappio"], insecure=True)
+    try:
+        grid = GrpcGrid(channel, token, run_id)
+        message = instruction(node_id)
+        first = grid.push_messages([message])
+        assert grid.push_messages([message]) == first  # as a retry after a lost answer
+        assert len(link.state.pull_instructions(node_id, limit=10)) == 1
+    finally:
+        channel.close()
+
+
+def test_calls_ride_out_a_superlink_restart(tmp_path: Path) -> None:
+    database = str(tmp_path / "state.db")
+    first = superlink(database)
+    address = first.addresses["serverappio"]
+    run_id, token = running_run(first)
+    node_id = first.state.create_node(3600.0)
+    first.stop()  # the SuperLink is away ...
+    channel = create_channel(address, insecure=True)
+    restarted: list[SuperLink] = []
+
+    def come_back() -> None:
+        time.sleep(1.0)
+        restarted.append(superlink(database, serverappio=address))  # same database and port
+
+    thread = threading.Thread(target=come_back)
+    thread.start()
+    try:
+        grid = GrpcGrid(channel, token, run_id, retry_window=30)
+        assert grid.get_node_ids() == [node_id]  # ... and the call waited for it
+    finally:
+        thread.join(timeout=30)
+        channel.close()
+        for link in restarted:
+            link.stop()
+
+
+def test_calls_give_up_after_the_retry_window(tmp_path: Path) -> None:
+    link = superlink(str(tmp_path / "state.db"))
+    address = link.addresses["serverappio"]
+    run_id, token = running_run(link)
+    link.stop()
+    channel = create_channel(address, insecure=True)
+    try:
+        grid = GrpcGrid(channel, token, run_id, retry_window=1.0)
+        with pytest.raises(Unavailable):  # translated, like every failure, after the window
+            grid.get_node_ids()
+    finally:
+        channel.close()
