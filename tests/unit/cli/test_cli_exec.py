@@ -447,6 +447,12 @@ def test_a_superlink_that_is_not_running_is_exit_4_fast(
     assert err == f"flwr {args[0]}: cannot reach the SuperLink at {address} (is it running?)\n"
 
 
+def _default_sigint() -> None:
+    # A runner that started us in the background (no job control) passes SIGINT ignored,
+    # and Python keeps an ignored SIGINT: give the CLI the disposition a terminal gives it.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_flwr(*args: str | Path) -> subprocess.Popen[str]:
     if not FLWR.exists():
         pytest.skip("the flwr console script is not installed (pip install -e .)")
@@ -456,6 +462,7 @@ def run_flwr(*args: str | Path) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        preexec_fn=_default_sigint,
     )
 
 
