@@ -67,14 +67,19 @@ def test_clientapp_process_killed_mid_run_and_restarted(
         "local",
         "--stream",
         "--run-config",
-        "round-sleep=1.0 num-server-rounds=6",
+        "round-sleep=3.0 num-server-rounds=3",
     )
     victim = process_federation.app_processes[2]  # node 1's flwr-clientapp
+
+    def training() -> bool:  # a train message is in the victim's hands right now
+        output = victim.output()
+        return output.count("probe client training pid") > output.count("probe client pid")
+
     deadline = time.monotonic() + 60
-    while "probe client pid" not in victim.output():
+    while not training():
         assert time.monotonic() < deadline, victim.output()
-        time.sleep(0.1)
-    victim.process.kill()
+        time.sleep(0.05)
+    victim.process.kill()  # within its 3 s of training: the message is lost with it
     victim.process.wait(timeout=10)
     process_federation.start_app_process(
         "clientapp", process_federation.clientappio_address(1), name="clientapp-restarted"
