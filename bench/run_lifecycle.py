@@ -23,7 +23,7 @@ from pathlib import Path
 from corolla.cli.exec_client import ExecClient
 from corolla.deploy.local import LocalFederation, app_for_federation
 from corolla.fab.build import build_fab_bytes
-from corolla.superlink.dispatcher import AppHeartbeats
+from corolla.superlink.heartbeats import AppHeartbeats
 from corolla.superlink.launcher import ServerAppLauncher
 from corolla.superlink.runs import Runs
 from corolla.superlink.state import SqliteLinkState

@@ -5,47 +5,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 
 from corolla.common.errors import CorollaError
 from corolla.superlink._worker import serve_ticks
-from corolla.superlink.runs import Runs
+from corolla.superlink.heartbeats import AppHeartbeats
+from corolla.superlink.runs import Runs, queued_details
 from corolla.superlink.state import RunRecord, RunStatus
 
 log = logging.getLogger(__name__)
 
 WAITING = "waiting for a flwr-serverapp process to attach (isolation process)"
-
-
-def queued_details(ahead: int) -> str:
-    """What ``flwr ls`` says of a run waiting for a free ServerApp slot."""
-    return f"queued ({ahead} ahead)" if ahead > 0 else "queued (next)"
-
-
-class AppHeartbeats:
-    """When each run's app process last showed a sign of life (by ``clock``, in seconds)."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._lock = threading.Lock()
-        self._seen: dict[int, float] = {}
-        self._clock = clock
-
-    def beat(self, run_id: int) -> None:
-        with self._lock:
-            self._seen[run_id] = self._clock()
-
-    def age(self, run_id: int) -> float | None:
-        with self._lock:
-            seen = self._seen.get(run_id)
-        return None if seen is None else self._clock() - seen
-
-    def forget(self, run_id: int) -> None:
-        with self._lock:
-            self._seen.pop(run_id, None)
-
-    def known(self) -> list[int]:
-        with self._lock:
-            return list(self._seen)
 
 
 class ProcessDispatcher:

@@ -13,10 +13,8 @@ from corolla.proto.v1 import exec_pb2 as epb
 from corolla.proto.v1 import run_pb2 as rpb
 from corolla.records.serde import user_config_from_proto
 from corolla.superlink.convert import run_to_proto
-from corolla.superlink.runs import STOPPED_BY_USER, Runs, check_fab, merge_run_config
+from corolla.superlink.runs import Runs
 from corolla.superlink.state import RunStatus
-
-__all__ = ["STOPPED_BY_USER", "ExecServicer", "check_fab", "merge_run_config"]
 
 log = logging.getLogger(__name__)
 

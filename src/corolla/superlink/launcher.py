@@ -27,8 +27,8 @@ from typing import Any
 from corolla.common.appio import TOKEN_ENV
 from corolla.common.errors import CorollaError
 from corolla.superlink._worker import serve_ticks
-from corolla.superlink.dispatcher import AppHeartbeats, queued_details
-from corolla.superlink.runs import Runs
+from corolla.superlink.heartbeats import AppHeartbeats
+from corolla.superlink.runs import Runs, queued_details
 from corolla.superlink.state import RunRecord, RunStatus
 
 log = logging.getLogger(__name__)
@@ -154,7 +154,7 @@ class ServerAppLauncher:
             if position < free:
                 self._guarded(run.run_id, self._launch, run.run_id)
             else:
-                self._guarded(run.run_id, self._note_queued, run, position - free)
+                self._guarded(run.run_id, self._runs.note, run, queued_details(position - free))
 
     def _guarded(self, run_id: int, step: Callable[..., bool | None], *args: Any) -> bool:
         """Run one step for one run; an error there is logged and does not stop the others."""
@@ -207,10 +207,6 @@ class ServerAppLauncher:
             run.run_id, f"the ServerApp process sent no heartbeat for {age:.0f} s (lost)"
         )
         return False
-
-    def _note_queued(self, run: RunRecord, ahead: int) -> None:
-        """``queued (n ahead)`` in ``flwr ls``."""
-        self._runs.note(run, queued_details(ahead))
 
     def _launch(self, run_id: int) -> bool:
         if not self._runs.start(run_id):

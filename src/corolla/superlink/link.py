@@ -15,9 +15,10 @@ from corolla.common.grpc import MAX_FAB_BYTES, bind, create_server
 from corolla.common.transfer import add_service
 from corolla.proto.v1 import exec_pb2, fleet_pb2, serverappio_pb2
 from corolla.superlink.config import SuperLinkConfig
-from corolla.superlink.dispatcher import AppHeartbeats, ProcessDispatcher
+from corolla.superlink.dispatcher import ProcessDispatcher
 from corolla.superlink.exec import ExecServicer
 from corolla.superlink.fleet import FleetServicer
+from corolla.superlink.heartbeats import AppHeartbeats
 from corolla.superlink.launcher import ServerAppLauncher
 from corolla.superlink.runs import Runs
 from corolla.superlink.serverappio import ServerAppIoServicer

@@ -33,6 +33,11 @@ REQUEUED = "; the run "  # in the details of a re-queued run: "<reason>; the run
 NOTE_SEPARATOR = " | "
 
 
+def queued_details(ahead: int) -> str:
+    """What ``flwr ls`` says of a run waiting for a free ServerApp slot."""
+    return f"queued ({ahead} ahead)" if ahead > 0 else "queued (next)"
+
+
 def merge_run_config(defaults: UserConfig, overrides: UserConfig) -> UserConfig:
     unknown = sorted(set(overrides) - set(defaults))
     if unknown:

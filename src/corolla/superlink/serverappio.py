@@ -19,7 +19,8 @@ from corolla.proto.v1 import serverappio_pb2 as spb
 from corolla.records.context import Context
 from corolla.records.serde import context_to_proto, referenced_object_ids
 from corolla.superlink.convert import fab_to_proto, run_to_proto
-from corolla.superlink.dispatcher import AppHeartbeats, ProcessDispatcher
+from corolla.superlink.dispatcher import ProcessDispatcher
+from corolla.superlink.heartbeats import AppHeartbeats
 from corolla.superlink.messages import from_stored, lost_replies, to_stored
 from corolla.superlink.objects import missing_response, store_pushed, stream_stored
 from corolla.superlink.runs import Runs

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from corolla.superlink.dispatcher import WAITING, AppHeartbeats, ProcessDispatcher
+from corolla.superlink.dispatcher import WAITING, ProcessDispatcher
+from corolla.superlink.heartbeats import AppHeartbeats
 from corolla.superlink.runs import Runs
 from corolla.superlink.state import LinkState, RunStatus, SqliteLinkState, SubStatus
 

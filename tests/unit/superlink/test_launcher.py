@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from corolla.superlink.dispatcher import AppHeartbeats
+from corolla.superlink.heartbeats import AppHeartbeats
 from corolla.superlink.launcher import ServerAppLauncher
 from corolla.superlink.runs import Runs
 from corolla.superlink.state import LinkState, RunRecord, RunStatus, SqliteLinkState, SubStatus
