@@ -4,7 +4,10 @@ Prints the run's wall time (from `flwr run` to finished) and the median seconds 
 (train + evaluate), measured by the ServerApp at the end of each round.
 
     python bench/round_overhead.py [--nodes 2] [--rounds 10] [--params 1000]
-                                   [--isolation subprocess|process]
+                                   [--isolation subprocess|process] [--secure]
+
+``--secure``: mutual TLS on every API and SuperNode authentication (signed Fleet requests), as
+a deployment should run; compare with the default (plaintext, no node auth).
 """
 
 from __future__ import annotations
@@ -60,16 +63,27 @@ def main() -> None:
         default="subprocess",
         help="process: operator-style long-running flwr-serverapp/flwr-clientapp processes",
     )
+    parser.add_argument(
+        "--secure", action="store_true", help="mutual TLS and SuperNode authentication on"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="corolla-bench-") as tmp:
-        federation = LocalFederation(Path(tmp), num_nodes=args.nodes, isolation=args.isolation)
+        federation = LocalFederation(
+            Path(tmp),
+            num_nodes=args.nodes,
+            isolation=args.isolation,
+            mtls=args.secure,
+            node_auth=args.secure,
+        )
         with federation:
-            app = app_for_federation(APP, Path(tmp) / "app", federation.exec)
+            settings = federation.federation_settings()
+            app = app_for_federation(APP, Path(tmp) / "app", federation.exec, settings=settings)
             # Warm-up run: FAB install and imports happen once per machine, not per run.
             run_once(federation, app, 1, args.params)
             one_wall, _ = run_once(federation, app, 1, args.params)
             wall, per_round = run_once(federation, app, args.rounds, args.params)
-    print(f"isolation={args.isolation} nodes={args.nodes} params={args.params}")
+    security = "mTLS + SuperNode auth" if args.secure else "insecure"
+    print(f"isolation={args.isolation} nodes={args.nodes} params={args.params} ({security})")
     print(f"1-round run, flwr run -> finished:        {one_wall:6.2f} s")
     print(f"{args.rounds}-round run, flwr run -> finished:       {wall:6.2f} s")
     print(f"median seconds per round (train+evaluate): {statistics.median(per_round):6.3f} s")

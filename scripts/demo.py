@@ -1,8 +1,10 @@
 """The main job: a local federation (SuperLink + 2 SuperNodes) trains examples/digits.
 
-Starts every daemon on loopback (the default ports 9091-9093), runs the app with
-`flwr run examples/digits local --stream`, shows per-round progress and the final accuracy,
-and stops everything it started (also on Ctrl-C).
+Starts every daemon on loopback (the default ports 9091-9093) with mutual TLS (a throwaway CA
+and certificates in the work directory) and SuperNode authentication (a key per SuperNode,
+registered with the SuperLink), runs the app with `flwr run <app> local --stream` (a copy of
+examples/digits whose federation carries the CLI's certificate), shows per-round progress and
+the final accuracy, and stops everything it started (also on Ctrl-C).
 
     python scripts/demo.py [--nodes 2] [--rounds N]
 """
@@ -17,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from corolla.common.errors import CorollaError
-from corolla.deploy.local import LocalFederation
+from corolla.deploy.local import LocalFederation, app_for_federation
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "examples" / "digits"
@@ -39,15 +41,23 @@ def main() -> int:
         serverappio="127.0.0.1:9091",
         fleet="127.0.0.1:9092",
         exec="127.0.0.1:9093",
+        mtls=True,
+        node_auth=True,
     )
     print(f"demo: starting a SuperLink and {args.nodes} SuperNodes (logs in {work})", flush=True)
     client: subprocess.Popen[bytes] | None = None
     try:
         federation.start()
-        command = [str(FLWR), "run", str(APP), "local", "--stream"]
+        app = app_for_federation(
+            APP, work / "digits", federation.exec, settings=federation.federation_settings()
+        )
+        command = [str(FLWR), "run", str(app), "local", "--stream"]
         if args.rounds is not None:
             command += ["--run-config", f"num-server-rounds={args.rounds}"]
-        print("demo: $ flwr run examples/digits local --stream", flush=True)
+        print(
+            f"demo: mutual TLS and SuperNode authentication on; $ flwr run {app} local --stream",
+            flush=True,
+        )
         client = subprocess.Popen(command, env=federation.env)
         return client.wait(timeout=1800)
     except CorollaError as exc:

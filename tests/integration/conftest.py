@@ -13,7 +13,8 @@ from corolla.deploy.local import LocalFederation, app_for_federation
 
 @pytest.fixture
 def federation(tmp_path: Path) -> Iterator[LocalFederation]:
-    fed = LocalFederation(tmp_path / "fed", num_nodes=2)
+    # The e2e suite runs as a deployment should: mutual TLS and SuperNode authentication on.
+    fed = LocalFederation(tmp_path / "fed", num_nodes=2, mtls=True, node_auth=True)
     try:
         fed.start()
         yield fed
@@ -23,5 +24,10 @@ def federation(tmp_path: Path) -> Iterator[LocalFederation]:
 
 @pytest.fixture
 def probe_cli(federation: LocalFederation, tmp_path: Path) -> Cli:
-    app = app_for_federation(APPS / "probe", tmp_path / "probe", federation.exec)
+    app = app_for_federation(
+        APPS / "probe",
+        tmp_path / "probe",
+        federation.exec,
+        settings=federation.federation_settings(),
+    )
     return Cli(federation, app)

@@ -17,7 +17,9 @@ pytestmark = pytest.mark.timeout(180)
 
 @pytest.fixture
 def process_federation(tmp_path: Path) -> Iterator[LocalFederation]:
-    fed = LocalFederation(tmp_path / "fed", num_nodes=2, isolation="process")
+    fed = LocalFederation(
+        tmp_path / "fed", num_nodes=2, isolation="process", mtls=True, node_auth=True
+    )
     try:
         fed.start()  # SuperLink, 2 SuperNodes, 1 flwr-serverapp, 2 flwr-clientapp
         yield fed
@@ -27,7 +29,12 @@ def process_federation(tmp_path: Path) -> Iterator[LocalFederation]:
 
 @pytest.fixture
 def cli(process_federation: LocalFederation, tmp_path: Path) -> Cli:
-    app = app_for_federation(APPS / "probe", tmp_path / "probe", process_federation.exec)
+    app = app_for_federation(
+        APPS / "probe",
+        tmp_path / "probe",
+        process_federation.exec,
+        settings=process_federation.federation_settings(),
+    )
     return Cli(process_federation, app)
 
 

@@ -13,6 +13,7 @@ import grpc
 import pytest
 from integration_helpers import APPS, Cli
 
+from corolla.common.config import read_ready_file
 from corolla.deploy.certs import generate
 from corolla.deploy.local import LocalFederation, app_for_federation, terminate
 from corolla.proto.v1 import serverappio_pb2 as spb
@@ -154,6 +155,7 @@ def test_tls_on_the_serverappio_api(tmp_path: Path) -> None:
     secret = tmp_path / "secret"
     secret.write_text("s" * 40)
     log_path = tmp_path / "superlink.log"
+    ready_file = tmp_path / "superlink.ready.json"
     with log_path.open("wb") as log:
         link = subprocess.Popen(
             [
@@ -178,6 +180,8 @@ def test_tls_on_the_serverappio_api(tmp_path: Path) -> None:
                 "process",
                 "--appio-secret-file",
                 str(secret),
+                "--ready-file",
+                str(ready_file),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -185,11 +189,11 @@ def test_tls_on_the_serverappio_api(tmp_path: Path) -> None:
         )
     try:
         deadline = time.monotonic() + 30
-        while not (match := re.search(r"serverappio=(\S+)", log_path.read_text())):
+        while (ready := read_ready_file(ready_file)) is None:
             assert time.monotonic() < deadline and link.poll() is None, log_path.read_text()
             time.sleep(0.05)
-        address = match.group(1)
-        assert "(isolation process, TLS)" in log_path.read_text()
+        address = ready["serverappio"]
+        assert f"serverappio={address} (TLS)" in log_path.read_text()
         roots = certs.ca_cert.read_bytes()
         with grpc.secure_channel(address, grpc.ssl_channel_credentials(roots)) as channel:
             reply = ServerAppIoStub(channel).RequestRun(

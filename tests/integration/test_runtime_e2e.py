@@ -158,7 +158,7 @@ def test_supernode_killed_mid_run_and_restarted_rejoins(
 
 
 def test_malformed_fabs_are_refused(federation: LocalFederation) -> None:
-    with grpc.insecure_channel(federation.exec) as channel:
+    with federation.channel(federation.exec) as channel:
         stub = ExecStub(channel)
         cases = {
             b"not a zip at all": "0" * 64,

@@ -16,10 +16,13 @@ from typing import Any
 
 from corolla.common.errors import InvalidArgument
 from corolla.common.kvpairs import split_pairs
+from corolla.common.tls import ClientTls
 from corolla.fab import AppConfig, ConfigValue
 from corolla.fab.config import PYPROJECT
 
 ROOT_CERTIFICATES_OPTION = "root-certificates"
+CLIENT_CERTIFICATE_OPTION = "client-certificate"  # mutual TLS: the CLI's own certificate
+CLIENT_KEY_OPTION = "client-key"
 
 
 # -- run config ---------------------------------------------------------------------------------
@@ -123,6 +126,7 @@ class Federation:
     insecure: bool
     root_certificates: bytes | None = None
     options: dict[str, ConfigValue] = field(default_factory=dict)
+    client_tls: ClientTls | None = field(default=None, repr=False)
 
 
 def resolve_federation(config: AppConfig, name: str | None, app_dir: Path) -> Federation:
@@ -152,13 +156,39 @@ def resolve_federation(config: AppConfig, name: str | None, app_dir: Path) -> Fe
     options = dict(fed.options)
     cert_path = options.pop(ROOT_CERTIFICATES_OPTION, None)
     root_certificates = _read_root_certificates(fed.insecure, cert_path, app_dir, name)
+    client_tls = _read_client_tls(
+        fed.insecure,
+        options.pop(CLIENT_CERTIFICATE_OPTION, None),
+        options.pop(CLIENT_KEY_OPTION, None),
+        app_dir,
+        name,
+    )
     return Federation(
         name=name,
         address=fed.address,
         insecure=fed.insecure,
         root_certificates=root_certificates,
         options=flatten(options, where=f"[tool.flwr.federations.{name}]"),
+        client_tls=client_tls,
     )
+
+
+def _read_client_tls(
+    insecure: bool, cert_path: object, key_path: object, app_dir: Path, name: str
+) -> ClientTls | None:
+    """The CLI's client certificate and key (paths relative to the app directory)."""
+    if cert_path is None and key_path is None:
+        return None
+    where = f"federation {name!r}"
+    cert, key = CLIENT_CERTIFICATE_OPTION, CLIENT_KEY_OPTION
+    if insecure:
+        raise InvalidArgument(f"{where}: 'insecure = true' and '{cert}'/'{key}' conflict")
+    if not (isinstance(cert_path, str) and cert_path and isinstance(key_path, str) and key_path):
+        raise InvalidArgument(f"{where}: '{cert}' and '{key}' must both be file paths")
+    try:
+        return ClientTls.from_files(app_dir / cert_path, app_dir / key_path)
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"{where}: {exc}") from exc
 
 
 def _read_root_certificates(

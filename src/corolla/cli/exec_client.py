@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Any
 
 import grpc
 
@@ -23,6 +24,7 @@ from corolla.common.errors import (
     Unavailable,
 )
 from corolla.common.grpc import MAX_FAB_BYTES, create_channel, error_from_rpc
+from corolla.common.tls import ClientTls
 from corolla.fab import ConfigValue
 from corolla.proto.v1 import exec_pb2, exec_pb2_grpc, run_pb2
 from corolla.records.serde import user_config_from_proto, user_config_to_proto
@@ -95,6 +97,17 @@ class LogBatch:
     status: RunStatus | None
 
 
+@dataclass(frozen=True)
+class NodeInfo:
+    """A SuperNode as the SuperLink knows it; times are Unix seconds, 0 when never seen."""
+
+    node_id: int
+    fingerprint: str
+    online: bool
+    last_seen: float
+    registered_at: float
+
+
 class ExecClient:
     """Calls the Exec API at ``address``; use as a context manager to close the channel."""
 
@@ -104,6 +117,7 @@ class ExecClient:
         *,
         insecure: bool,
         root_certificates: bytes | None = None,
+        client_tls: ClientTls | None = None,
         connect_timeout: float = CONNECT_TIMEOUT,
         call_timeout: float = CALL_TIMEOUT,
     ) -> None:
@@ -115,6 +129,7 @@ class ExecClient:
             address,
             insecure=insecure,
             root_certificates=root_certificates,
+            client_tls=client_tls,
             options=_FAB_CHANNEL_OPTIONS,
         )
         self._stub = exec_pb2_grpc.ExecStub(self._channel)
@@ -185,6 +200,31 @@ class ExecClient:
         if run_id and not any(run.run_id == run_id for run in runs):
             raise NotFound(f"run {run_id} not found")
         return RunList(runs=runs, now=response.now)
+
+    def register_node(self, public_key: bytes) -> tuple[int, str]:
+        """Put a SuperNode public key on the allow-list: ``(node_id, fingerprint)``."""
+        request = exec_pb2.RegisterNodeRequest(public_key=public_key)
+        response = self._unary(self._stub.RegisterNode, request)
+        return response.node_id, response.fingerprint
+
+    def unregister_node(self, node_id: int) -> None:
+        self._unary(self._stub.UnregisterNode, exec_pb2.UnregisterNodeRequest(node_id=node_id))
+
+    def list_nodes(self) -> tuple[list[NodeInfo], float]:
+        """The SuperNodes and the SuperLink's clock when it listed them."""
+        response = self._unary(self._stub.ListNodes, exec_pb2.ListNodesRequest())
+        nodes = [
+            NodeInfo(n.node_id, n.fingerprint, n.online, n.last_seen, n.registered_at)
+            for n in response.nodes
+        ]
+        return nodes, response.now
+
+    def _unary(self, method: Any, request: Any) -> Any:
+        self._connect()
+        try:
+            return method(request, timeout=self._call_timeout)
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
 
     def get_run(self, run_id: int) -> RunInfo:
         return next(run for run in self.list_runs(run_id).runs if run.run_id == run_id)

@@ -16,7 +16,7 @@ except ImportError:  # pragma: no cover
     from click.exceptions import ClickException  # type: ignore[import-not-found, no-redef, assignment, unused-ignore]
 
 from corolla import __version__
-from corolla.cli.commands import build, log, ls, new, run
+from corolla.cli.commands import build, certs, log, ls, new, run, supernode
 from corolla.cli.follow import RunFailed, RunStopped
 from corolla.common import errors
 
@@ -63,6 +63,8 @@ app.command()(run.run)
 app.command()(ls.ls)
 app.command()(log.log)
 app.command()(log.stop)
+app.command()(certs.certs)
+app.add_typer(supernode.app)
 
 
 def _show_version(value: bool) -> None:

@@ -14,9 +14,12 @@ import ipaddress
 import logging
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
-from corolla.common.errors import InvalidArgument, Unauthenticated
+from corolla.common.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from corolla.common.guard import Caller, CallInfo, Credential
+from corolla.common.transfer import TOKEN_KEY
 
 SECRET_ENV = "COROLLA_APPIO_SECRET"
 TOKEN_ENV = "COROLLA_APP_TOKEN"
@@ -77,3 +80,26 @@ def warn_if_exposed(address: str, tls: bool, api: str) -> None:
             api,
             address,
         )
+
+
+class AppIoAuth:
+    """The AppIo APIs' authenticator (see `corolla.common.guard`): ``RequestRun`` needs the
+    shared secret, every other call a run token (field ``token``, or ``corolla-token``
+    metadata for the object streams) that ``resolve`` maps to its run (`Unauthenticated`
+    for an unknown or void one)."""
+
+    def __init__(self, secret: str, resolve: Callable[[str], int]) -> None:
+        self._secret = secret
+        self._resolve = resolve
+
+    def __call__(self, credential: Credential, call: CallInfo) -> Caller:
+        request = call.request
+        if credential is Credential.APP_SECRET:
+            check_secret(self._secret, str(getattr(request, "secret", "")))
+            return Caller(credential)
+        if credential is not Credential.RUN_TOKEN:
+            raise PermissionDenied(f"{call.method} is not an AppIo call")
+        token = str(getattr(request, "token", "") or call.metadata.get(TOKEN_KEY, ""))
+        if not token:
+            raise Unauthenticated("this call needs the run's token")
+        return Caller(credential, run_id=self._resolve(token), token=token)

@@ -97,6 +97,9 @@ class Option:
     switch: bool = False
     choices: tuple[str, ...] = ()
     env: bool = True  # False: flag and file only
+    # The flag may be given several times; the values reach ``parse`` joined with commas (as
+    # they are written in the variable, ``A,B``, or in the file, ``["A", "B"]`` or ``"A,B"``).
+    repeat: bool = False
 
     @property
     def name(self) -> str:
@@ -176,6 +179,8 @@ class Command:
                 kwargs["metavar"] = option.metavar
                 if option.choices:
                     kwargs["choices"] = option.choices
+                if option.repeat:
+                    kwargs["action"] = "append"
             parser.add_argument(option.flag, **kwargs)
         return parser
 
@@ -241,6 +246,8 @@ def _convert(option: Option, raw: object, label: str) -> object:
         if isinstance(raw, str) and raw.strip().lower() in _TRUE + _FALSE:
             return raw.strip().lower() in _TRUE
         raise UsageError(f"{label}: expected true or false, got {raw!r}")
+    if option.repeat and isinstance(raw, list) and all(isinstance(item, str) for item in raw):
+        raw = ",".join(raw)
     if isinstance(raw, bool) or not isinstance(raw, str | int | float):
         raise UsageError(f"{label}: expected {option.metavar or 'a value'}, got {raw!r}")
     text = str(raw)

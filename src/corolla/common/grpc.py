@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+import threading
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from typing import Any, TypeVar
@@ -12,6 +14,7 @@ from typing import Any, TypeVar
 import grpc
 
 from corolla.common import errors
+from corolla.common.tls import ClientTls
 
 log = logging.getLogger(__name__)
 
@@ -112,13 +115,22 @@ def create_channel(
     *,
     insecure: bool,
     root_certificates: bytes | None = None,
+    client_tls: ClientTls | None = None,
     options: list[tuple[str, Any]] | None = None,
 ) -> grpc.Channel:
-    """A channel to ``address``: TLS unless ``insecure`` (then plaintext)."""
+    """A channel to ``address``: TLS unless ``insecure`` (then plaintext). ``root_certificates``:
+    the CAs to trust (None: the system roots); ``client_tls``: the certificate to present to a
+    server that asks for one (mutual TLS)."""
     opts = _merge_options(options)
     if insecure:
+        if client_tls is not None:
+            raise errors.InvalidArgument("a client certificate needs TLS, not an insecure channel")
         return grpc.insecure_channel(address, options=opts)
-    credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=root_certificates,
+        private_key=client_tls.private_key if client_tls else None,
+        certificate_chain=client_tls.certificate_chain if client_tls else None,
+    )
     return grpc.secure_channel(address, credentials, options=opts)
 
 
@@ -176,3 +188,32 @@ def _guard_stream(stream: Iterator[Any], context: grpc.ServicerContext, name: st
     except Exception:
         log.exception("unexpected error in %s", name)
         context.abort(grpc.StatusCode.INTERNAL, f"internal error in {name}")
+
+
+class WaitSlots:
+    """Bounds the calls that wait (long polls, followed streams) so that they never take every
+    worker thread of a server: beyond ``limit`` waiting calls, a call that would wait is
+    refused with RESOURCE_EXHAUSTED (clients back off and retry) and unary calls keep their
+    threads."""
+
+    def __init__(self, limit: int, what: str = "long polls") -> None:
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, not {limit}")
+        self.limit = limit
+        self._what = what
+        self._free = threading.BoundedSemaphore(limit)
+
+    @contextlib.contextmanager
+    def hold(self, wait: float) -> Iterator[float]:
+        """A slot for up to ``wait`` seconds of waiting (none needed for ``wait <= 0``)."""
+        if wait <= 0:
+            yield 0.0
+            return
+        if not self._free.acquire(blocking=False):
+            raise errors.ResourceExhausted(
+                f"too many {self._what} at once (limit {self.limit}); retry shortly"
+            )
+        try:
+            yield wait
+        finally:
+            self._free.release()

@@ -2,21 +2,27 @@
 
 A chunk frame is a valid protobuf encoding of ``corolla.proto.v1.ObjectChunk``. Frames are
 built and parsed here by hand so that the payload bytes are copied once on each side: into the
-frame when sending, into the object's buffer when receiving.
+frame when sending, into the object's sink when receiving (a buffer grown as the data arrives,
+or a file). Nothing is allocated for a declared size before the data is there.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar, overload
 
 from corolla.common.errors import InvalidArgument, ResourceExhausted
 from corolla.proto.v1 import objects_pb2 as opb
 
 Buffer = bytes | bytearray | memoryview
+_R = TypeVar("_R")
+_R_co = TypeVar("_R_co", covariant=True)
 
 CHUNK_SIZE = 1024 * 1024
+MAX_OBJECT_SIZE = 1 << 40  # the default bound on one object's declared size
+MAX_OPEN_OBJECTS = 16  # objects one stream may have in progress at once (senders send 1)
 _DATA_TAG = b"\x22"  # field 4, wire type 2 (length-delimited)
 _OBJECT_ID_LEN = 64  # sha256 hex
 
@@ -115,54 +121,208 @@ def decode_chunk(frame: Buffer) -> Chunk:
     return Chunk(object_id, offset, total, data)
 
 
-class ObjectAssembler:
-    """Collects chunk frames into whole objects, checking order, size and (optionally) hash."""
+class ObjectSink(Protocol[_R_co]):
+    """Where one object's bytes go while they arrive: a growing buffer, a file, a database row.
 
-    def __init__(self, *, max_object_size: int = 1 << 40, verify: bool = True) -> None:
+    `ObjectAssembler` opens a sink on an object's first frame, once that frame's declared size
+    passed its checks, and ends it with `commit` (every byte arrived and, when verifying, the
+    hash matched) or `discard` (the object will never be complete, or its commit raised)."""
+
+    def write(self, data: memoryview) -> None:
+        """Append the next piece. ``data`` is valid only during the call: copy it, never keep
+        it."""
+
+    def commit(self) -> _R_co:
+        """Keep the object; what it returns is what `ObjectAssembler.feed` hands back."""
+
+    def discard(self) -> None:
+        """Drop what was written. Safe to call more than once, and after a failed commit."""
+
+
+SinkFactory = Callable[[str, int], ObjectSink[_R]]  # (object_id, declared size) -> its sink
+
+
+class BufferSink:
+    """An object in memory, grown as its data arrives (never allocated at the declared size,
+    which a sender could state without sending anything)."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def write(self, data: memoryview) -> None:
+        self._buffer += data  # the one copy on receive
+
+    def commit(self) -> memoryview:
+        return memoryview(self._buffer).toreadonly()
+
+    def discard(self) -> None:
+        self._buffer = bytearray()
+
+
+def buffer_sink(object_id: str, size: int) -> BufferSink:
+    """The default `SinkFactory`: each object in its own growing buffer."""
+    return BufferSink()
+
+
+@dataclass
+class _Partial(Generic[_R]):
+    sink: ObjectSink[_R]
+    total: int
+    filled: int = 0
+    digest: hashlib._Hash | None = None
+
+
+class ObjectAssembler(Generic[_R]):
+    """Collects chunk frames into whole objects, checking order, sizes and (optionally) hash.
+
+    Each object goes into a sink as its frames arrive (by default a buffer grown with the
+    data, see `buffer_sink`) and is hashed on the way, so a declared size costs nothing until
+    the data is there. Every frame's declared size is checked against ``max_object_size``
+    (None: the sinks' owner checks it) and, on an object's first frame, the sizes declared in
+    the stream so far against ``max_stream_bytes``; at most ``max_open_objects`` objects may be
+    in progress at once. Data past the declared size, a declared size that changes, or a frame
+    out of order is refused. Use `close` (or ``with``) to discard what a broken stream left.
+    """
+
+    @overload
+    def __init__(
+        self: ObjectAssembler[memoryview],
+        *,
+        max_object_size: int | None = ...,
+        max_stream_bytes: int | None = ...,
+        max_open_objects: int = ...,
+        verify: bool = ...,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self,
+        *,
+        sink: SinkFactory[_R],
+        max_object_size: int | None = ...,
+        max_stream_bytes: int | None = ...,
+        max_open_objects: int = ...,
+        verify: bool = ...,
+    ) -> None: ...
+
+    def __init__(
+        self,
+        *,
+        sink: SinkFactory[Any] = buffer_sink,
+        max_object_size: int | None = MAX_OBJECT_SIZE,
+        max_stream_bytes: int | None = None,
+        max_open_objects: int = MAX_OPEN_OBJECTS,
+        verify: bool = True,
+    ) -> None:
+        self._open = sink
         self._max = max_object_size
+        self._max_stream = max_stream_bytes
+        self._max_open = max_open_objects
         self._verify = verify
-        self._partial: dict[str, tuple[bytearray, int]] = {}
+        self._partial: dict[str, _Partial[_R]] = {}
+        self.bytes_declared = 0  # the sizes of every object begun in this stream
         self.bytes_received = 0
 
-    def feed(self, frame: Buffer) -> tuple[str, memoryview] | None:
-        """Add one frame; returns ``(object_id, data)`` when that object is complete."""
+    def __enter__(self) -> ObjectAssembler[_R]:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def feed(self, frame: Buffer) -> tuple[str, _R] | None:
+        """Add one frame; returns ``(object_id, committed sink's result)`` when that object is
+        complete. On an error the object's sink is discarded."""
         chunk = decode_chunk(frame)
-        if chunk.total_size > self._max:
+        object_id, total = chunk.object_id, chunk.total_size
+        if self._max is not None and total > self._max:
+            self._drop(object_id)
             raise ResourceExhausted(
-                f"object {chunk.object_id} is {chunk.total_size} bytes, over the limit {self._max}"
+                f"object {object_id} is {total} bytes, over the limit of {self._max} bytes"
             )
-        buffer, filled = self._partial.get(chunk.object_id, (None, 0))
-        if buffer is None:
-            buffer = bytearray(chunk.total_size)
-        if chunk.offset != filled or len(buffer) != chunk.total_size:
-            raise InvalidArgument(f"object {chunk.object_id}: chunk out of order or size changed")
-        end = filled + chunk.data.nbytes
-        if end > chunk.total_size:
-            raise InvalidArgument(f"object {chunk.object_id}: more data than its declared size")
-        buffer[filled:end] = chunk.data
+        partial = self._partial.get(object_id)
+        if partial is None:
+            partial = self._begin(chunk)
+        try:
+            if total != partial.total:
+                raise InvalidArgument(
+                    f"object {object_id}: declared size changed from {partial.total} to {total}"
+                )
+            if chunk.offset != partial.filled:
+                raise InvalidArgument(
+                    f"object {object_id}: chunk out of order (offset {chunk.offset}, "
+                    f"expected {partial.filled})"
+                )
+            end = partial.filled + chunk.data.nbytes
+            if end > total:
+                raise InvalidArgument(f"object {object_id}: more data than its declared size")
+            if partial.digest is not None:
+                partial.digest.update(chunk.data)
+            partial.sink.write(chunk.data)
+        except BaseException:
+            self._drop(object_id)
+            raise
+        partial.filled = end
         self.bytes_received += chunk.data.nbytes
-        if end < chunk.total_size:
-            self._partial[chunk.object_id] = (buffer, end)
+        if end < total:
             return None
-        self._partial.pop(chunk.object_id, None)
-        if self._verify and object_id_of(buffer) != chunk.object_id:
-            raise InvalidArgument(f"object {chunk.object_id}: content does not match its id")
-        return chunk.object_id, memoryview(buffer).toreadonly()
+        del self._partial[object_id]
+        try:
+            if partial.digest is not None and partial.digest.hexdigest() != object_id:
+                raise InvalidArgument(f"object {object_id}: content does not match its id")
+            return object_id, partial.sink.commit()
+        except BaseException:
+            partial.sink.discard()
+            raise
+
+    def _begin(self, chunk: Chunk) -> _Partial[_R]:
+        """Check an object's first frame, then open its sink."""
+        object_id, total = chunk.object_id, chunk.total_size
+        if chunk.offset != 0:
+            raise InvalidArgument(
+                f"object {object_id}: chunk out of order (offset {chunk.offset}, expected 0)"
+            )
+        if chunk.data.nbytes > total:
+            raise InvalidArgument(f"object {object_id}: more data than its declared size")
+        if self._max_stream is not None and self.bytes_declared + total > self._max_stream:
+            raise ResourceExhausted(
+                f"object {object_id} ({total} bytes) takes the stream past its budget of "
+                f"{self._max_stream} bytes ({self.bytes_declared} declared before it)"
+            )
+        if len(self._partial) >= self._max_open:
+            raise ResourceExhausted(
+                f"object {object_id}: more than {self._max_open} objects in progress at once"
+            )
+        partial = _Partial(self._open(object_id, total), total)
+        if self._verify:
+            partial.digest = hashlib.sha256()
+        self._partial[object_id] = partial
+        self.bytes_declared += total
+        return partial
+
+    def _drop(self, object_id: str) -> None:
+        partial = self._partial.pop(object_id, None)
+        if partial is not None:
+            partial.sink.discard()
 
     def finish(self) -> None:
-        """Raise if an object was left incomplete."""
+        """Raise if an object was left incomplete (its sink stays open until `close`)."""
         if self._partial:
             missing = ", ".join(sorted(self._partial))
             raise InvalidArgument(f"stream ended with incomplete objects: {missing}")
 
+    def close(self) -> None:
+        """Discard the sinks of objects left incomplete."""
+        for object_id in list(self._partial):
+            self._drop(object_id)
+
 
 def assemble(frames: Iterable[Buffer], *, verify: bool = True) -> dict[str, memoryview]:
     """All objects carried by ``frames``, by id."""
-    assembler = ObjectAssembler(verify=verify)
     objects: dict[str, memoryview] = {}
-    for frame in frames:
-        done = assembler.feed(frame)
-        if done is not None:
-            objects[done[0]] = done[1]
-    assembler.finish()
+    with ObjectAssembler(verify=verify) as assembler:
+        for frame in frames:
+            done = assembler.feed(frame)
+            if done is not None:
+                objects[done[0]] = done[1]
+        assembler.finish()
     return objects

@@ -1,53 +1,33 @@
 """Moving content-addressed objects over gRPC: client and server halves, one copy each side.
 
 The object RPCs (``PushObjects``, ``PullObjects``) carry hand-built `ObjectChunk` frames as raw
-bytes, so they are registered with pass-through (de)serializers; see `add_service`.
+bytes, so they are registered with pass-through (de)serializers; see `common/guard.py`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
-from google.protobuf import message_factory
-from google.protobuf.descriptor import ServiceDescriptor
 
 from corolla.common.errors import InvalidArgument
-from corolla.common.objects import CHUNK_SIZE, Buffer, ObjectAssembler, encode_chunk, encode_chunks
+from corolla.common.objects import (
+    CHUNK_SIZE,
+    Buffer,
+    ObjectAssembler,
+    SinkFactory,
+    encode_chunk,
+    encode_chunks,
+)
 from corolla.proto.v1 import objects_pb2 as opb
 
-RAW_METHODS = frozenset({"PushObjects", "PullObjects"})
 RUN_ID_KEY = "corolla-run-id"
 NODE_ID_KEY = "corolla-node-id"
 TOKEN_KEY = "corolla-token"
 MAX_OBJECT_BYTES = 64 * 1024**3
-
-
-def add_service(server: grpc.Server, service: ServiceDescriptor, servicer: Any) -> None:
-    """Register ``servicer`` for ``service``; object RPCs pass frames through as raw bytes."""
-    handlers = {}
-    for method in service.methods:
-        request_cls = message_factory.GetMessageClass(method.input_type)
-        response_cls = message_factory.GetMessageClass(method.output_type)
-        raw = method.name in RAW_METHODS
-        deserialize = None if raw and method.client_streaming else request_cls.FromString
-        serialize = None if raw and method.server_streaming else response_cls.SerializeToString
-        behaviour = getattr(servicer, method.name)
-        if method.client_streaming and method.server_streaming:
-            factory = grpc.stream_stream_rpc_method_handler
-        elif method.client_streaming:
-            factory = grpc.stream_unary_rpc_method_handler
-        elif method.server_streaming:
-            factory = grpc.unary_stream_rpc_method_handler
-        else:
-            factory = grpc.unary_unary_rpc_method_handler
-        handlers[method.name] = factory(
-            behaviour, request_deserializer=deserialize, response_serializer=serialize
-        )
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(service.full_name, handlers),)
-    )
+MAX_STREAM_BYTES = 64 * 1024**3  # declared by one push stream, all its objects together
+_R = TypeVar("_R")
 
 
 def call_metadata(context: grpc.ServicerContext) -> dict[str, str]:
@@ -62,16 +42,42 @@ def receive_objects(
     store: Callable[[str, memoryview], None],
     *,
     max_object_size: int = MAX_OBJECT_BYTES,
+    max_stream_bytes: int = MAX_STREAM_BYTES,
 ) -> opb.PushObjectsResponse:
-    """Assemble and verify pushed objects, handing each complete one to ``store``."""
-    assembler = ObjectAssembler(max_object_size=max_object_size, verify=True)
+    """Assemble and verify pushed objects in memory, handing each complete one to ``store``."""
+    assembler = ObjectAssembler(max_object_size=max_object_size, max_stream_bytes=max_stream_bytes)
+    return _receive(assembler, frames, lambda object_id, data: store(object_id, data))
+
+
+def receive_objects_into(
+    frames: Iterable[bytes],
+    open_sink: SinkFactory[object],
+    *,
+    max_object_size: int | None = MAX_OBJECT_BYTES,
+    max_stream_bytes: int | None = None,
+) -> opb.PushObjectsResponse:
+    """Stream each pushed object into the sink ``open_sink(object_id, declared_size)`` gives
+    for it, hashing on the way; a sink is committed once its object is complete and verified,
+    and discarded if the stream breaks off or fails. Nothing holds a whole object here."""
+    assembler = ObjectAssembler(
+        sink=open_sink, max_object_size=max_object_size, max_stream_bytes=max_stream_bytes
+    )
+    return _receive(assembler, frames, lambda object_id, result: None)
+
+
+def _receive(
+    assembler: ObjectAssembler[_R],
+    frames: Iterable[bytes],
+    on_object: Callable[[str, _R], None],
+) -> opb.PushObjectsResponse:
     stored = 0
-    for frame in frames:
-        done = assembler.feed(frame)
-        if done is not None:
-            store(*done)
-            stored += 1
-    assembler.finish()
+    with assembler:
+        for frame in frames:
+            done = assembler.feed(frame)
+            if done is not None:
+                on_object(*done)
+                stored += 1
+        assembler.finish()
     return opb.PushObjectsResponse(objects_stored=stored, bytes_received=assembler.bytes_received)
 
 
@@ -138,13 +144,13 @@ class ObjectClient:
         if not wanted:
             return {}
         request = opb.PullObjectsRequest(object_ids=wanted, **ids)
-        assembler = ObjectAssembler(verify=True)
         out: dict[str, memoryview] = {}
-        for frame in self._pull(request, metadata=self._metadata, timeout=timeout):
-            done = assembler.feed(frame)
-            if done is not None:
-                out[done[0]] = done[1]
-        assembler.finish()
+        with ObjectAssembler(verify=True) as assembler:
+            for frame in self._pull(request, metadata=self._metadata, timeout=timeout):
+                done = assembler.feed(frame)
+                if done is not None:
+                    out[done[0]] = done[1]
+            assembler.finish()
         missing = [oid for oid in wanted if oid not in out]
         if missing:
             raise InvalidArgument(f"server did not send objects {missing}")

@@ -1,7 +1,10 @@
 """`LocalFederation`: a SuperLink and N SuperNodes as real processes on loopback, free ports.
 
 Each daemon says it is ready, and where it listens, in its ready file
-(``workdir/<name>.ready.json``, `--ready-file`); nothing is learned from its log.
+(``workdir/<name>.ready.json``, `--ready-file`); nothing is learned from its log. With
+``tls=True`` (or ``mtls=True``: mutual TLS, client certificates everywhere) it makes a
+development CA and certificates in ``workdir/certs`` (`corolla.deploy.certs`) and hands every
+daemon and app process what it needs; `federation_settings` is what a CLI federation needs.
 """
 
 from __future__ import annotations
@@ -12,12 +15,23 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
+
+from corolla.cli.exec_client import ExecClient
+from corolla.common import nodekeys
 from corolla.common.config import read_ready_file
 from corolla.common.errors import DeadlineExceeded, Unavailable
+from corolla.common.grpc import create_channel
+from corolla.common.tls import ClientTls
+from corolla.deploy.certs import CertPaths, KeyPair, generate
+
+# The client certificates of a federation with mutual TLS, one per kind of client.
+CLIENTS = ("cli", "supernode", "serverapp", "clientapp")
 
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
@@ -52,6 +66,10 @@ class LocalFederation:
     secret_file: Path | None = None  # isolation "process": the shared AppIo secret
     superlink_args: list[str] = field(default_factory=list)
     supernode_args: list[str] = field(default_factory=list)
+    tls: bool = False  # TLS on every API (default: plaintext, --insecure)
+    mtls: bool = False  # mutual TLS: every API demands a client certificate (implies tls)
+    certs: CertPaths | None = None  # made on start when tls or mtls
+    node_auth: bool = False  # SuperNode authentication: a registered key per SuperNode
     superlink: Daemon | None = None
     supernodes: list[Daemon] = field(default_factory=list)
     app_processes: list[Daemon] = field(default_factory=list)
@@ -94,7 +112,7 @@ class LocalFederation:
             "superlink",
             [
                 "corolla.superlink.main",
-                "--insecure",
+                *self._superlink_tls_args(),
                 "--database",
                 database,
                 "--serverappio-api-address",
@@ -104,6 +122,7 @@ class LocalFederation:
                 "--exec-api-address",
                 "127.0.0.1:0" if not self.exec else self.exec,
                 *self._isolation_args(),
+                *(["--enable-supernode-auth"] if self.node_auth else []),
                 *self.superlink_args,
             ],
             ready=True,
@@ -126,7 +145,8 @@ class LocalFederation:
             name,
             [
                 "corolla.supernode.main",
-                "--insecure",
+                *self._supernode_tls_args(),
+                *self._node_auth_args(index),
                 "--superlink",
                 self.fleet,
                 "--clientappio-api-address",
@@ -143,6 +163,104 @@ class LocalFederation:
         if wait:
             _wait_ready(node)
         return node
+
+    def _node_auth_args(self, index: int) -> list[str]:
+        """The node's key, made and registered with the SuperLink the first time."""
+        if not self.node_auth:
+            return []
+        key = self.workdir / f"supernode-{index}.key"
+        if not key.exists():
+            nodekeys.generate(key, key.with_name(key.name + ".pub"))
+            with self.exec_client() as client:
+                client.register_node(key.with_name(key.name + ".pub").read_bytes())
+        return ["--auth-supernode-private-key", str(key)]
+
+    def _cli_tls(self) -> tuple[bytes | None, ClientTls | None]:
+        if not self.secure:
+            return None, None
+        certs = self._certificates()
+        cli = certs.client("cli") if self.mtls else None
+        client = None if cli is None else ClientTls.from_files(cli.cert, cli.key)
+        return certs.ca_cert.read_bytes(), client
+
+    def exec_client(self) -> ExecClient:
+        """A client of this federation's Exec API (with the CLI's TLS material)."""
+        roots, client = self._cli_tls()
+        return ExecClient(
+            self.exec, insecure=not self.secure, root_certificates=roots, client_tls=client
+        )
+
+    def channel(self, address: str) -> grpc.Channel:
+        """A raw channel to one of the federation's APIs, with the CLI's TLS material (tests
+        that speak protobuf directly)."""
+        roots, client = self._cli_tls()
+        return create_channel(
+            address, insecure=not self.secure, root_certificates=roots, client_tls=client
+        )
+
+    @property
+    def secure(self) -> bool:
+        return self.tls or self.mtls
+
+    def _certificates(self) -> CertPaths:
+        if self.certs is None:
+            self.certs = generate(self.workdir / "certs", clients=CLIENTS)
+        return self.certs
+
+    def client_certificate(self, kind: str) -> KeyPair:
+        """The client certificate and key of ``cli``, ``supernode``, ``serverapp`` or
+        ``clientapp`` (with tls or mtls)."""
+        return self._certificates().client(kind)
+
+    def federation_settings(self) -> dict[str, str | bool]:
+        """A ``[tool.flwr.federations.<name>]`` table for this federation's Exec API (absolute
+        paths, which stay as they are relative to any app directory)."""
+        if not self.secure:
+            return {"address": self.exec, "insecure": True}
+        certs = self._certificates()
+        settings: dict[str, str | bool] = {
+            "address": self.exec,
+            "root-certificates": str(certs.ca_cert),
+        }
+        if self.mtls:
+            cli = certs.client("cli")
+            settings |= {"client-certificate": str(cli.cert), "client-key": str(cli.key)}
+        return settings
+
+    def _server_args(self) -> list[str]:
+        certs = self._certificates()
+        args = ["--ssl-certfile", str(certs.server_cert), "--ssl-keyfile", str(certs.server_key)]
+        return [*args, "--ssl-ca-certfile", str(certs.ca_cert)]
+
+    def _client_args(self, kind: str, prefix: str) -> list[str]:
+        pair = self.client_certificate(kind)
+        return [f"--{prefix}-certfile", str(pair.cert), f"--{prefix}-keyfile", str(pair.key)]
+
+    def _superlink_tls_args(self) -> list[str]:
+        if not self.secure:
+            return ["--insecure"]
+        if not self.mtls:
+            return self._server_args()
+        mutual = ["--require-client-certificate", *self._client_args("serverapp", "app-client")]
+        return [*self._server_args(), *mutual]
+
+    def _supernode_tls_args(self) -> list[str]:
+        """Fleet connection and ClientAppIo API (the node serves with the same certificate)."""
+        if not self.secure:
+            return ["--insecure"]
+        certs = self._certificates()
+        args = ["--root-certificates", str(certs.ca_cert), *self._server_args()]
+        if not self.mtls:
+            return args
+        args += ["--require-client-certificate", *self._client_args("supernode", "ssl-client")]
+        return [*args, *self._client_args("clientapp", "app-client")]
+
+    def _app_tls_args(self, kind: str) -> list[str]:
+        """An operator-managed app process (isolation process)."""
+        if not self.secure:
+            return ["--insecure"]
+        args = ["--root-certificates", str(self._certificates().ca_cert)]
+        return [*args, *self._client_args(kind, "ssl-client")] if self.mtls else args
 
     def _isolation_args(self) -> list[str]:
         if self.isolation == "subprocess":
@@ -171,7 +289,8 @@ class LocalFederation:
         }[kind]
         secret = [] if self.secret_file is None else ["--appio-secret-file", str(self.secret_file)]
         name = name or f"{kind}-{len(self.app_processes)}"
-        daemon = self._spawn(name, [module, flag, address, "--insecure", *secret, *(args or [])])
+        transport = self._app_tls_args(kind)
+        daemon = self._spawn(name, [module, flag, address, *transport, *secret, *(args or [])])
         self.app_processes.append(daemon)
         return daemon
 
@@ -231,8 +350,15 @@ def _wait_ready(daemon: Daemon) -> dict[str, Any]:
     raise DeadlineExceeded(f"{daemon.name} not ready after {READY_TIMEOUT:.0f} s")
 
 
-def app_for_federation(app_dir: Path, dest: Path, exec_address: str, name: str = "local") -> Path:
-    """Copy ``app_dir`` to ``dest`` with federation ``name`` pointing at ``exec_address``."""
+def app_for_federation(
+    app_dir: Path,
+    dest: Path,
+    exec_address: str,
+    name: str = "local",
+    settings: Mapping[str, str | bool] | None = None,
+) -> Path:
+    """Copy ``app_dir`` to ``dest`` with federation ``name`` pointing at ``exec_address``
+    (plaintext), or set to ``settings`` (e.g. `LocalFederation.federation_settings`)."""
     import shutil
     import tomllib
 
@@ -243,6 +369,6 @@ def app_for_federation(app_dir: Path, dest: Path, exec_address: str, name: str =
     data = tomllib.loads(pyproject.read_text())
     federations = data.setdefault("tool", {}).setdefault("flwr", {}).setdefault("federations", {})
     federations.setdefault("default", name)
-    federations[name] = {"address": exec_address, "insecure": True}
+    federations[name] = dict(settings or {"address": exec_address, "insecure": True})
     pyproject.write_text(tomli_w.dumps(data))
     return dest

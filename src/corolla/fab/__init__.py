@@ -9,18 +9,21 @@ from corolla.fab.config import (
     load_app_config,
     parse_app_config,
 )
-from corolla.fab.install import InstalledApp, install_fab, unpack_fab, verify_fab
+from corolla.fab.install import InstalledApp, inspect_fab, install_fab, unpack_fab, verify_fab
+from corolla.fab.limits import FabLimits
 
 __all__ = [
     "AppConfig",
     "BuiltFab",
     "ConfigValue",
+    "FabLimits",
     "FederationConfig",
     "FederationsConfig",
     "InstalledApp",
     "build_fab",
     "build_fab_bytes",
     "fab_filename",
+    "inspect_fab",
     "install_fab",
     "load_app_config",
     "parse_app_config",

@@ -8,7 +8,6 @@ import logging
 import os
 import re
 import stat
-import sys
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -18,8 +17,9 @@ import pathspec
 
 from corolla.common.errors import InvalidArgument
 from corolla.fab._manifest import MANIFEST_PATH, ManifestEntry, encode_manifest
-from corolla.fab._zipcheck import DEFAULT_MAX_RATIO, Limits, check_members
+from corolla.fab._zipcheck import check_members
 from corolla.fab.config import PYPROJECT, AppConfig, parse_app_config
+from corolla.fab.limits import FabLimits
 
 logger = logging.getLogger(__name__)
 
@@ -213,11 +213,10 @@ def _zip(members: dict[str, bytes]) -> bytes:
 
 
 def _check_installable(data: bytes) -> None:
-    """Refuse now what :func:`corolla.fab.install.unpack_fab` would refuse later."""
-    limits = Limits(sys.maxsize, sys.maxsize, sys.maxsize, DEFAULT_MAX_RATIO)
+    """Refuse now what the SuperLink, with the default limits, would refuse at submit."""
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         try:
-            check_members(zf.infolist(), limits)
+            check_members(zf.infolist(), FabLimits(), len(data))
         except InvalidArgument as exc:
             raise InvalidArgument(f"the FAB would be refused on install: {exc}") from exc
 

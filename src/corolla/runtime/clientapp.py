@@ -75,7 +75,10 @@ def parse_args(argv: Sequence[str] | None = None) -> ClientAppProcessConfig:
 
 def _channel(config: ClientAppProcessConfig) -> grpc.Channel:
     return create_channel(
-        config.address, insecure=config.insecure, root_certificates=config.root_certificates
+        config.address,
+        insecure=config.insecure,
+        root_certificates=config.root_certificates,
+        client_tls=config.client_tls,
     )
 
 

@@ -277,7 +277,7 @@ def serve_run(
             app_dir: Path | None = None
             try:
                 try:
-                    app_dir = install(inputs.fab.content, inputs.fab.hash)
+                    app_dir = install(inputs.fab.content, inputs.run.fab_hash)
                     app = load_app(app_dir)
                 except AppError as exc:
                     log.error("ClientApp of run %d cannot be loaded: %s", context.run_id, exc)

@@ -17,7 +17,7 @@ from corolla.common.appio import SECRET_ENV, TOKEN_ENV, app_secret
 from corolla.common.config import Command, Option, UsageError, Values, address, count, duration
 from corolla.common.config import path as path_value
 from corolla.common.errors import CorollaError
-from corolla.common.tls import read_root_certificates
+from corolla.common.tls import ClientTls, read_root_certificates
 
 __all__ = [
     "ClientAppProcessConfig",
@@ -39,6 +39,7 @@ class ServerAppConfig:
     max_runs: int | None
     # How long calls to the SuperLink keep retrying while it is away (s).
     retry_window: float = 600.0
+    client_tls: ClientTls | None = field(default=None, repr=False)  # for mutual TLS
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class ClientAppProcessConfig:
     root_certificates: bytes | None = field(default=None, repr=False)
     secret: str = field(default="", repr=False)
     max_runs: int = 0  # isolation process: exit after this many runs (0: never)
+    client_tls: ClientTls | None = field(default=None, repr=False)  # for mutual TLS
 
     @property
     def external(self) -> bool:
@@ -68,6 +70,18 @@ def _runs(text: str) -> int:
 
 
 _INSECURE = Option("--insecure", "connect without TLS (local testing only)", switch=True)
+_CLIENT_CERTFILE = Option(
+    "--ssl-client-certfile",
+    "PEM client certificate to present to a daemon that requires one (mutual TLS)",
+    parse=path_value,
+    metavar="PATH",
+)
+_CLIENT_KEYFILE = Option(
+    "--ssl-client-keyfile",
+    "PEM private key of --ssl-client-certfile (a path: never the key itself)",
+    parse=path_value,
+    metavar="PATH",
+)
 _SECRET_FILE = Option(
     "--appio-secret-file",
     f"isolation process: file holding the AppIo secret (or set {SECRET_ENV}; never pass the "
@@ -99,6 +113,8 @@ def serverapp_command() -> Command:
                 parse=path_value,
                 metavar="PATH",
             ),
+            _CLIENT_CERTFILE,
+            _CLIENT_KEYFILE,
             _SECRET_FILE,
             Option("--max-runs", "exit after this many runs", parse=count, metavar="N"),
             Option(
@@ -135,6 +151,8 @@ def clientapp_command() -> Command:
                 parse=path_value,
                 metavar="PATH",
             ),
+            _CLIENT_CERTFILE,
+            _CLIENT_KEYFILE,
             _SECRET_FILE,
             Option(
                 "--max-runs",
@@ -155,6 +173,18 @@ def _values(
     return command.parse(argv, environ={} if token else env), token
 
 
+def _client_tls(values: Values, insecure: bool) -> ClientTls | None:
+    names = (values.label("ssl-client-certfile"), values.label("ssl-client-keyfile"))
+    certfile = values.optional("ssl-client-certfile", Path)
+    keyfile = values.optional("ssl-client-keyfile", Path)
+    if insecure and (certfile or keyfile):
+        raise UsageError(f"--insecure means no TLS; drop {names[0]}/{names[1]} or --insecure")
+    try:
+        return ClientTls.from_options(certfile, keyfile, names)
+    except CorollaError as exc:
+        raise UsageError(str(exc)) from exc
+
+
 def parse_serverapp_config(
     argv: Sequence[str] | None = None, *, environ: Mapping[str, str] | None = None
 ) -> ServerAppConfig:
@@ -172,6 +202,7 @@ def parse_serverapp_config(
         )
     if insecure == (roots is not None):
         raise UsageError("give either --insecure or --root-certificates")
+    client_tls = _client_tls(values, insecure)
     return ServerAppConfig(
         address=values.get("serverappio-api-address", str),
         insecure=insecure,
@@ -180,6 +211,7 @@ def parse_serverapp_config(
         secret=secret,
         max_runs=values.optional("max-runs", int),
         retry_window=values.get("retry-window", float),
+        client_tls=client_tls,
     )
 
 
@@ -194,6 +226,7 @@ def parse_clientapp_config(
     max_runs = values.get("max-runs", int)
     if insecure and roots_file is not None:
         raise UsageError("--insecure means no TLS; drop --root-certificates or --insecure")
+    client_tls = _client_tls(values, insecure)
     try:
         roots = read_root_certificates(roots_file) if roots_file else None
         secret = "" if token else app_secret(secret_file)
@@ -216,4 +249,5 @@ def parse_clientapp_config(
         root_certificates=roots,
         secret=secret or "",
         max_runs=max_runs,
+        client_tls=client_tls,
     )

@@ -57,7 +57,12 @@ def _exit_now() -> None:
 
 def serve(config: ServerAppConfig) -> int:
     roots = read_root_certificates(config.root_certificates) if config.root_certificates else None
-    channel = create_channel(config.address, insecure=config.insecure, root_certificates=roots)
+    channel = create_channel(
+        config.address,
+        insecure=config.insecure,
+        root_certificates=roots,
+        client_tls=config.client_tls,
+    )
     stub = ServerAppIoStub(channel)
     try:
         if config.token is not None:

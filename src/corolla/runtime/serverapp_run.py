@@ -104,7 +104,7 @@ def execute_run(
     with LogForwarder(push_logs), _Heartbeat(stub, token, on_stopped) as heartbeat:
         try:
             context = decode_context(inputs.context, grid._fetch)
-            app_dir = install(inputs.fab.content, inputs.fab.hash)
+            app_dir = install(inputs.fab.content, inputs.run.fab_hash)
             reference = load_app_config(app_dir).serverapp
             app = load_component(app_dir, reference, ServerApp)
             log.info("run %d: starting ServerApp %s", run_id, reference)

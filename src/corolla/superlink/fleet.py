@@ -1,16 +1,21 @@
-"""Fleet API servicer: SuperNodes register, pull work, push replies, objects and logs."""
+"""Fleet API servicer: SuperNodes register, pull work, push replies, objects and logs.
+
+Every call comes from a node (`POLICY`): `FleetAuth` has established which one before a method
+here runs (``context.caller.node_id``; verified when SuperNode authentication is on). Reads are
+scoped to that node: the runs it was sent instructions of, their FABs, and the objects those
+instructions reference; logs only for runs it serves.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
 
-import grpc
-
 from corolla.common.errors import InvalidArgument, NotFound, PermissionDenied
-from corolla.common.grpc import abort_on_error
-from corolla.common.protocol import MAX_HEARTBEAT_INTERVAL, MAX_LONG_POLL, MIN_HEARTBEAT_INTERVAL
-from corolla.common.transfer import NODE_ID_KEY, RUN_ID_KEY, call_metadata
+from corolla.common.grpc import WaitSlots, abort_on_error
+from corolla.common.guard import Call, Credential, Policy
+from corolla.common.protocol import check_heartbeat_interval, check_wait
+from corolla.common.transfer import RUN_ID_KEY
 from corolla.proto.v1 import fleet_pb2 as fpb
 from corolla.proto.v1 import objects_pb2 as opb
 from corolla.proto.v1 import run_pb2 as rpb
@@ -23,57 +28,79 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 64
 
+POLICY: Policy = {
+    "CreateNode": Credential.NODE,
+    "DeleteNode": Credential.NODE,
+    "Heartbeat": Credential.NODE,
+    "PullMessages": Credential.NODE,
+    "PushMessages": Credential.NODE,
+    "GetRun": Credential.NODE,
+    "GetFab": Credential.NODE,
+    "PushLogs": Credential.NODE,
+    "PushObjects": Credential.NODE,
+    "PullObjects": Credential.NODE,
+    "MissingObjects": Credential.NODE,
+}
+
 
 class FleetServicer:
-    def __init__(self, state: LinkState, default_heartbeat: float = 5.0) -> None:
+    def __init__(
+        self,
+        state: LinkState,
+        default_heartbeat: float = 5.0,
+        *,
+        auth_enabled: bool = False,
+        wait_slots: WaitSlots | None = None,
+    ) -> None:
         self._state = state
         self._default_heartbeat = default_heartbeat
+        self._auth = auth_enabled
+        self._slots = wait_slots or WaitSlots(224)
 
-    def _known_node(self, node_id: int) -> int:
+    def _online(self, context: Call) -> int:
+        node_id = context.caller.node_id
         if node_id not in self._state.online_node_ids():
             raise NotFound(f"node {node_id} is not registered (register again)")
         return node_id
 
+    def _served(self, context: Call, run_id: int) -> int:
+        node_id = self._online(context)
+        if not self._state.node_serves_run(node_id, run_id):
+            raise PermissionDenied(f"node {node_id} does not serve run {run_id}")
+        return node_id
+
     @abort_on_error
-    def CreateNode(
-        self, request: fpb.CreateNodeRequest, context: grpc.ServicerContext
-    ) -> fpb.CreateNodeResponse:
-        interval = request.heartbeat_interval or self._default_heartbeat
-        if not MIN_HEARTBEAT_INTERVAL <= interval <= MAX_HEARTBEAT_INTERVAL:
-            raise InvalidArgument(
-                f"heartbeat_interval must be between {MIN_HEARTBEAT_INTERVAL:g} and "
-                f"{MAX_HEARTBEAT_INTERVAL:g} seconds"
-            )
-        node_id = self._state.create_node(interval, request.requested_node_id)
+    def CreateNode(self, request: fpb.CreateNodeRequest, context: Call) -> fpb.CreateNodeResponse:
+        interval = check_heartbeat_interval(request.heartbeat_interval or self._default_heartbeat)
+        # With auth on, the key decides the id (bound at `flwr supernode register`).
+        wanted = context.caller.node_id if self._auth else request.requested_node_id
+        node_id = self._state.create_node(interval, wanted)
         log.info("node %d registered", node_id)
         return fpb.CreateNodeResponse(node_id=node_id, heartbeat_interval=interval)
 
     @abort_on_error
-    def DeleteNode(
-        self, request: fpb.DeleteNodeRequest, context: grpc.ServicerContext
-    ) -> fpb.DeleteNodeResponse:
-        self._state.delete_node(request.node_id)
-        log.info("node %d left", request.node_id)
+    def DeleteNode(self, request: fpb.DeleteNodeRequest, context: Call) -> fpb.DeleteNodeResponse:
+        self._state.delete_node(context.caller.node_id)
+        log.info("node %d left", context.caller.node_id)
         return fpb.DeleteNodeResponse()
 
     @abort_on_error
-    def Heartbeat(
-        self, request: fpb.HeartbeatRequest, context: grpc.ServicerContext
-    ) -> fpb.HeartbeatResponse:
-        interval = request.heartbeat_interval or self._default_heartbeat
-        self._state.heartbeat(request.node_id, interval)
+    def Heartbeat(self, request: fpb.HeartbeatRequest, context: Call) -> fpb.HeartbeatResponse:
+        interval = check_heartbeat_interval(request.heartbeat_interval or self._default_heartbeat)
+        self._state.heartbeat(context.caller.node_id, interval)
         finished = self._finished(request.active_run_ids)
         return fpb.HeartbeatResponse(success=True, finished_run_ids=finished)
 
     @abort_on_error
     def PullMessages(
-        self, request: fpb.FleetPullMessagesRequest, context: grpc.ServicerContext
+        self, request: fpb.FleetPullMessagesRequest, context: Call
     ) -> fpb.FleetPullMessagesResponse:
-        node_id = self._known_node(request.node_id)
-        wait = min(max(request.wait_seconds, 0.0), MAX_LONG_POLL)
+        wait = check_wait(request.wait_seconds)
+        node_id = self._online(context)
         limit = min(request.max_messages or MAX_BATCH, MAX_BATCH)
         finished = self._finished(request.active_run_ids)
-        stored = self._state.pull_instructions(node_id, limit, wait=0.0 if finished else wait)
+        with self._slots.hold(wait) as granted:
+            stored = self._state.pull_instructions(node_id, limit, 0.0 if finished else granted)
         if not stored and not finished:  # woken without work: perhaps a run ended
             finished = self._finished(request.active_run_ids)
         return fpb.FleetPullMessagesResponse(
@@ -87,15 +114,15 @@ class FleetServicer:
             try:
                 if self._state.get_run(run_id).status == RunStatus.FINISHED:
                     finished.append(run_id)
-            except NotFound:
+            except (NotFound, InvalidArgument):
                 finished.append(run_id)
         return finished
 
     @abort_on_error
     def PushMessages(
-        self, request: fpb.FleetPushMessagesRequest, context: grpc.ServicerContext
+        self, request: fpb.FleetPushMessagesRequest, context: Call
     ) -> fpb.FleetPushMessagesResponse:
-        node_id = self._known_node(request.node_id)
+        node_id = self._online(context)
         replies = []
         for proto in request.messages:
             if proto.metadata.src_node_id != node_id:
@@ -109,48 +136,53 @@ class FleetServicer:
         return fpb.FleetPushMessagesResponse(message_ids=[r.message_id for r in replies])
 
     @abort_on_error
-    def GetRun(
-        self, request: rpb.GetRunRequest, context: grpc.ServicerContext
-    ) -> rpb.GetRunResponse:
-        self._known_node(request.node_id)
+    def GetRun(self, request: rpb.GetRunRequest, context: Call) -> rpb.GetRunResponse:
+        self._served(context, request.run_id)
         return rpb.GetRunResponse(run=run_to_proto(self._state.get_run(request.run_id)))
 
     @abort_on_error
-    def GetFab(
-        self, request: rpb.GetFabRequest, context: grpc.ServicerContext
-    ) -> rpb.GetFabResponse:
-        self._known_node(request.node_id)
+    def GetFab(self, request: rpb.GetFabRequest, context: Call) -> rpb.GetFabResponse:
+        node_id = self._served(context, request.run_id)
+        if self._state.get_run(request.run_id).fab_hash != request.fab_hash:
+            raise PermissionDenied(f"run {request.run_id} of node {node_id} has another FAB")
         return rpb.GetFabResponse(
             fab=fab_to_proto(request.fab_hash, self._state.get_fab(request.fab_hash))
         )
 
     @abort_on_error
     def PushLogs(
-        self, request: fpb.FleetPushLogsRequest, context: grpc.ServicerContext
+        self, request: fpb.FleetPushLogsRequest, context: Call
     ) -> fpb.FleetPushLogsResponse:
-        self._known_node(request.node_id)
-        self._state.get_run(request.run_id)
+        self._served(context, request.run_id)
         self._state.append_logs(request.run_id, list(request.lines))
         return fpb.FleetPushLogsResponse()
 
     @abort_on_error
     def PushObjects(
-        self, request_iterator: Iterator[bytes], context: grpc.ServicerContext
+        self, request_iterator: Iterator[bytes], context: Call
     ) -> opb.PushObjectsResponse:
-        metadata = call_metadata(context)
-        self._known_node(int(metadata.get(NODE_ID_KEY, "0")))
-        return store_pushed(self._state, int(metadata.get(RUN_ID_KEY, "0")), request_iterator)
+        raw = dict(context.invocation_metadata()).get(RUN_ID_KEY, "0")
+        try:
+            run_id = int(str(raw))
+        except ValueError as exc:
+            raise InvalidArgument(f"malformed {RUN_ID_KEY} metadata") from exc
+        self._served(context, run_id)
+        if self._state.get_run(run_id).status == RunStatus.FINISHED:
+            raise PermissionDenied(f"run {run_id} has finished")
+        return store_pushed(self._state, run_id, request_iterator)
 
     @abort_on_error
-    def PullObjects(
-        self, request: opb.PullObjectsRequest, context: grpc.ServicerContext
-    ) -> Iterator[bytes]:
-        self._known_node(request.node_id)
-        return stream_stored(self._state, request.object_ids)
+    def PullObjects(self, request: opb.PullObjectsRequest, context: Call) -> Iterator[bytes]:
+        node_id = self._served(context, request.run_id)
+        ids = list(request.object_ids)
+        allowed = self._state.node_object_ids(node_id, request.run_id, ids)
+        if refused := [oid for oid in ids if oid not in allowed]:
+            raise NotFound(f"no instruction to node {node_id} references objects {refused}")
+        return stream_stored(self._state, ids)
 
     @abort_on_error
     def MissingObjects(
-        self, request: opb.MissingObjectsRequest, context: grpc.ServicerContext
+        self, request: opb.MissingObjectsRequest, context: Call
     ) -> opb.MissingObjectsResponse:
-        self._known_node(request.node_id)
-        return missing_response(self._state, request.object_ids)
+        self._served(context, request.run_id)
+        return missing_response(self._state, request.run_id, request.object_ids)

@@ -22,10 +22,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
+from corolla.common.appenv import app_environment
 from corolla.common.appio import TOKEN_ENV
 from corolla.common.errors import CorollaError
+from corolla.common.tls import AppTls
+from corolla.fab.limits import FabLimits
 from corolla.superlink._worker import serve_ticks
 from corolla.superlink.heartbeats import AppHeartbeats
 from corolla.superlink.runs import Runs, queued_details
@@ -37,6 +40,8 @@ TAIL_LINES = 15
 TERMINATE_GRACE = 5.0
 START_TIMEOUT = 120.0
 SHUTDOWN_REASON = "the SuperLink shut down while the run was in progress"
+OUTPUT_DIR_MODE = 0o700
+OUTPUT_FILE_MODE = 0o600
 
 
 @dataclass
@@ -56,6 +61,18 @@ def describe_exit(code: int) -> str:
             name = str(-code)
         return f"was killed by signal {name}"
     return f"exited with code {code}"
+
+
+def _open_output(path: Path) -> BinaryIO:
+    """Append to ``path``, created 0600 (an existing file is tightened to 0600 too)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(path, flags, OUTPUT_FILE_MODE)
+    try:
+        os.fchmod(fd, OUTPUT_FILE_MODE)
+    except OSError:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "ab")
 
 
 def tail(path: Path, lines: int = TAIL_LINES) -> str:
@@ -82,8 +99,10 @@ class ServerAppLauncher:
         heartbeat_timeout: float = 15.0,
         poll: float = 0.5,
         command: list[str] | None = None,
-        root_certificates: Path | None = None,
+        tls: AppTls | None = None,
         clock: Callable[[], float] = time.monotonic,
+        app_env: tuple[str, ...] = (),
+        fab_limits: FabLimits | None = None,
     ) -> None:
         self._runs = runs
         self._state = runs.state
@@ -93,12 +112,12 @@ class ServerAppLauncher:
         self._start_timeout = start_timeout
         self._heartbeat_timeout = heartbeat_timeout
         self._clock = clock
+        self._app_env = app_env  # the operator's --app-env, besides the allow-list
+        # The child installs the FAB with the limits it was accepted with.
+        self._fab_env = (fab_limits or FabLimits()).to_env()
         self._command = command or [sys.executable, "-m", "corolla.runtime.serverapp"]
-        self._transport = (
-            ["--insecure"]
-            if root_certificates is None
-            else ["--root-certificates", str(root_certificates)]
-        )
+        # TLS material by path (the child reads the files): no key on a command line.
+        self._transport = ["--insecure"] if tls is None else tls.args()
         self._address = serverappio_address
         self._poll = poll
         self._procs: dict[int, _AppProcess] = {}
@@ -108,7 +127,10 @@ class ServerAppLauncher:
         self.error: BaseException | None = None
 
     def start(self) -> None:
-        self._output_dir.mkdir(parents=True, exist_ok=True)
+        """Start the launcher thread; the output directory is the SuperLink user's alone
+        (0700, its files 0600: a ServerApp's output may hold anything the app printed)."""
+        self._output_dir.mkdir(mode=OUTPUT_DIR_MODE, parents=True, exist_ok=True)
+        os.chmod(self._output_dir, OUTPUT_DIR_MODE)
         self._thread.start()
 
     def notify(self) -> None:
@@ -212,11 +234,13 @@ class ServerAppLauncher:
         if not self._runs.start(run_id):
             return False
         token = self._state.create_token(run_id)
-        env = {**os.environ, TOKEN_ENV: token}
+        env = app_environment(
+            self._app_env, {**self._fab_env, "PYTHONUNBUFFERED": "1", TOKEN_ENV: token}
+        )
         command = [*self._command, "--serverappio-api-address", self._address, *self._transport]
         output = self._output_dir / f"serverapp-{run_id}.log"
         try:
-            with output.open("ab") as sink:
+            with _open_output(output) as sink:
                 process = subprocess.Popen(
                     command,
                     env=env,

@@ -9,24 +9,31 @@ from pathlib import Path
 
 import grpc
 
-from corolla.common.appio import new_secret, warn_if_exposed
+from corolla.common.appio import AppIoAuth, new_secret, warn_if_exposed
 from corolla.common.errors import InvalidArgument
 from corolla.common.grpc import MAX_FAB_BYTES, bind, create_server
-from corolla.common.transfer import add_service
+from corolla.common.guard import add_service
+from corolla.common.tls import security
 from corolla.proto.v1 import exec_pb2, fleet_pb2, serverappio_pb2
+from corolla.superlink import exec as exec_api
+from corolla.superlink import fleet as fleet_api
+from corolla.superlink import serverappio as serverappio_api
 from corolla.superlink.config import SuperLinkConfig
 from corolla.superlink.dispatcher import ProcessDispatcher
-from corolla.superlink.exec import ExecServicer
-from corolla.superlink.fleet import FleetServicer
 from corolla.superlink.heartbeats import AppHeartbeats
 from corolla.superlink.launcher import ServerAppLauncher
+from corolla.superlink.nodeauth import FleetAuth
 from corolla.superlink.runs import Runs
-from corolla.superlink.serverappio import ServerAppIoServicer
 from corolla.superlink.state import LinkState, SqliteLinkState
 
 log = logging.getLogger(__name__)
 
 GRACE = 3.0
+
+
+def _bound(address: str, port: int) -> str:
+    """``address`` with the port actually bound (``0.0.0.0:0`` -> ``0.0.0.0:40123``)."""
+    return f"{address.rpartition(':')[0]}:{port}"
 
 
 def _local(address: str, port: int) -> str:
@@ -42,8 +49,8 @@ class SuperLink:
         self.config = config
         if config.database != ":memory:":
             Path(config.database).parent.mkdir(parents=True, exist_ok=True)
-        self.state: LinkState = SqliteLinkState(config.database)
-        self.runs = Runs(self.state)
+        self.state: LinkState = SqliteLinkState(config.database, limits=config.state_limits)
+        self.runs = Runs(self.state, fab_limits=config.fab_limits)
         self._scratch: tempfile.TemporaryDirectory[str] | None = None
         self._servers: list[grpc.Server] = []
         self.ports: dict[str, int] = {}
@@ -95,7 +102,9 @@ class SuperLink:
                 max_concurrent=config.max_concurrent_runs,
                 start_timeout=config.app_start_timeout,
                 heartbeat_timeout=config.app_heartbeat_timeout,
-                root_certificates=config.tls_root_certificates,
+                tls=config.app_tls,
+                app_env=config.app_env,
+                fab_limits=config.fab_limits,
             )
             # Known to nobody: in subprocess mode children get per-run tokens directly.
             notify, secret = self.launcher.notify, new_secret()
@@ -103,13 +112,20 @@ class SuperLink:
         add_service(
             serverappio,
             serverappio_pb2.DESCRIPTOR.services_by_name["ServerAppIo"],
-            ServerAppIoServicer(
-                self.runs, secret=secret, heartbeats=heartbeats, dispatcher=self.dispatcher
+            serverappio_api.ServerAppIoServicer(
+                self.runs, heartbeats=heartbeats, dispatcher=self.dispatcher
             ),
+            serverappio_api.POLICY,
+            AppIoAuth(secret, self.state.run_id_for_token),
         )
         fleet = create_server(max_workers=256)
+        auth = config.enable_supernode_auth
         add_service(
-            fleet, fleet_pb2.DESCRIPTOR.services_by_name["Fleet"], FleetServicer(self.state)
+            fleet,
+            fleet_pb2.DESCRIPTOR.services_by_name["Fleet"],
+            fleet_api.FleetServicer(self.state, auth_enabled=auth),
+            fleet_api.POLICY,
+            FleetAuth(self.state, enabled=auth),
         )
         self.ports["fleet"] = bind(fleet, config.fleet_address, credentials)
         fab_limit = [
@@ -120,7 +136,9 @@ class SuperLink:
         add_service(
             exec_server,
             exec_pb2.DESCRIPTOR.services_by_name["Exec"],
-            ExecServicer(self.runs, notify),
+            exec_api.ExecServicer(self.runs, notify),
+            exec_api.POLICY,
+            exec_api.exec_auth,
         )
         self.ports["exec"] = bind(exec_server, config.exec_address, credentials)
         self._servers = [serverappio, fleet, exec_server]
@@ -130,13 +148,16 @@ class SuperLink:
             self.launcher.start()
         if self.dispatcher is not None:
             self.dispatcher.start()
+        mode = security(config.tls)
         log.info(
-            "SuperLink ready: serverappio=%s fleet=%s exec=%s (isolation %s, %s)",
-            appio_address,
-            _local(config.fleet_address, self.ports["fleet"]),
-            _local(config.exec_address, self.ports["exec"]),
+            "SuperLink ready: serverappio=%s (%s) fleet=%s (%s) exec=%s (%s), isolation %s",
+            _bound(config.serverappio_address, self.ports["serverappio"]),
+            mode,
+            _bound(config.fleet_address, self.ports["fleet"]),
+            mode,
+            _bound(config.exec_address, self.ports["exec"]),
+            mode,
             config.isolation,
-            "TLS" if credentials else "insecure",
         )
 
     def _output_dir(self) -> Path:

@@ -20,7 +20,10 @@ def to_stored(proto: mpb.Message, state: LinkState) -> StoredMessage:
     if not md.message_type:
         raise InvalidArgument(f"message {md.message_id}: message_type missing")
     object_ids = referenced_object_ids([proto]) if proto.HasField("content") else []
-    missing = state.missing_objects(object_ids)
+    # Only objects this run pushed (or references): an id of another run's object, known or
+    # guessed, is no way to read it.
+    of_run = state.run_object_ids(md.run_id, object_ids)
+    missing = [oid for oid in dict.fromkeys(object_ids) if oid not in of_run]
     if missing:
         raise FailedPrecondition(
             f"message {md.message_id} references objects not pushed yet: {', '.join(missing)}"

@@ -6,14 +6,19 @@ from collections.abc import Iterable, Iterator
 
 from corolla.common.errors import NotFound
 from corolla.common.objects import CHUNK_SIZE
-from corolla.common.transfer import receive_objects, send_objects
+from corolla.common.transfer import receive_objects_into, send_objects
 from corolla.proto.v1 import objects_pb2 as opb
 from corolla.superlink.state import LinkState
 
 
 def store_pushed(state: LinkState, run_id: int, frames: Iterable[bytes]) -> opb.PushObjectsResponse:
-    """Assemble, verify and store pushed objects for ``run_id``."""
-    return receive_objects(frames, lambda oid, data: state.store_object(run_id, oid, data))
+    """Verify and store pushed objects for ``run_id``, each written as its chunks arrive (the
+    state checks the size an object declares, and the run's quota, on its first frame)."""
+    return receive_objects_into(
+        frames,
+        lambda object_id, size: state.open_object(run_id, object_id, size),
+        max_object_size=None,
+    )
 
 
 def stream_stored(state: LinkState, object_ids: Iterable[str]) -> Iterator[bytes]:
@@ -25,5 +30,13 @@ def stream_stored(state: LinkState, object_ids: Iterable[str]) -> Iterator[bytes
     return send_objects(ids, state.object_size, state.read_object, CHUNK_SIZE)
 
 
-def missing_response(state: LinkState, object_ids: Iterable[str]) -> opb.MissingObjectsResponse:
-    return opb.MissingObjectsResponse(object_ids=state.missing_objects(list(object_ids)))
+def missing_response(
+    state: LinkState, run_id: int, object_ids: Iterable[str]
+) -> opb.MissingObjectsResponse:
+    """Objects the caller must push: those not stored, and those stored for other runs only
+    (pushing proves the caller has the content; nothing of another run is revealed)."""
+    ids = list(object_ids)
+    of_run = state.run_object_ids(run_id, ids)
+    return opb.MissingObjectsResponse(
+        object_ids=[oid for oid in dict.fromkeys(ids) if oid not in of_run]
+    )

@@ -10,11 +10,9 @@ and the ``details`` that ``flwr ls`` shows.
 from __future__ import annotations
 
 import logging
-import tempfile
-from pathlib import Path
 
 from corolla.common.errors import InvalidArgument
-from corolla.fab import AppConfig, unpack_fab, verify_fab
+from corolla.fab import AppConfig, FabLimits, inspect_fab, verify_fab
 from corolla.records.context import UserConfig
 from corolla.superlink.state import (
     IllegalTransition,
@@ -46,20 +44,21 @@ def merge_run_config(defaults: UserConfig, overrides: UserConfig) -> UserConfig:
     return {**defaults, **overrides}
 
 
-def check_fab(content: bytes, fab_hash: str) -> AppConfig:
-    """Verify the hash and unpack into a scratch dir: a malformed FAB is refused up front."""
+def check_fab(content: bytes, fab_hash: str, limits: FabLimits | None = None) -> AppConfig:
+    """Verify the hash and check every member as an install would, without writing anything
+    (a zip bomb costs no disk): a malformed or oversized FAB is refused up front."""
     if not content:
         raise InvalidArgument("StartRun without a FAB")
     verify_fab(content, fab_hash)
-    with tempfile.TemporaryDirectory(prefix="corolla-fab-check-") as tmp:
-        return unpack_fab(content, Path(tmp) / "app")
+    return inspect_fab(content, limits=limits)
 
 
 class Runs:
     """Lifecycle operations on the runs of one `LinkState`."""
 
-    def __init__(self, state: LinkState) -> None:
+    def __init__(self, state: LinkState, *, fab_limits: FabLimits | None = None) -> None:
         self.state = state
+        self.fab_limits = fab_limits or FabLimits()
         self._resumes: dict[int, int] = {}
 
     # -- submitted by a user ---------------------------------------------------------------------
@@ -67,7 +66,7 @@ class Runs:
         self, fab_content: bytes, fab_hash: str, override_config: UserConfig, federation: str
     ) -> int:
         """Check the FAB and the run config, store both; the run is ``pending``."""
-        app = check_fab(fab_content, fab_hash)
+        app = check_fab(fab_content, fab_hash, self.fab_limits)
         run_config = merge_run_config(dict(app.run_config), override_config)
         self.state.store_fab(fab_hash, fab_content)
         run_id = self.state.create_run(

@@ -5,13 +5,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
-import grpc
-
-from corolla.common.appio import check_secret
-from corolla.common.errors import FailedPrecondition, InvalidArgument, PermissionDenied
-from corolla.common.grpc import abort_on_error
-from corolla.common.protocol import MAX_LONG_POLL, SERVER_NODE_ID
-from corolla.common.transfer import TOKEN_KEY, call_metadata
+from corolla.common.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from corolla.common.grpc import WaitSlots, abort_on_error
+from corolla.common.guard import Call, Credential, Policy
+from corolla.common.protocol import SERVER_NODE_ID, check_wait
 from corolla.proto.v1 import message_pb2 as mpb
 from corolla.proto.v1 import objects_pb2 as opb
 from corolla.proto.v1 import run_pb2 as rpb
@@ -28,52 +25,72 @@ from corolla.superlink.state import RunStatus, SubStatus
 
 log = logging.getLogger(__name__)
 
+# Every call but RequestRun is authenticated by the run's token (`AppIoAuth`), so the run a
+# call acts on is always the token's run.
+POLICY: Policy = {
+    "RequestRun": Credential.APP_SECRET,
+    "Heartbeat": Credential.RUN_TOKEN,
+    "PullAppInputs": Credential.RUN_TOKEN,
+    "PushAppOutputs": Credential.RUN_TOKEN,
+    "GetNodes": Credential.RUN_TOKEN,
+    "PushMessages": Credential.RUN_TOKEN,
+    "PullMessages": Credential.RUN_TOKEN,
+    "GetRun": Credential.RUN_TOKEN,
+    "GetRunStatus": Credential.RUN_TOKEN,
+    "PushLogs": Credential.RUN_TOKEN,
+    "PushObjects": Credential.RUN_TOKEN,
+    "PullObjects": Credential.RUN_TOKEN,
+    "MissingObjects": Credential.RUN_TOKEN,
+    "PushCheckpoint": Credential.RUN_TOKEN,
+    "PullCheckpoint": Credential.RUN_TOKEN,
+}
+
 
 class ServerAppIoServicer:
     def __init__(
         self,
         runs: Runs,
         *,
-        secret: str,
         heartbeats: AppHeartbeats,
         dispatcher: ProcessDispatcher | None = None,
+        wait_slots: WaitSlots | None = None,
     ) -> None:
         self._runs = runs
         self._state = runs.state
-        self._secret = secret
         self._heartbeats = heartbeats
         self._dispatcher = dispatcher
+        self._slots = wait_slots or WaitSlots(48)
 
-    def _run_for(self, token: str, run_id: int | None = None) -> int:
-        owner = self._state.run_id_for_token(token)
+    @staticmethod
+    def _run_for(context: Call, run_id: int | None = None) -> int:
+        owner = context.caller.run_id
         if run_id is not None and run_id != owner:
             raise PermissionDenied(f"this token belongs to run {owner}, not run {run_id}")
         return owner
 
-    def _active_run(self, token: str, run_id: int | None = None) -> int:
-        run_id = self._run_for(token, run_id)
+    def _active_run(self, context: Call, run_id: int | None = None) -> int:
+        run_id = self._run_for(context, run_id)
         run = self._state.get_run(run_id)
         if run.status == RunStatus.FINISHED:
             raise FailedPrecondition(f"run {run_id} has finished ({run.sub_status})")
         return run_id
 
     @abort_on_error
-    def RequestRun(
-        self, request: spb.RequestRunRequest, context: grpc.ServicerContext
-    ) -> spb.RequestRunResponse:
-        check_secret(self._secret, request.secret)
+    def RequestRun(self, request: spb.RequestRunRequest, context: Call) -> spb.RequestRunResponse:
+        wait = check_wait(request.wait_seconds)
         if self._dispatcher is None:
             raise FailedPrecondition("this SuperLink starts its own ServerApp processes")
-        claimed = self._dispatcher.claim(min(max(request.wait_seconds, 0.0), MAX_LONG_POLL))
+        with self._slots.hold(wait) as granted:
+            claimed = self._dispatcher.claim(granted)
         if claimed is None:
             return spb.RequestRunResponse()
         return spb.RequestRunResponse(run_id=claimed[0], token=claimed[1])
 
     @abort_on_error
     def Heartbeat(
-        self, request: spb.AppHeartbeatRequest, context: grpc.ServicerContext
+        self, request: spb.AppHeartbeatRequest, context: Call
     ) -> spb.AppHeartbeatResponse:
-        run_id = self._run_for(request.token)
+        run_id = self._run_for(context)
         active = self._state.get_run(run_id).status != RunStatus.FINISHED
         if active:
             self._heartbeats.beat(run_id)
@@ -81,9 +98,9 @@ class ServerAppIoServicer:
 
     @abort_on_error
     def PullAppInputs(
-        self, request: spb.PullAppInputsRequest, context: grpc.ServicerContext
+        self, request: spb.PullAppInputsRequest, context: Call
     ) -> spb.PullAppInputsResponse:
-        run_id = self._active_run(request.token)
+        run_id = self._active_run(context)
         self._heartbeats.beat(run_id)
         run = self._runs.mark_running(run_id)
         stored = self._state.get_context(run_id)
@@ -101,26 +118,24 @@ class ServerAppIoServicer:
 
     @abort_on_error
     def PushAppOutputs(
-        self, request: spb.PushAppOutputsRequest, context: grpc.ServicerContext
+        self, request: spb.PushAppOutputsRequest, context: Call
     ) -> spb.PushAppOutputsResponse:
-        run_id = self._run_for(request.token)
+        run_id = self._run_for(context)
         if request.HasField("context"):
             self._state.set_context(run_id, request.context.SerializeToString())
         self._runs.finish(run_id, request.sub_status or SubStatus.COMPLETED, request.details)
         return spb.PushAppOutputsResponse()
 
     @abort_on_error
-    def GetNodes(
-        self, request: spb.GetNodesRequest, context: grpc.ServicerContext
-    ) -> spb.GetNodesResponse:
-        self._active_run(request.token, request.run_id)
+    def GetNodes(self, request: spb.GetNodesRequest, context: Call) -> spb.GetNodesResponse:
+        self._active_run(context, request.run_id)
         return spb.GetNodesResponse(node_ids=self._state.online_node_ids())
 
     @abort_on_error
     def PushMessages(
-        self, request: spb.PushMessagesRequest, context: grpc.ServicerContext
+        self, request: spb.PushMessagesRequest, context: Call
     ) -> spb.PushMessagesResponse:
-        run_id = self._active_run(request.token, request.run_id)
+        run_id = self._active_run(context, request.run_id)
         stored = []
         for proto in request.messages:
             if proto.metadata.run_id != run_id:
@@ -136,69 +151,71 @@ class ServerAppIoServicer:
 
     @abort_on_error
     def PullMessages(
-        self, request: spb.PullMessagesRequest, context: grpc.ServicerContext
+        self, request: spb.PullMessagesRequest, context: Call
     ) -> spb.PullMessagesResponse:
-        run_id = self._active_run(request.token, request.run_id)
+        wait = check_wait(request.wait_seconds)
+        run_id = self._active_run(context, request.run_id)
         self._state.ack_replies(run_id, list(request.ack_message_ids))
         ids = list(request.message_ids)
-        wait = min(max(request.wait_seconds, 0.0), MAX_LONG_POLL)
-        replies = [from_stored(m) for m in self._state.pull_replies(run_id, ids, wait=wait)]
+        with self._slots.hold(wait) as granted:
+            replies = [from_stored(m) for m in self._state.pull_replies(run_id, ids, granted)]
         answered = {r.metadata.reply_to_message_id for r in replies}
         replies += lost_replies(self._state, run_id, [mid for mid in ids if mid not in answered])
         return spb.PullMessagesResponse(messages=replies)
 
     @abort_on_error
-    def GetRun(
-        self, request: rpb.GetRunRequest, context: grpc.ServicerContext
-    ) -> rpb.GetRunResponse:
-        run_id = self._run_for(request.token, request.run_id or None)
+    def GetRun(self, request: rpb.GetRunRequest, context: Call) -> rpb.GetRunResponse:
+        run_id = self._run_for(context, request.run_id or None)
         return rpb.GetRunResponse(run=run_to_proto(self._state.get_run(run_id)))
 
     @abort_on_error
     def GetRunStatus(
-        self, request: spb.GetRunStatusRequest, context: grpc.ServicerContext
+        self, request: spb.GetRunStatusRequest, context: Call
     ) -> spb.GetRunStatusResponse:
-        run_id = self._run_for(request.token)
+        run_id = self._run_for(context)
         run = self._state.get_run(run_id)
         status = rpb.RunStatus(status=run.status, sub_status=run.sub_status, details=run.details)
         return spb.GetRunStatusResponse(statuses={run_id: status})
 
     @abort_on_error
-    def PushLogs(
-        self, request: spb.PushLogsRequest, context: grpc.ServicerContext
-    ) -> spb.PushLogsResponse:
-        run_id = self._run_for(request.token, request.run_id or None)
+    def PushLogs(self, request: spb.PushLogsRequest, context: Call) -> spb.PushLogsResponse:
+        run_id = self._run_for(context, request.run_id or None)
         self._state.append_logs(run_id, list(request.lines))
         return spb.PushLogsResponse()
 
     @abort_on_error
     def PushObjects(
-        self, request_iterator: Iterator[bytes], context: grpc.ServicerContext
+        self, request_iterator: Iterator[bytes], context: Call
     ) -> opb.PushObjectsResponse:
-        run_id = self._active_run(call_metadata(context).get(TOKEN_KEY, ""))
+        run_id = self._active_run(context)
         return store_pushed(self._state, run_id, request_iterator)
 
     @abort_on_error
-    def PullObjects(
-        self, request: opb.PullObjectsRequest, context: grpc.ServicerContext
-    ) -> Iterator[bytes]:
-        self._run_for(request.token)
-        return stream_stored(self._state, request.object_ids)
+    def PullObjects(self, request: opb.PullObjectsRequest, context: Call) -> Iterator[bytes]:
+        run_id = self._run_for(context)
+        ids = list(request.object_ids)
+        allowed = self._state.run_object_ids(run_id, ids)
+        if refused := [oid for oid in ids if oid not in allowed]:
+            raise NotFound(f"run {run_id} has no objects {refused}")
+        return stream_stored(self._state, ids)
 
     @abort_on_error
     def MissingObjects(
-        self, request: opb.MissingObjectsRequest, context: grpc.ServicerContext
+        self, request: opb.MissingObjectsRequest, context: Call
     ) -> opb.MissingObjectsResponse:
-        self._run_for(request.token)
-        return missing_response(self._state, request.object_ids)
+        run_id = self._run_for(context)
+        return missing_response(self._state, run_id, request.object_ids)
 
     @abort_on_error
     def PushCheckpoint(
-        self, request: spb.PushCheckpointRequest, context: grpc.ServicerContext
+        self, request: spb.PushCheckpointRequest, context: Call
     ) -> spb.PushCheckpointResponse:
-        run_id = self._active_run(request.token, request.run_id)
+        run_id = self._active_run(context, request.run_id)
         checkpoint = request.checkpoint
         object_ids = referenced_object_ids([checkpoint])
+        of_run = self._state.run_object_ids(run_id, object_ids)
+        if missing := [oid for oid in object_ids if oid not in of_run]:
+            raise FailedPrecondition(f"checkpoint references objects not pushed yet: {missing}")
         self._state.set_checkpoint(
             run_id, request.server_round, checkpoint.SerializeToString(), object_ids
         )
@@ -206,9 +223,9 @@ class ServerAppIoServicer:
 
     @abort_on_error
     def PullCheckpoint(
-        self, request: spb.PullCheckpointRequest, context: grpc.ServicerContext
+        self, request: spb.PullCheckpointRequest, context: Call
     ) -> spb.PullCheckpointResponse:
-        run_id = self._active_run(request.token, request.run_id)
+        run_id = self._active_run(context, request.run_id)
         stored = self._state.get_checkpoint(run_id)
         if stored is None:
             return spb.PullCheckpointResponse()

@@ -14,16 +14,11 @@ from collections.abc import Iterator
 
 import grpc
 
-from corolla.common.appio import check_secret
-from corolla.common.grpc import abort_on_error
-from corolla.common.protocol import MAX_LONG_POLL
-from corolla.common.transfer import (
-    TOKEN_KEY,
-    add_service,
-    call_metadata,
-    receive_objects,
-    send_objects,
-)
+from corolla.common.appio import AppIoAuth
+from corolla.common.grpc import WaitSlots, abort_on_error
+from corolla.common.guard import Call, Credential, Policy, add_service
+from corolla.common.protocol import check_wait
+from corolla.common.transfer import receive_objects, send_objects
 from corolla.proto.v1 import clientappio_pb2 as cpb
 from corolla.proto.v1 import objects_pb2 as opb
 from corolla.supernode.convert import (
@@ -39,28 +34,45 @@ from corolla.supernode.runs import RunState, RunTable
 
 log = logging.getLogger(__name__)
 
+POLICY: Policy = {
+    "RequestRun": Credential.APP_SECRET,
+    "Heartbeat": Credential.RUN_TOKEN,
+    "PullAppInputs": Credential.RUN_TOKEN,
+    "PullMessage": Credential.RUN_TOKEN,
+    "PushMessage": Credential.RUN_TOKEN,
+    "PushLogs": Credential.RUN_TOKEN,
+    "PushObjects": Credential.RUN_TOKEN,
+    "PullObjects": Credential.RUN_TOKEN,
+    "MissingObjects": Credential.RUN_TOKEN,
+}
+
 
 def add_clientappio(server: grpc.Server, servicer: ClientAppIoServicer) -> None:
-    """Register ``servicer`` on ``server`` (object RPCs pass raw frames through)."""
-    add_service(server, cpb.DESCRIPTOR.services_by_name["ClientAppIo"], servicer)
+    """Register ``servicer`` on ``server`` behind `POLICY` (object RPCs pass raw frames)."""
+    auth = AppIoAuth(servicer.secret, lambda token: servicer.runs.by_token(token).run_id)
+    add_service(server, cpb.DESCRIPTOR.services_by_name["ClientAppIo"], servicer, POLICY, auth)
 
 
 class ClientAppIoServicer:
-    def __init__(self, runs: RunTable, outbox: Outbox, secret: str) -> None:
+    def __init__(
+        self, runs: RunTable, outbox: Outbox, secret: str, wait_slots: WaitSlots | None = None
+    ) -> None:
+        self.runs = runs
         self._runs = runs
         self._outbox = outbox
-        self._secret = secret
+        self.secret = secret
+        self._slots = wait_slots or WaitSlots(48)
 
-    def _run_of(self, context: grpc.ServicerContext, token: str = "") -> RunState:
-        return self._runs.by_token(token or call_metadata(context).get(TOKEN_KEY, ""))
+    def _run_of(self, context: Call) -> RunState:
+        return self._runs.by_token(context.caller.token)
 
     @abort_on_error
     def RequestRun(
-        self, request: cpb.ClientRequestRunRequest, context: grpc.ServicerContext
+        self, request: cpb.ClientRequestRunRequest, context: Call
     ) -> cpb.ClientRequestRunResponse:
-        check_secret(self._secret, request.secret)
-        wait = min(max(request.wait_seconds, 0.0), MAX_LONG_POLL)
-        handed = self._runs.hand_out(wait)
+        wait = check_wait(request.wait_seconds)
+        with self._slots.hold(wait) as granted:
+            handed = self._runs.hand_out(granted)
         if handed is None:
             return cpb.ClientRequestRunResponse()
         run_id, token = handed
@@ -69,16 +81,16 @@ class ClientAppIoServicer:
 
     @abort_on_error
     def Heartbeat(
-        self, request: cpb.ClientHeartbeatRequest, context: grpc.ServicerContext
+        self, request: cpb.ClientHeartbeatRequest, context: Call
     ) -> cpb.ClientHeartbeatResponse:
-        state = self._run_of(context, request.token)
+        state = self._run_of(context)
         return cpb.ClientHeartbeatResponse(run_active=state.active)
 
     @abort_on_error
     def PullAppInputs(
-        self, request: cpb.ClientPullAppInputsRequest, context: grpc.ServicerContext
+        self, request: cpb.ClientPullAppInputsRequest, context: Call
     ) -> cpb.ClientPullAppInputsResponse:
-        state = self._run_of(context, request.token)
+        state = self._run_of(context)
         run, fab, app_context = self._runs.inputs(state)
         return cpb.ClientPullAppInputsResponse(
             run=run_to_proto(run), fab=fab_to_proto(fab), context=context_to_proto(app_context)
@@ -86,11 +98,12 @@ class ClientAppIoServicer:
 
     @abort_on_error
     def PullMessage(
-        self, request: cpb.ClientPullMessageRequest, context: grpc.ServicerContext
+        self, request: cpb.ClientPullMessageRequest, context: Call
     ) -> cpb.ClientPullMessageResponse:
-        state = self._run_of(context, request.token)
-        wait = min(max(request.wait_seconds, 0.0), MAX_LONG_POLL)
-        message = self._runs.next_message(state, wait, request.token)
+        wait = check_wait(request.wait_seconds)
+        state = self._run_of(context)
+        with self._slots.hold(wait) as granted:
+            message = self._runs.next_message(state, granted, request.token)
         active = self._runs.serves(state, request.token)  # False once it was detached
         response = cpb.ClientPullMessageResponse(run_active=active)
         if message is not None:
@@ -100,9 +113,9 @@ class ClientAppIoServicer:
 
     @abort_on_error
     def PushMessage(
-        self, request: cpb.ClientPushMessageRequest, context: grpc.ServicerContext
+        self, request: cpb.ClientPushMessageRequest, context: Call
     ) -> cpb.ClientPushMessageResponse:
-        state = self._run_of(context, request.token)
+        state = self._run_of(context)
         reply = envelope_from_proto(request.message)
         updated = context_from_proto(request.context) if request.HasField("context") else None
         objects = self._runs.complete(state, reply, updated)
@@ -111,15 +124,15 @@ class ClientAppIoServicer:
 
     @abort_on_error
     def PushLogs(
-        self, request: cpb.ClientPushLogsRequest, context: grpc.ServicerContext
+        self, request: cpb.ClientPushLogsRequest, context: Call
     ) -> cpb.ClientPushLogsResponse:
-        state = self._run_of(context, request.token)
+        state = self._run_of(context)
         self._outbox.logs(state.run_id, list(request.lines))
         return cpb.ClientPushLogsResponse()
 
     @abort_on_error
     def PushObjects(
-        self, request_iterator: Iterator[bytes], context: grpc.ServicerContext
+        self, request_iterator: Iterator[bytes], context: Call
     ) -> opb.PushObjectsResponse:
         state = self._run_of(context)
         return receive_objects(
@@ -127,10 +140,8 @@ class ClientAppIoServicer:
         )
 
     @abort_on_error
-    def PullObjects(
-        self, request: opb.PullObjectsRequest, context: grpc.ServicerContext
-    ) -> Iterator[bytes]:
-        state = self._run_of(context, request.token)
+    def PullObjects(self, request: opb.PullObjectsRequest, context: Call) -> Iterator[bytes]:
+        state = self._run_of(context)
         objects = self._runs.read_objects(state, request.object_ids)
 
         def read(object_id: str, chunk_size: int) -> Iterator[memoryview]:
@@ -142,9 +153,9 @@ class ClientAppIoServicer:
 
     @abort_on_error
     def MissingObjects(
-        self, request: opb.MissingObjectsRequest, context: grpc.ServicerContext
+        self, request: opb.MissingObjectsRequest, context: Call
     ) -> opb.MissingObjectsResponse:
-        state = self._run_of(context, request.token)
+        state = self._run_of(context)
         return opb.MissingObjectsResponse(
             object_ids=self._runs.missing_objects(state, request.object_ids)
         )

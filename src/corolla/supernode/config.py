@@ -14,18 +14,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from corolla.common.appenv import env_names
 from corolla.common.appio import read_secret_file
 from corolla.common.config import Command, Option, UsageError, Values, address, duration
 from corolla.common.config import path as path_value
 from corolla.common.errors import InvalidArgument
 from corolla.common.kvpairs import split_pairs
+from corolla.common.nodekeys import PrivateKey, load_private_key
 from corolla.common.paths import corolla_home
 from corolla.common.protocol import MAX_HEARTBEAT_INTERVAL, MAX_LONG_POLL, MIN_HEARTBEAT_INTERVAL
-from corolla.common.tls import ServerTls, read_root_certificates
+from corolla.common.tls import AppTls, ClientTls, ServerTls, read_root_certificates
 from corolla.records import UserConfig
 
 DEFAULT_SUPERLINK = "127.0.0.1:9092"
 DEFAULT_CLIENTAPPIO = "0.0.0.0:9094"
+LOOPBACK_CLIENTAPPIO = "127.0.0.1:9094"  # the default with --insecure
 DEFAULT_HEARTBEAT = 5.0
 DEFAULT_MAX_WAIT = 10.0
 DEFAULT_APP_ATTACH_TIMEOUT = 120.0
@@ -51,8 +54,10 @@ class SuperNodeConfig:
     """Everything a SuperNode needs to run, validated.
 
     ``insecure``: no TLS anywhere (Fleet connection and ClientAppIo API). Otherwise the Fleet
-    connection uses TLS (``root_certificates`` or the system roots) and ClientAppIo is served
-    with ``clientappio_tls``. ``appio_secret`` (isolation ``process``) lets external
+    connection uses TLS (``root_certificates`` or the system roots; ``client_tls``: the node's
+    client certificate, for a SuperLink that requires one) and ClientAppIo is served with
+    ``clientappio_tls`` (mutual TLS when it has a client CA; its own app processes then connect
+    with ``app_tls``). ``appio_secret`` (isolation ``process``) lets external
     `flwr-clientapp` processes ask for work; in isolation ``subprocess`` it stays None and the
     node makes a random one nobody knows.
     """
@@ -60,8 +65,11 @@ class SuperNodeConfig:
     superlink: str = DEFAULT_SUPERLINK
     insecure: bool = True
     root_certificates: bytes | None = field(default=None, repr=False)
+    client_tls: ClientTls | None = field(default=None, repr=False)
     clientappio_address: str = DEFAULT_CLIENTAPPIO
     clientappio_tls: ServerTls | None = field(default=None, repr=False)
+    # mutual TLS on ClientAppIo, isolation subprocess: what its flwr-clientapp processes get.
+    app_tls: AppTls | None = None
     node_config: UserConfig = field(default_factory=dict)
     isolation: str = "subprocess"
     appio_secret: str | None = field(default=None, repr=False)
@@ -74,6 +82,11 @@ class SuperNodeConfig:
     node_id_file: Path | None = None
     # Once registered and listening, write {"node_id": N, "clientappio": "host:port"} here.
     ready_file: Path | None = None
+    # isolation subprocess: variables of its environment passed on to its flwr-clientapp
+    # processes besides the allow-list of `corolla.common.appenv` (--app-env).
+    app_env: tuple[str, ...] = ()
+    # SuperNode authentication: every Fleet request is signed with this key.
+    auth_private_key: PrivateKey | None = field(default=None, repr=False)
 
 
 def parse_node_config(text: str) -> UserConfig:
@@ -145,8 +158,56 @@ def command() -> Command:
                 metavar="PATH",
             ),
             Option(
+                "--ssl-ca-certfile",
+                "PEM CA certificate of the ClientAppIo certificate, trusted by the "
+                "flwr-clientapp processes this SuperNode starts; with "
+                "--require-client-certificate, client certificates must be signed by it too",
+                parse=path_value,
+                metavar="PATH",
+            ),
+            Option(
+                "--require-client-certificate",
+                "mutual TLS on the ClientAppIo API: demand a client certificate signed by "
+                "--ssl-ca-certfile",
+                switch=True,
+            ),
+            Option(
+                "--ssl-client-certfile",
+                "PEM client certificate this SuperNode presents to the SuperLink's Fleet API "
+                "(for a SuperLink with --require-client-certificate)",
+                parse=path_value,
+                metavar="PATH",
+            ),
+            Option(
+                "--ssl-client-keyfile",
+                "PEM private key of --ssl-client-certfile",
+                parse=path_value,
+                metavar="PATH",
+            ),
+            Option(
+                "--app-client-certfile",
+                "PEM client certificate of the flwr-clientapp processes this SuperNode starts "
+                "(isolation subprocess with --require-client-certificate; handed over by path)",
+                parse=path_value,
+                metavar="PATH",
+            ),
+            Option(
+                "--app-client-keyfile",
+                "PEM private key of --app-client-certfile (handed over by path)",
+                parse=path_value,
+                metavar="PATH",
+            ),
+            Option(
+                "--auth-supernode-private-key",
+                "ECDSA P-256 or Ed25519 private key (PEM or OpenSSH) to sign Fleet requests "
+                "with (a SuperLink with --enable-supernode-auth requires it)",
+                parse=path_value,
+                metavar="PATH",
+            ),
+            Option(
                 "--clientappio-api-address",
-                "where flwr-clientapp processes reach this SuperNode",
+                "where flwr-clientapp processes reach this SuperNode (with --insecure the "
+                f"default is {LOOPBACK_CLIENTAPPIO})",
                 DEFAULT_CLIENTAPPIO,
                 address,
                 "HOST:PORT",
@@ -202,6 +263,15 @@ def command() -> Command:
                 "SECONDS",
             ),
             Option(
+                "--app-env",
+                "isolation subprocess: pass this variable of the SuperNode's environment on to "
+                "its flwr-clientapp processes too (repeatable, or NAME,NAME; the others but an "
+                "allow-list stay behind)",
+                parse=env_names,
+                metavar="NAME",
+                repeat=True,
+            ),
+            Option(
                 "--node-id-file",
                 "where the node keeps its id to ask for it again after a restart (default: "
                 "$COROLLA_HOME/supernode/<hash of the addresses>.node-id; none with ClientAppIo "
@@ -228,8 +298,10 @@ def parse_args(
     values = command().parse(argv, environ=environ)
     _check_ranges(values)
     superlink = values.get("superlink", str)
-    clientappio = values.get("clientappio-api-address", str)
     insecure = values.get("insecure", bool)
+    clientappio = values.get("clientappio-api-address", str)
+    if insecure and not values.given("clientappio-api-address"):
+        clientappio = LOOPBACK_CLIENTAPPIO  # without TLS, stay on this machine unless told
     isolation = values.get("isolation", str)
     root_certificates = values.optional("root-certificates", Path)
     clientappio_tls = _clientappio_tls(values)  # checks the TLS flags go together first
@@ -238,8 +310,10 @@ def parse_args(
         superlink=superlink,
         insecure=insecure,
         root_certificates=_read(read_root_certificates, root_certificates),
+        client_tls=_client_tls(values, "ssl-client-certfile", "ssl-client-keyfile"),
         clientappio_address=clientappio,
         clientappio_tls=clientappio_tls,
+        app_tls=_app_tls(values, clientappio_tls, isolation),
         node_config=parse_node_config(values.get("node-config", str)),
         isolation=isolation,
         appio_secret=_appio_secret(isolation, values.optional("appio-secret-file", Path)),
@@ -249,6 +323,10 @@ def parse_args(
         app_heartbeat_timeout=values.get("app-heartbeat-timeout", float),
         node_id_file=node_id_file or default_node_id_file(superlink, clientappio),
         ready_file=values.optional("ready-file", Path),
+        app_env=values.optional("app-env", tuple) or (),
+        auth_private_key=_read(
+            load_private_key, values.optional("auth-supernode-private-key", Path)
+        ),
     )
 
 
@@ -283,7 +361,7 @@ def _clientappio_tls(values: Values) -> ServerTls | None:
         if value is not None
     ]
     if values.get("insecure", bool):
-        extra = given + (["--root-certificates"] if values.given("root-certificates") else [])
+        extra = given + [f"--{name}" for name in _TLS_ONLY if values.given(name)]
         if extra:
             raise UsageError(f"--insecure means no TLS; drop {' and '.join(extra)} or --insecure")
         return None
@@ -292,10 +370,59 @@ def _clientappio_tls(values: Values) -> ServerTls | None:
             "the ClientAppIo API needs TLS: pass --ssl-certfile PATH and "
             "--ssl-keyfile PATH (or --insecure for local testing without any TLS)"
         )
+    require = values.get("require-client-certificate", bool)
+    ca_certfile = values.optional("ssl-ca-certfile", Path)
+    if require and ca_certfile is None:
+        raise UsageError(
+            f"{values.label('require-client-certificate')} needs --ssl-ca-certfile: the CA "
+            "that client certificates must be signed by"
+        )
     try:
-        return ServerTls.from_files(certfile, keyfile)
+        return ServerTls.from_files(certfile, keyfile, ca_certfile if require else None)
     except InvalidArgument as exc:
         raise UsageError(str(exc)) from exc
+
+
+_TLS_ONLY = (
+    "root-certificates",
+    "ssl-ca-certfile",
+    "require-client-certificate",
+    "ssl-client-certfile",
+    "ssl-client-keyfile",
+    "app-client-certfile",
+    "app-client-keyfile",
+)
+
+
+def _client_tls(values: Values, certfile: str, keyfile: str) -> ClientTls | None:
+    names = (values.label(certfile), values.label(keyfile))
+    try:
+        return ClientTls.from_options(
+            values.optional(certfile, Path), values.optional(keyfile, Path), names
+        )
+    except InvalidArgument as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def _app_tls(values: Values, tls: ServerTls | None, isolation: str) -> AppTls | None:
+    """Mutual TLS, isolation subprocess: the CA and client certificate its children get.
+
+    (With plain TLS the children get a plaintext port on loopback instead, see `node.py`.)
+    """
+    client = _client_tls(values, "app-client-certfile", "app-client-keyfile")
+    if tls is None or not tls.mutual or isolation != "subprocess":
+        return None
+    if client is None:
+        raise UsageError(
+            "--require-client-certificate in isolation subprocess needs --app-client-certfile "
+            "and --app-client-keyfile: the client certificate of the flwr-clientapp processes "
+            "the SuperNode starts"
+        )
+    return AppTls(
+        values.get("ssl-ca-certfile", Path),
+        values.optional("app-client-certfile", Path),
+        values.optional("app-client-keyfile", Path),
+    )
 
 
 def _appio_secret(isolation: str, secret_file: Path | None) -> str | None:

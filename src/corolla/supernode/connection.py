@@ -9,6 +9,7 @@ run out.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -16,7 +17,9 @@ import grpc
 
 from corolla.common.errors import CorollaError
 from corolla.common.grpc import create_channel, error_from_rpc
+from corolla.common.nodekeys import PrivateKey, SigningInterceptor
 from corolla.common.objects import Buffer
+from corolla.common.tls import ClientTls
 from corolla.common.transfer import NODE_ID_KEY, RUN_ID_KEY, ObjectClient
 from corolla.proto.v1 import fleet_pb2 as fpb
 from corolla.proto.v1 import fleet_pb2_grpc
@@ -46,12 +49,22 @@ class Stopped(CorollaError):
 
 class FleetConnection:
     def __init__(
-        self, address: str, *, insecure: bool, root_certificates: bytes | None = None
+        self,
+        address: str,
+        *,
+        insecure: bool,
+        root_certificates: bytes | None = None,
+        client_tls: ClientTls | None = None,
+        auth_key: PrivateKey | None = None,
     ) -> None:
         self.address = address
-        self._channel = create_channel(
-            address, insecure=insecure, root_certificates=root_certificates
+        channel = create_channel(
+            address, insecure=insecure, root_certificates=root_certificates, client_tls=client_tls
         )
+        self._raw_channel = channel
+        if auth_key is not None:  # every call signed (SuperNode authentication)
+            channel = grpc.intercept_channel(channel, SigningInterceptor(auth_key, time.time))
+        self._channel = channel
         self._stub = fleet_pb2_grpc.FleetStub(self._channel)
         self._lock = threading.Lock()
         self._pending: set[grpc.Future[Any]] = set()
@@ -59,7 +72,7 @@ class FleetConnection:
 
     def close(self) -> None:
         self.cancel_pending()
-        self._channel.close()
+        self._raw_channel.close()
 
     def cancel_pending(self) -> None:
         """Cancel the waits in flight (long polls, heartbeats, registration) and refuse new

@@ -8,13 +8,14 @@ it and reports its exit; `stop` asks the process to finish, then SIGTERM, then S
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import sys
 import threading
 from collections.abc import Callable
 
-from corolla.common.appio import SECRET_ENV, TOKEN_ENV
+from corolla.common.appenv import app_environment
+from corolla.common.appio import TOKEN_ENV
+from corolla.common.tls import AppTls
 
 log = logging.getLogger(__name__)
 
@@ -25,14 +26,15 @@ _POLL = 0.2
 OnExit = Callable[["AppProcess", int], None]
 
 
-def clientapp_command(address: str) -> list[str]:
+def clientapp_command(address: str, tls: AppTls | None = None) -> list[str]:
+    """``tls``: the CA and client certificate, by path (the child reads the files itself)."""
     return [
         sys.executable,
         "-m",
         "corolla.runtime.clientapp",
         "--clientappio-api-address",
         address,
-        "--insecure",
+        *(["--insecure"] if tls is None else tls.args()),
     ]
 
 
@@ -50,14 +52,23 @@ class AppProcess:
         )
 
     @classmethod
-    def spawn(cls, *, run_id: int, address: str, token: str, on_exit: OnExit) -> AppProcess:
-        """Start the child; it is reaped and reported (``on_exit``) only after `watch`."""
-        env = dict(os.environ)
-        env.pop(SECRET_ENV, None)  # a child needs its run token, never the AppIo secret
-        env[TOKEN_ENV] = token
-        env["PYTHONUNBUFFERED"] = "1"
+    def spawn(
+        cls,
+        *,
+        run_id: int,
+        address: str,
+        token: str,
+        on_exit: OnExit,
+        tls: AppTls | None = None,
+        app_env: tuple[str, ...] = (),
+    ) -> AppProcess:
+        """Start the child; it is reaped and reported (``on_exit``) only after `watch`.
+
+        Its environment: the allow-list of `corolla.common.appenv` and ``app_env`` (the
+        operator's ``--app-env``), then its run token; never the AppIo secret."""
+        env = app_environment(app_env, {"PYTHONUNBUFFERED": "1", TOKEN_ENV: token})
         popen = subprocess.Popen(
-            clientapp_command(address),
+            clientapp_command(address, tls),
             env=env,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # a terminal's Ctrl-C reaches the SuperNode, which stops us

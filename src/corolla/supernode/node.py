@@ -27,6 +27,7 @@ from corolla.common.errors import (
     NotFound,
 )
 from corolla.common.grpc import bind, create_server
+from corolla.common.tls import INSECURE, security
 from corolla.supernode.clientappio import ClientAppIoServicer, add_clientappio
 from corolla.supernode.config import SuperNodeConfig, local_address
 from corolla.supernode.connection import FleetConnection
@@ -60,7 +61,11 @@ class SuperNode:
         if not config.insecure and config.clientappio_tls is None:
             raise InvalidArgument("without insecure, the ClientAppIo API needs TLS material")
         self._conn = FleetConnection(
-            config.superlink, insecure=config.insecure, root_certificates=config.root_certificates
+            config.superlink,
+            insecure=config.insecure,
+            root_certificates=config.root_certificates,
+            client_tls=config.client_tls,
+            auth_key=config.auth_private_key,
         )
         self._runs = RunTable(attachable=external)
         self._stop = threading.Event()
@@ -84,6 +89,7 @@ class SuperNode:
             self._server, config.clientappio_address, tls.credentials() if tls else None
         )
         self.clientappio_address = local_address(config.clientappio_address, self.clientappio_port)
+        self._children_address = ""  # a plaintext loopback port for our own children, if any
         self._threads = [
             threading.Thread(target=self._guard(self._pull_loop), name="fleet-pull"),
             threading.Thread(target=self._guard(self._heartbeat_loop), name="heartbeat"),
@@ -114,12 +120,29 @@ class SuperNode:
             watchdog = threading.Thread(target=self._guard(apps.watch), name="app-watchdog")
             self._threads.append(watchdog)
             return apps
+        tls = self.config.clientappio_tls
+        if tls is not None and tls.mutual:
+            # Every port demands a client certificate: the children get the CA and one.
+            if self.config.app_tls is None:
+                raise InvalidArgument("mutual TLS on ClientAppIo: its app processes need app_tls")
+            address = self.clientappio_address
+            return Supervisor(
+                self._runs,
+                self._outbox,
+                address,
+                self._guard,
+                self.config.app_tls,
+                app_env=self.config.app_env,
+            )
         # Our own children reach us on loopback; with TLS on the API they get a plaintext
         # loopback-only port (their tokens never leave this machine) instead of the certificate.
         children = self.clientappio_address
-        if self.config.clientappio_tls is not None:
+        if tls is not None:
             children = f"127.0.0.1:{bind(self._server, '127.0.0.1:0', None)}"
-        return Supervisor(self._runs, self._outbox, children, self._guard)
+            self._children_address = children
+        return Supervisor(
+            self._runs, self._outbox, children, self._guard, app_env=self.config.app_env
+        )
 
     @property
     def node_id(self) -> int:
@@ -128,15 +151,26 @@ class SuperNode:
 
     def start(self) -> None:
         self._server.start()
-        tls = self.config.clientappio_tls is not None
-        log.info(
-            "ClientAppIo API listening on %s (bound to %s, %s, isolation %s)",
-            self.clientappio_address,
-            self.config.clientappio_address,
-            "TLS" if tls else "no TLS",
-            self.config.isolation,
+        config = self.config
+        tls = config.clientappio_tls is not None
+        children = (
+            f", its app processes on {self._children_address} ({INSECURE}, loopback only)"
+            if self._children_address
+            else ""
         )
-        warn_if_exposed(self.config.clientappio_address, tls, "ClientAppIo")
+        fleet = INSECURE if config.insecure else "TLS"
+        log.info(
+            "SuperNode ready: ClientAppIo API listening on %s (%s)%s; Fleet API at %s (%s%s); "
+            "isolation %s",
+            f"{config.clientappio_address.rpartition(':')[0]}:{self.clientappio_port}",
+            security(config.clientappio_tls),
+            children,
+            config.superlink,
+            fleet,
+            " with a client certificate" if config.client_tls else "",
+            config.isolation,
+        )
+        warn_if_exposed(config.clientappio_address, tls, "ClientAppIo")
         if self._id_file is not None:
             self._requested = self._id_file.claim()
         for thread in self._threads:

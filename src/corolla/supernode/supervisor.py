@@ -11,6 +11,7 @@ import logging
 import threading
 from collections.abc import Callable
 
+from corolla.common.tls import AppTls
 from corolla.records import ErrorCode
 from corolla.supernode.domain import Envelope
 from corolla.supernode.launcher import TERM_GRACE, VOLUNTARY_EXIT, AppProcess
@@ -23,10 +24,20 @@ Guard = Callable[[Callable[[], None]], Callable[[], None]]
 
 
 class Supervisor:
-    def __init__(self, runs: RunTable, outbox: Outbox, app_address: str, guard: Guard) -> None:
+    def __init__(
+        self,
+        runs: RunTable,
+        outbox: Outbox,
+        app_address: str,
+        guard: Guard,
+        app_tls: AppTls | None = None,
+        app_env: tuple[str, ...] = (),
+    ) -> None:
         self._runs = runs
         self._outbox = outbox
         self._app_address = app_address
+        self._app_tls = app_tls  # None: the children connect without TLS (loopback)
+        self._app_env = app_env  # the operator's --app-env, besides the allow-list
         self._guard = guard  # reports a crash in a watcher thread to the node
         self._stopping = threading.Event()
 
@@ -45,6 +56,8 @@ class Supervisor:
                 run_id=state.run_id,
                 address=self._app_address,
                 token=state.token,
+                tls=self._app_tls,
+                app_env=self._app_env,
                 on_exit=lambda process, code: self._guard(
                     lambda: self._exited(state, process, code)
                 )(),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import random
 import stat
 import struct
 import tempfile
@@ -19,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from corolla.common.errors import AlreadyExists, InvalidArgument
-from corolla.fab import InstalledApp, build_fab, install_fab, unpack_fab, verify_fab
+from corolla.fab import FabLimits, InstalledApp, build_fab, install_fab, unpack_fab, verify_fab
 
 MiB = 1024 * 1024
 PYPROJECT = b"""
@@ -35,6 +36,7 @@ serverapp = "pkg.server_app:app"
 clientapp = "pkg.client_app:app"
 """
 APP = {"pyproject.toml": PYPROJECT, "pkg/server_app.py": b"app = 1\n"}
+BIG = random.Random(0).randbytes(MiB)  # 1 MiB that does not compress
 Member = tuple[str | zipfile.ZipInfo, bytes]
 
 
@@ -215,16 +217,16 @@ def test_hostile_archives_are_refused_and_leave_nothing(tmp_path: Path, case: st
 @pytest.mark.parametrize(
     ("limits", "fragment"),
     [
-        ({"max_members": 3}, "more than 3"),
-        ({"max_member_size": 100}, "larger than 100 bytes"),
-        ({"max_total_size": 300}, "more than 300 bytes in total"),
+        ({"max_entries": 3}, "6 entries, more than the limit of 3"),
+        ({"max_unpacked_bytes": 300}, "unpacks to more than the limit of 300 bytes"),
         ({"max_ratio": 2}, "compression ratio over 2"),
+        ({"max_fab_bytes": 1000}, r"FAB is 3\.\d KiB \(\d+ bytes\), more than the limit of 1000"),
     ],
 )
 def test_limits_are_enforced(tmp_path: Path, limits: dict[str, int], fragment: str) -> None:
     data = craft([("a.txt", b"a" * 200), ("b.txt", b"b" * 200), ("c.bin", bytes(2 * MiB))])
     with pytest.raises(InvalidArgument, match=fragment):
-        unpack_fab(data, tmp_path / "apps" / "app", **limits)
+        unpack_fab(data, tmp_path / "apps" / "app", limits=FabLimits(**limits))
     assert_clean(tmp_path / "apps")
 
 
@@ -298,7 +300,7 @@ def test_install_refuses_a_hostile_fab_with_the_right_hash(tmp_path: Path) -> No
 
 @pytest.mark.parametrize("round_", range(3))
 def test_concurrent_installs_of_one_hash(tmp_path: Path, round_: int) -> None:
-    data = craft([("big.bin", bytes(range(256)) * 4096)])
+    data = craft([("big.bin", BIG)])
     fab_hash = hashlib.sha256(data).hexdigest()
     barrier = threading.Barrier(6)
     results: list[InstalledApp] = []
@@ -320,7 +322,7 @@ def test_concurrent_installs_of_one_hash(tmp_path: Path, round_: int) -> None:
     assert len(results) == 6
     assert {r.path for r in results} == {tmp_path / fab_hash}
     assert [p.name for p in tmp_path.iterdir()] == [fab_hash]  # no temp dirs left
-    assert (tmp_path / fab_hash / "big.bin").read_bytes() == bytes(range(256)) * 4096
+    assert (tmp_path / fab_hash / "big.bin").read_bytes() == BIG
 
 
 _part = st.text(alphabet="abcxyz0189_-", min_size=1, max_size=8)
@@ -350,4 +352,5 @@ def test_any_tree_round_trips_through_build_and_unpack(tree: dict[str, bytes]) -
             for p in installed.path.rglob("*")
             if p.is_file()
         }
-        assert unpacked == {*tree, "pyproject.toml", ".corolla/manifest.json"}
+        corolla_files = {".corolla/manifest.json", ".corolla/installed.json", ".corolla/lock"}
+        assert unpacked == {*tree, "pyproject.toml", *corolla_files}

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from corolla.common.guard import Caller, Credential
 from corolla.proto.v1 import fleet_pb2 as fpb
 from corolla.superlink.fleet import FleetServicer
 from corolla.superlink.state import LinkState, RunStatus, SqliteLinkState, SubStatus
@@ -17,7 +18,10 @@ pytestmark = pytest.mark.timeout(30)
 
 
 class Context:
-    """Stands in for grpc.ServicerContext: only used when a call fails."""
+    """Stands in for the guarded call context: only used when a call fails."""
+
+    def __init__(self, node_id: int) -> None:
+        self.caller = Caller(Credential.NODE, node_id=node_id)
 
     def abort(self, code: Any, details: str) -> None:
         raise AssertionError(f"aborted: {code} {details}")
@@ -49,7 +53,7 @@ def test_long_poll_returns_at_once_when_an_active_run_ends(state: LinkState) -> 
     )
     started = time.monotonic()
     timer.start()
-    reply = fleet.PullMessages(request, Context())
+    reply = fleet.PullMessages(request, Context(node_id))
     elapsed = time.monotonic() - started
     timer.join()
     assert list(reply.finished_run_ids) == [run_id]
@@ -67,6 +71,6 @@ def test_finished_and_unknown_runs_are_reported_without_waiting(state: LinkState
         node_id=node_id, wait_seconds=20, active_run_ids=[done, alive, 424242]
     )
     started = time.monotonic()
-    reply = fleet.PullMessages(request, Context())
+    reply = fleet.PullMessages(request, Context(node_id))
     assert time.monotonic() - started < 2
     assert sorted(reply.finished_run_ids) == sorted([done, 424242])

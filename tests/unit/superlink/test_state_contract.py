@@ -856,6 +856,52 @@ def test_objects_shared_with_another_run_survive(state: LinkState) -> None:
     assert state.missing_objects(["shared", "referenced"]) == ["shared", "referenced"]
 
 
+def test_an_object_streamed_in_pieces_is_readable_once_committed(state: LinkState) -> None:
+    run_id, data = new_run(state), os.urandom(5000)
+    sink = state.open_object(run_id, "streamed", len(data))
+    for start in range(0, len(data), 1024):
+        sink.write(memoryview(data)[start : start + 1024])
+    assert state.missing_objects(["streamed"]) == ["streamed"]
+    sink.commit()
+    assert b"".join(state.read_object("streamed", 999)) == data
+    dropped = state.open_object(run_id, "dropped", 10)
+    dropped.write(memoryview(b"12345"))
+    dropped.discard()
+    dropped.discard()  # idempotent
+    assert state.missing_objects(["dropped"]) == ["dropped"]
+    with pytest.raises(InvalidArgument):
+        state.open_object(run_id, "", 1)
+    short = state.open_object(run_id, "short", 10)
+    with pytest.raises(InvalidArgument):
+        short.commit()  # 0 of 10 bytes
+    short.discard()
+    with pytest.raises(NotFound):
+        state.open_object(12345, "o", 1)
+
+
+def test_finishing_a_run_collects_its_objects(state: LinkState) -> None:
+    run_a, run_b = new_run(state), new_run(state)
+    state.store_object(run_a, "own", b"1")
+    state.store_object(run_a, "shared", b"2")
+    state.store_object(run_b, "shared", b"2")
+    state.update_run_status(run_a, RunStatus.FINISHED, SubStatus.STOPPED)
+    assert state.missing_objects(["own", "shared"]) == ["own"]
+    with pytest.raises(FailedPrecondition):
+        state.store_object(run_a, "late", b"3")
+    with pytest.raises(FailedPrecondition):
+        state.open_object(run_a, "late", 1)
+
+
+def test_logs_come_in_batches_of_at_most_max_bytes(state: LinkState) -> None:
+    run_id = new_run(state)
+    state.append_logs(run_id, [f"{i:02d}" * 20 for i in range(10)])  # 40 bytes each
+    first, after = state.get_logs(run_id, 0, max_bytes=100)
+    assert (len(first), after) == (2, 2)
+    rest, after = state.get_logs(run_id, after, max_bytes=10)  # one line at least
+    assert (len(rest), after) == (1, 3)
+    assert state.get_logs(run_id, 3)[0] == [f"{i:02d}" * 20 for i in range(3, 10)]
+
+
 # -- contexts, logs, tokens ---------------------------------------------------------------------
 def test_context(state: LinkState) -> None:
     run_id = new_run(state)

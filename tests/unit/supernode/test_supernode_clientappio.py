@@ -15,7 +15,7 @@ import pytest
 from corolla.common.errors import FailedPrecondition
 from corolla.common.grpc import bind, create_channel, create_server
 from corolla.common.objects import object_id_of
-from corolla.common.transfer import TOKEN_KEY, ObjectClient, add_service
+from corolla.common.transfer import TOKEN_KEY, ObjectClient
 from corolla.proto.v1 import clientappio_pb2 as cpb
 from corolla.proto.v1 import clientappio_pb2_grpc
 from corolla.proto.v1 import message_pb2 as mpb
@@ -23,7 +23,7 @@ from corolla.proto.v1 import objects_pb2 as opb
 from corolla.records import ArrayRecord, ConfigRecord, Message, RecordDict
 from corolla.records.serde import message_from_proto
 from corolla.records.wire import encode_messages
-from corolla.supernode.clientappio import ClientAppIoServicer
+from corolla.supernode.clientappio import ClientAppIoServicer, add_clientappio
 from corolla.supernode.connection import FleetConnection
 from corolla.supernode.convert import envelope_from_proto, new_context
 from corolla.supernode.domain import Envelope, Fab, RunInfo
@@ -58,11 +58,7 @@ def io() -> Iterator[Harness]:
         new_context(3, 5, {}, {}),
     )
     server = create_server(max_workers=8)
-    add_service(
-        server,
-        cpb.DESCRIPTOR.services_by_name["ClientAppIo"],
-        ClientAppIoServicer(runs, outbox, SECRET),
-    )
+    add_clientappio(server, ClientAppIoServicer(runs, outbox, SECRET))
     port = bind(server, "127.0.0.1:0", None)
     server.start()
     channel = create_channel(f"127.0.0.1:{port}", insecure=True)

@@ -71,7 +71,7 @@ def test_node_config_round_trips_toml_literals(config: dict[str, object]) -> Non
 def test_defaults_and_flags() -> None:
     config = parse_args(["--insecure"])
     assert config.superlink == "127.0.0.1:9092"
-    assert config.clientappio_address == "0.0.0.0:9094"
+    assert config.clientappio_address == "127.0.0.1:9094"  # --insecure: loopback by default
     assert (config.heartbeat_interval, config.max_wait, config.isolation) == (
         5.0,
         10.0,
@@ -156,7 +156,7 @@ def test_node_id_and_ready_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     config = parse_args(["--insecure", "--clientappio-api-address", "127.0.0.1:0"], environ={})
     assert (config.node_id_file, config.ready_file) == (None, None)  # port 0: nothing to key on
     config = parse_args(["--insecure"], environ={})
-    expected = default_node_id_file("127.0.0.1:9092", "0.0.0.0:9094")
+    expected = default_node_id_file("127.0.0.1:9092", "127.0.0.1:9094")
     assert config.node_id_file == expected
     assert expected is not None and expected.parent == tmp_path / "home" / "supernode"
     assert len(expected.stem) == 16 and expected.suffix == ".node-id"

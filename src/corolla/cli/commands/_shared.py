@@ -43,7 +43,12 @@ def connect(fed: Federation) -> ExecClient:
         log.warning(
             "federation %r: talking to %s without TLS (insecure = true)", fed.name, fed.address
         )
-    return ExecClient(fed.address, insecure=fed.insecure, root_certificates=fed.root_certificates)
+    return ExecClient(
+        fed.address,
+        insecure=fed.insecure,
+        root_certificates=fed.root_certificates,
+        client_tls=fed.client_tls,
+    )
 
 
 def _is_loopback(address: str) -> bool:

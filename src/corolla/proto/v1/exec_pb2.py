@@ -26,7 +26,7 @@ from corolla.proto.v1 import records_pb2 as corolla_dot_proto_dot_v1_dot_records
 from corolla.proto.v1 import run_pb2 as corolla_dot_proto_dot_v1_dot_run__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63orolla/proto/v1/exec.proto\x12\x10\x63orolla.proto.v1\x1a\x1e\x63orolla/proto/v1/records.proto\x1a\x1a\x63orolla/proto/v1/run.proto\"\xbe\x01\n\x0fStartRunRequest\x12\"\n\x03\x66\x61\x62\x18\x01 \x01(\x0b\x32\x15.corolla.proto.v1.Fab\x12\x37\n\x0foverride_config\x18\x02 \x01(\x0b\x32\x1e.corolla.proto.v1.ConfigRecord\x12\x12\n\nfederation\x18\x03 \x01(\t\x12:\n\x12\x66\x65\x64\x65ration_options\x18\x04 \x01(\x0b\x32\x1e.corolla.proto.v1.ConfigRecord\"\"\n\x10StartRunResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\x04\" \n\x0eStopRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\x04\"\"\n\x0fStopRunResponse\x12\x0f\n\x07stopped\x18\x01 \x01(\x08\"!\n\x0fListRunsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\x04\"D\n\x10ListRunsResponse\x12#\n\x04runs\x18\x01 \x03(\x0b\x32\x15.corolla.proto.v1.Run\x12\x0b\n\x03now\x18\x02 \x01(\x01\"B\n\x11StreamLogsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\x04\x12\r\n\x05\x61\x66ter\x18\x02 \x01(\x04\x12\x0e\n\x06\x66ollow\x18\x03 \x01(\x08\"^\n\x12StreamLogsResponse\x12\r\n\x05lines\x18\x01 \x03(\t\x12\x0c\n\x04next\x18\x02 \x01(\x04\x12+\n\x06status\x18\x03 \x01(\x0b\x32\x1b.corolla.proto.v1.RunStatus2\xd7\x02\n\x04\x45xec\x12Q\n\x08StartRun\x12!.corolla.proto.v1.StartRunRequest\x1a\".corolla.proto.v1.StartRunResponse\x12N\n\x07StopRun\x12 .corolla.proto.v1.StopRunRequest\x1a!.corolla.proto.v1.StopRunResponse\x12Q\n\x08ListRuns\x12!.corolla.proto.v1.ListRunsRequest\x1a\".corolla.proto.v1.ListRunsResponse\x12Y\n\nStreamLogs\x12#.corolla.proto.v1.StreamLogsRequest\x1a$.corolla.proto.v1.StreamLogsResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63orolla/proto/v1/exec.proto\x12\x10\x63orolla.proto.v1\x1a\x1e\x63orolla/proto/v1/records.proto\x1a\x1a\x63orolla/proto/v1/run.proto\"\xbe\x01\n\x0fStartRunRequest\x12\"\n\x03\x66\x61\x62\x18\x01 \x01(\x0b\x32\x15.corolla.proto.v1.Fab\x12\x37\n\x0foverride_config\x18\x02 \x01(\x0b\x32\x1e.corolla.proto.v1.ConfigRecord\x12\x12\n\nfederation\x18\x03 \x01(\t\x12:\n\x12\x66\x65\x64\x65ration_options\x18\x04 \x01(\x0b\x32\x1e.corolla.proto.v1.ConfigRecord\"\"\n\x10StartRunResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\x04\" \n\x0eStopRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\x04\"\"\n\x0fStopRunResponse\x12\x0f\n\x07stopped\x18\x01 \x01(\x08\"!\n\x0fListRunsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\x04\"D\n\x10ListRunsResponse\x12#\n\x04runs\x18\x01 \x03(\x0b\x32\x15.corolla.proto.v1.Run\x12\x0b\n\x03now\x18\x02 \x01(\x01\"B\n\x11StreamLogsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\x04\x12\r\n\x05\x61\x66ter\x18\x02 \x01(\x04\x12\x0e\n\x06\x66ollow\x18\x03 \x01(\x08\"^\n\x12StreamLogsResponse\x12\r\n\x05lines\x18\x01 \x03(\t\x12\x0c\n\x04next\x18\x02 \x01(\x04\x12+\n\x06status\x18\x03 \x01(\x0b\x32\x1b.corolla.proto.v1.RunStatus\")\n\x13RegisterNodeRequest\x12\x12\n\npublic_key\x18\x01 \x01(\x0c\"<\n\x14RegisterNodeResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\x04\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\t\"(\n\x15UnregisterNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\x04\"\x18\n\x16UnregisterNodeResponse\"\x12\n\x10ListNodesRequest\"j\n\x08NodeInfo\x12\x0f\n\x07node_id\x18\x01 \x01(\x04\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\t\x12\x0e\n\x06online\x18\x03 \x01(\x08\x12\x11\n\tlast_seen\x18\x04 \x01(\x01\x12\x15\n\rregistered_at\x18\x05 \x01(\x01\"K\n\x11ListNodesResponse\x12)\n\x05nodes\x18\x01 \x03(\x0b\x32\x1a.corolla.proto.v1.NodeInfo\x12\x0b\n\x03now\x18\x02 \x01(\x01\x32\xf1\x04\n\x04\x45xec\x12Q\n\x08StartRun\x12!.corolla.proto.v1.StartRunRequest\x1a\".corolla.proto.v1.StartRunResponse\x12N\n\x07StopRun\x12 .corolla.proto.v1.StopRunRequest\x1a!.corolla.proto.v1.StopRunResponse\x12Q\n\x08ListRuns\x12!.corolla.proto.v1.ListRunsRequest\x1a\".corolla.proto.v1.ListRunsResponse\x12Y\n\nStreamLogs\x12#.corolla.proto.v1.StreamLogsRequest\x1a$.corolla.proto.v1.StreamLogsResponse0\x01\x12]\n\x0cRegisterNode\x12%.corolla.proto.v1.RegisterNodeRequest\x1a&.corolla.proto.v1.RegisterNodeResponse\x12\x63\n\x0eUnregisterNode\x12\'.corolla.proto.v1.UnregisterNodeRequest\x1a(.corolla.proto.v1.UnregisterNodeResponse\x12T\n\tListNodes\x12\".corolla.proto.v1.ListNodesRequest\x1a#.corolla.proto.v1.ListNodesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,6 +49,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STREAMLOGSREQUEST']._serialized_end=579
   _globals['_STREAMLOGSRESPONSE']._serialized_start=581
   _globals['_STREAMLOGSRESPONSE']._serialized_end=675
-  _globals['_EXEC']._serialized_start=678
-  _globals['_EXEC']._serialized_end=1021
+  _globals['_REGISTERNODEREQUEST']._serialized_start=677
+  _globals['_REGISTERNODEREQUEST']._serialized_end=718
+  _globals['_REGISTERNODERESPONSE']._serialized_start=720
+  _globals['_REGISTERNODERESPONSE']._serialized_end=780
+  _globals['_UNREGISTERNODEREQUEST']._serialized_start=782
+  _globals['_UNREGISTERNODEREQUEST']._serialized_end=822
+  _globals['_UNREGISTERNODERESPONSE']._serialized_start=824
+  _globals['_UNREGISTERNODERESPONSE']._serialized_end=848
+  _globals['_LISTNODESREQUEST']._serialized_start=850
+  _globals['_LISTNODESREQUEST']._serialized_end=868
+  _globals['_NODEINFO']._serialized_start=870
+  _globals['_NODEINFO']._serialized_end=976
+  _globals['_LISTNODESRESPONSE']._serialized_start=978
+  _globals['_LISTNODESRESPONSE']._serialized_end=1053
+  _globals['_EXEC']._serialized_start=1056
+  _globals['_EXEC']._serialized_end=1681
 # @@protoc_insertion_point(module_scope)

@@ -54,6 +54,21 @@ class ExecStub:
                 request_serializer=corolla_dot_proto_dot_v1_dot_exec__pb2.StreamLogsRequest.SerializeToString,
                 response_deserializer=corolla_dot_proto_dot_v1_dot_exec__pb2.StreamLogsResponse.FromString,
                 _registered_method=True)
+        self.RegisterNode = channel.unary_unary(
+                '/corolla.proto.v1.Exec/RegisterNode',
+                request_serializer=corolla_dot_proto_dot_v1_dot_exec__pb2.RegisterNodeRequest.SerializeToString,
+                response_deserializer=corolla_dot_proto_dot_v1_dot_exec__pb2.RegisterNodeResponse.FromString,
+                _registered_method=True)
+        self.UnregisterNode = channel.unary_unary(
+                '/corolla.proto.v1.Exec/UnregisterNode',
+                request_serializer=corolla_dot_proto_dot_v1_dot_exec__pb2.UnregisterNodeRequest.SerializeToString,
+                response_deserializer=corolla_dot_proto_dot_v1_dot_exec__pb2.UnregisterNodeResponse.FromString,
+                _registered_method=True)
+        self.ListNodes = channel.unary_unary(
+                '/corolla.proto.v1.Exec/ListNodes',
+                request_serializer=corolla_dot_proto_dot_v1_dot_exec__pb2.ListNodesRequest.SerializeToString,
+                response_deserializer=corolla_dot_proto_dot_v1_dot_exec__pb2.ListNodesResponse.FromString,
+                _registered_method=True)
 
 
 class ExecServicer:
@@ -84,6 +99,25 @@ class ExecServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RegisterNode(self, request, context):
+        """SuperNode authentication: the allow-list of SuperNode public keys.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnregisterNode(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListNodes(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExecServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -106,6 +140,21 @@ def add_ExecServicer_to_server(servicer, server):
                     servicer.StreamLogs,
                     request_deserializer=corolla_dot_proto_dot_v1_dot_exec__pb2.StreamLogsRequest.FromString,
                     response_serializer=corolla_dot_proto_dot_v1_dot_exec__pb2.StreamLogsResponse.SerializeToString,
+            ),
+            'RegisterNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterNode,
+                    request_deserializer=corolla_dot_proto_dot_v1_dot_exec__pb2.RegisterNodeRequest.FromString,
+                    response_serializer=corolla_dot_proto_dot_v1_dot_exec__pb2.RegisterNodeResponse.SerializeToString,
+            ),
+            'UnregisterNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnregisterNode,
+                    request_deserializer=corolla_dot_proto_dot_v1_dot_exec__pb2.UnregisterNodeRequest.FromString,
+                    response_serializer=corolla_dot_proto_dot_v1_dot_exec__pb2.UnregisterNodeResponse.SerializeToString,
+            ),
+            'ListNodes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListNodes,
+                    request_deserializer=corolla_dot_proto_dot_v1_dot_exec__pb2.ListNodesRequest.FromString,
+                    response_serializer=corolla_dot_proto_dot_v1_dot_exec__pb2.ListNodesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -216,6 +265,87 @@ class Exec:
             '/corolla.proto.v1.Exec/StreamLogs',
             corolla_dot_proto_dot_v1_dot_exec__pb2.StreamLogsRequest.SerializeToString,
             corolla_dot_proto_dot_v1_dot_exec__pb2.StreamLogsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corolla.proto.v1.Exec/RegisterNode',
+            corolla_dot_proto_dot_v1_dot_exec__pb2.RegisterNodeRequest.SerializeToString,
+            corolla_dot_proto_dot_v1_dot_exec__pb2.RegisterNodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnregisterNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corolla.proto.v1.Exec/UnregisterNode',
+            corolla_dot_proto_dot_v1_dot_exec__pb2.UnregisterNodeRequest.SerializeToString,
+            corolla_dot_proto_dot_v1_dot_exec__pb2.UnregisterNodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListNodes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corolla.proto.v1.Exec/ListNodes',
+            corolla_dot_proto_dot_v1_dot_exec__pb2.ListNodesRequest.SerializeToString,
+            corolla_dot_proto_dot_v1_dot_exec__pb2.ListNodesResponse.FromString,
             options,
             channel_credentials,
             insecure,

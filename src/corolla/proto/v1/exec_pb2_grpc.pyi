@@ -36,6 +36,10 @@ class ExecStub:
     ListRuns: _grpc.UnaryUnaryMultiCallable[_exec_pb2.ListRunsRequest, _exec_pb2.ListRunsResponse]
     StreamLogs: _grpc.UnaryStreamMultiCallable[_exec_pb2.StreamLogsRequest, _exec_pb2.StreamLogsResponse]
     """Log lines of a run from `after` on; with `follow`, keeps streaming until the run ends."""
+    RegisterNode: _grpc.UnaryUnaryMultiCallable[_exec_pb2.RegisterNodeRequest, _exec_pb2.RegisterNodeResponse]
+    """SuperNode authentication: the allow-list of SuperNode public keys."""
+    UnregisterNode: _grpc.UnaryUnaryMultiCallable[_exec_pb2.UnregisterNodeRequest, _exec_pb2.UnregisterNodeResponse]
+    ListNodes: _grpc.UnaryUnaryMultiCallable[_exec_pb2.ListNodesRequest, _exec_pb2.ListNodesResponse]
 
 @_typing.type_check_only
 class ExecAsyncStub(ExecStub):
@@ -45,6 +49,10 @@ class ExecAsyncStub(ExecStub):
     ListRuns: _aio.UnaryUnaryMultiCallable[_exec_pb2.ListRunsRequest, _exec_pb2.ListRunsResponse]  # type: ignore[assignment]
     StreamLogs: _aio.UnaryStreamMultiCallable[_exec_pb2.StreamLogsRequest, _exec_pb2.StreamLogsResponse]  # type: ignore[assignment]
     """Log lines of a run from `after` on; with `follow`, keeps streaming until the run ends."""
+    RegisterNode: _aio.UnaryUnaryMultiCallable[_exec_pb2.RegisterNodeRequest, _exec_pb2.RegisterNodeResponse]  # type: ignore[assignment]
+    """SuperNode authentication: the allow-list of SuperNode public keys."""
+    UnregisterNode: _aio.UnaryUnaryMultiCallable[_exec_pb2.UnregisterNodeRequest, _exec_pb2.UnregisterNodeResponse]  # type: ignore[assignment]
+    ListNodes: _aio.UnaryUnaryMultiCallable[_exec_pb2.ListNodesRequest, _exec_pb2.ListNodesResponse]  # type: ignore[assignment]
 
 class ExecServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -75,5 +83,27 @@ class ExecServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_exec_pb2.StreamLogsResponse], _abc.AsyncIterator[_exec_pb2.StreamLogsResponse]]:
         """Log lines of a run from `after` on; with `follow`, keeps streaming until the run ends."""
+
+    @_abc_1.abstractmethod
+    def RegisterNode(
+        self,
+        request: _exec_pb2.RegisterNodeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_exec_pb2.RegisterNodeResponse, _abc.Awaitable[_exec_pb2.RegisterNodeResponse]]:
+        """SuperNode authentication: the allow-list of SuperNode public keys."""
+
+    @_abc_1.abstractmethod
+    def UnregisterNode(
+        self,
+        request: _exec_pb2.UnregisterNodeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_exec_pb2.UnregisterNodeResponse, _abc.Awaitable[_exec_pb2.UnregisterNodeResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListNodes(
+        self,
+        request: _exec_pb2.ListNodesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_exec_pb2.ListNodesResponse, _abc.Awaitable[_exec_pb2.ListNodesResponse]]: ...
 
 def add_ExecServicer_to_server(servicer: ExecServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,72 +1,236 @@
 """The object part of `SqliteLinkState`: payloads as SQLite blobs (``:memory:``) or as files
-beside a file database, read back in chunks without loading an object whole."""
+beside a file database, received in pieces and read back in chunks without being held whole.
+
+Quotas are checked when an object is opened, against the size it declares: one object at most
+``limits.max_object_bytes``, a run's objects at most ``limits.max_run_object_bytes``, counting
+the objects it stored (``run_usage.object_bytes``) and those it is pushing right now.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import sqlite3
+from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
-from corolla.common.errors import InvalidArgument, NotFound
-from corolla.superlink.state._files import ObjectFiles
+from corolla.common.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
+from corolla.common.objects import ObjectSink
+from corolla.superlink.state._files import ObjectFiles, PartFile
 from corolla.superlink.state._schema import existing, fetch_run
+from corolla.superlink.state.base import RunStatus, StateLimits, describe_bytes
 
 _COPY_CHUNK = 1 << 20  # bytes copied into an object blob at a time
 
 
-class ObjectStore:
-    """Mixed into `SqliteLinkState`, which provides the connection, its lock and the files."""
+class _Known:
+    """The sink of an object stored already: its data is not kept, but the run uses the object
+    only once the push is complete (verified by the caller: it proves the run has the content)."""
 
-    _files: ObjectFiles | None
+    def __init__(self, store: ObjectStore, run_id: int, object_id: str) -> None:
+        self._store, self._run_id, self._object_id = store, run_id, object_id
+
+    def write(self, data: memoryview) -> None:
+        pass
+
+    def commit(self) -> None:
+        self._store._commit_known(self._run_id, self._object_id)
+
+    def discard(self) -> None:
+        pass
+
+
+class _Incoming:
+    """The sink of a new object: a part file (file database) or a growing buffer (memory)."""
+
+    def __init__(
+        self, store: ObjectStore, run_id: int, object_id: str, size: int, part: PartFile | None
+    ) -> None:
+        self.run_id, self.object_id, self.size, self.part = run_id, object_id, size, part
+        self.buffer = bytearray() if part is None else None
+        self._store = store
+        self._written = 0
+        self._open = True
+
+    def write(self, data: memoryview) -> None:
+        if not self._open:
+            raise FailedPrecondition(f"object {self.object_id} is no longer being stored")
+        if self._written + data.nbytes > self.size:
+            raise InvalidArgument(f"object {self.object_id}: more data than its declared size")
+        if self.part is not None:
+            self.part.write(data)
+        elif self.buffer is not None:
+            self.buffer += data
+        self._written += data.nbytes
+
+    def commit(self) -> None:
+        if not self._open:
+            raise FailedPrecondition(f"object {self.object_id} is no longer being stored")
+        if self._written != self.size:
+            raise InvalidArgument(
+                f"object {self.object_id}: {self._written} of its {self.size} bytes written"
+            )
+        try:
+            self._store._commit(self)
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        if self._open:
+            self._open = False
+            if self.part is not None:
+                self.part.discard()  # a no-op once it is in place
+            self.buffer = None
+            self._store._release(self.run_id, self.size)
+
+
+class ObjectStore:
+    """Mixed into `SqliteLinkState`, which provides the connection, its lock and the limits."""
+
+    limits: StateLimits
     _lock: contextlib.AbstractContextManager[object]
     _closed: bool
+    _files: ObjectFiles | None
+    _pushing: Counter[int]  # run -> bytes of the objects it is pushing (held against its quota)
 
     def _db(self, *, write: bool = False) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         raise NotImplementedError  # provided by SqliteLinkState
 
-    # -- objects -------------------------------------------------------------------------------
+    def _open_objects(self, directory: Path | None) -> None:
+        """Set up the payload files (None: blobs), then collect the objects of runs that
+        finished before and files no row refers to."""
+        self._pushing = Counter()
+        self._files = None if directory is None else ObjectFiles(directory)
+        with self._db(write=True) as conn:
+            finished = conn.execute(
+                "SELECT DISTINCT r.run_id FROM object_refs r JOIN runs ON runs.run_id = r.run_id "
+                "WHERE runs.status = ?",
+                (RunStatus.FINISHED,),
+            ).fetchall()
+            for (run_id,) in finished:
+                self._forget_run_objects(conn, run_id)
+            known = [r[0] for r in conn.execute("SELECT object_id FROM objects WHERE in_file")]
+        if self._files is not None:
+            self._files.remove_orphans(known)
+
+    # -- storing -------------------------------------------------------------------------------
+    def open_object(self, run_id: int, object_id: str, size: int) -> ObjectSink[None]:
+        with self._db(write=True) as conn:
+            if not self._admit(conn, run_id, object_id, size):
+                return _Known(self, run_id, object_id)
+            self._pushing[run_id] += size
+        try:
+            part = None if self._files is None else self._files.new_part()
+        except BaseException:
+            self._release(run_id, size)
+            raise
+        return _Incoming(self, run_id, object_id, size, part)
+
     def store_object(self, run_id: int, object_id: str, data: bytes | memoryview) -> None:
-        if not object_id:
-            raise InvalidArgument("an object needs an id")
         try:
             view = memoryview(data).cast("B")
         except TypeError as exc:
             raise InvalidArgument(f"object {object_id}: data is not a contiguous buffer") from exc
-        if self._files is None:
-            self._store_blob(run_id, object_id, view)
+        if self._files is None:  # straight into the blob: no copy in between
+            with self._db(write=True) as conn:
+                if self._admit(conn, run_id, object_id, view.nbytes):
+                    self._insert_blob(conn, run_id, object_id, view)
+                self._add_ref(conn, object_id, run_id)
             return
-        with self._db() as conn:
-            fetch_run(conn, run_id)
-            present = existing(conn, "objects", "object_id", [object_id])
-        if not present:
-            self._files.write(object_id, view)  # outside the lock: the slow part
+        sink = self.open_object(run_id, object_id, view.nbytes)
+        try:
+            sink.write(view)  # outside the lock: the slow part
+            sink.commit()
+        except BaseException:
+            sink.discard()
+            raise
+
+    def _admit(self, conn: sqlite3.Connection, run_id: int, object_id: str, size: int) -> bool:
+        """Whether the object is new; raises if the run may not store it."""
+        if not object_id:
+            raise InvalidArgument("an object needs an id")
+        if size < 0:
+            raise InvalidArgument(f"object {object_id}: size must be >= 0, not {size}")
+        limits = self.limits
+        if size > limits.max_object_bytes:
+            raise ResourceExhausted(
+                f"object {object_id} is {size:,} bytes, over the limit of "
+                f"{describe_bytes(limits.max_object_bytes)} per object (--max-object-bytes)"
+            )
+        if fetch_run(conn, run_id).status == RunStatus.FINISHED:
+            raise FailedPrecondition(f"run {run_id} is finished: it stores no more objects")
+        if existing(conn, "objects", "object_id", [object_id]):
+            return False
+        query = "SELECT object_bytes FROM run_usage WHERE run_id = ?"
+        row = conn.execute(query, (run_id,)).fetchone()
+        used = (0 if row is None else int(row[0])) + self._pushing[run_id]
+        if used + size > limits.max_run_object_bytes:
+            raise ResourceExhausted(
+                f"run {run_id} stores {used:,} bytes of objects; object {object_id} "
+                f"({size:,} bytes) would take it over its quota of "
+                f"{describe_bytes(limits.max_run_object_bytes)} (--max-run-object-bytes)"
+            )
+        return True
+
+    def _commit(self, incoming: _Incoming) -> None:
+        run_id, object_id = incoming.run_id, incoming.object_id
         with self._db(write=True) as conn:
-            fetch_run(conn, run_id)
-            if not existing(conn, "objects", "object_id", [object_id]):
-                if not self._files.exists(object_id):  # deleted by a concurrent cleanup
-                    self._files.write(object_id, view)
-                conn.execute(
-                    "INSERT INTO objects (object_id, run_id, size, data, in_file) "
-                    "VALUES (?, ?, ?, x'', 1)",
-                    (object_id, run_id, view.nbytes),
-                )
+            if fetch_run(conn, run_id).status == RunStatus.FINISHED:
+                raise FailedPrecondition(f"run {run_id} finished while object {object_id} came")
+            if not existing(conn, "objects", "object_id", [object_id]):  # else: came meanwhile
+                if incoming.part is not None and self._files is not None:
+                    conn.execute(
+                        "INSERT INTO objects (object_id, run_id, size, data, in_file) "
+                        "VALUES (?, ?, ?, x'', 1)",
+                        (object_id, run_id, incoming.size),
+                    )
+                    self._count(conn, run_id, incoming.size)
+                    incoming.part.place(self._files.path(object_id))  # under the lock: see
+                elif incoming.buffer is not None:  # `_forget_run_objects`
+                    self._insert_blob(conn, run_id, object_id, memoryview(incoming.buffer))
             self._add_ref(conn, object_id, run_id)
 
-    def _store_blob(self, run_id: int, object_id: str, view: memoryview) -> None:
+    def _commit_known(self, run_id: int, object_id: str) -> None:
         with self._db(write=True) as conn:
-            fetch_run(conn, run_id)
+            if fetch_run(conn, run_id).status == RunStatus.FINISHED:
+                raise FailedPrecondition(f"run {run_id} finished while object {object_id} came")
             if not existing(conn, "objects", "object_id", [object_id]):
-                # Reserve the blob, then copy in chunks: SQLite never holds a second full copy.
-                cursor = conn.execute(
-                    "INSERT INTO objects (object_id, run_id, size, data) "
-                    "VALUES (?, ?, ?, zeroblob(?))",
-                    (object_id, run_id, view.nbytes, view.nbytes),
-                )
-                assert cursor.lastrowid is not None  # every INSERT sets it
-                with conn.blobopen("objects", "data", cursor.lastrowid) as blob:
-                    for start in range(0, view.nbytes, _COPY_CHUNK):
-                        blob.write(view[start : start + _COPY_CHUNK])
+                raise Unavailable(f"object {object_id} was deleted while it came: push it again")
             self._add_ref(conn, object_id, run_id)
+
+    def _release(self, run_id: int, size: int) -> None:
+        with self._lock:
+            self._pushing[run_id] -= size
+            if self._pushing[run_id] <= 0:
+                del self._pushing[run_id]
+
+    def _insert_blob(
+        self, conn: sqlite3.Connection, run_id: int, object_id: str, view: memoryview
+    ) -> None:
+        # Reserve the blob, then copy in chunks: SQLite never holds a second full copy.
+        cursor = conn.execute(
+            "INSERT INTO objects (object_id, run_id, size, data) VALUES (?, ?, ?, zeroblob(?))",
+            (object_id, run_id, view.nbytes, view.nbytes),
+        )
+        assert cursor.lastrowid is not None  # every INSERT sets it
+        with conn.blobopen("objects", "data", cursor.lastrowid) as blob:
+            for start in range(0, view.nbytes, _COPY_CHUNK):
+                blob.write(view[start : start + _COPY_CHUNK])
+        self._count(conn, run_id, view.nbytes)
+
+    @staticmethod
+    def _count(conn: sqlite3.Connection, run_id: int, size: int) -> None:
+        conn.execute(
+            "INSERT INTO run_usage (run_id, object_bytes) VALUES (?, ?) ON CONFLICT (run_id) "
+            "DO UPDATE SET object_bytes = object_bytes + excluded.object_bytes",
+            (run_id, size),
+        )
 
     @staticmethod
     def _add_ref(conn: sqlite3.Connection, object_id: str, run_id: int) -> None:
@@ -75,6 +239,7 @@ class ObjectStore:
             (object_id, run_id),
         )
 
+    # -- reading -------------------------------------------------------------------------------
     def missing_objects(self, object_ids: list[str]) -> list[str]:
         with self._db() as conn:
             present = existing(conn, "objects", "object_id", object_ids)
@@ -127,22 +292,31 @@ class ObjectStore:
                 if not self._closed:
                     blob.close()
 
+    # -- deleting ------------------------------------------------------------------------------
     def delete_run_objects(self, run_id: int) -> int:
-        # An object stays while another run stored it or references it from a message.
         with self._db(write=True) as conn:
             fetch_run(conn, run_id)
-            doomed = [
-                (row[0], row[1])
-                for row in conn.execute(
-                    "SELECT object_id, in_file FROM objects WHERE object_id IN "
-                    "(SELECT object_id FROM object_refs WHERE run_id = ?) AND NOT EXISTS "
-                    "(SELECT 1 FROM object_refs r WHERE r.object_id = objects.object_id "
-                    "AND r.run_id != ?)",
-                    (run_id, run_id),
-                )
-            ]
-            conn.executemany("DELETE FROM objects WHERE object_id = ?", [(d[0],) for d in doomed])
-            conn.execute("DELETE FROM object_refs WHERE run_id = ?", (run_id,))
-            if self._files is not None:  # under the lock: a concurrent store re-checks the file
-                self._files.delete(object_id for object_id, in_file in doomed if in_file)
+            return self._forget_run_objects(conn, run_id)
+
+    def _forget_run_objects(self, conn: sqlite3.Connection, run_id: int) -> int:
+        """Drop the run's uses of objects, and the objects no other run uses (in a write
+        transaction: the files go under the lock, so a concurrent store never loses one)."""
+        doomed = conn.execute(
+            "SELECT object_id, in_file, run_id, size FROM objects WHERE object_id IN "
+            "(SELECT object_id FROM object_refs WHERE run_id = ?) AND NOT EXISTS "
+            "(SELECT 1 FROM object_refs r WHERE r.object_id = objects.object_id "
+            "AND r.run_id != ?)",
+            (run_id, run_id),
+        ).fetchall()
+        conn.executemany("DELETE FROM objects WHERE object_id = ?", [(d[0],) for d in doomed])
+        conn.execute("DELETE FROM object_refs WHERE run_id = ?", (run_id,))
+        freed: Counter[int] = Counter()
+        for _, _, owner, size in doomed:
+            freed[owner] += size
+        conn.executemany(
+            "UPDATE run_usage SET object_bytes = MAX(0, object_bytes - ?) WHERE run_id = ?",
+            [(size, owner) for owner, size in freed.items()],
+        )
+        if self._files is not None:
+            self._files.delete(object_id for object_id, in_file, _, _ in doomed if in_file)
         return len(doomed)

@@ -1,4 +1,5 @@
-"""The per-run data part of `SqliteLinkState`: contexts, logs, checkpoints and app tokens."""
+"""The per-run data part of `SqliteLinkState`: contexts, logs (within their quota),
+checkpoints and app tokens."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import sqlite3
 
 from corolla.common.errors import FailedPrecondition, InvalidArgument, Unauthenticated
 from corolla.superlink.state._schema import existing, fetch_run
-from corolla.superlink.state.base import Clock
+from corolla.superlink.state.base import Clock, StateLimits, describe_bytes
+
+_LINE_FRAMING = 8  # bytes a line adds to a response besides its text (tag, length)
 
 
 def token_digest(token: str) -> str:
@@ -18,9 +21,13 @@ def token_digest(token: str) -> str:
 
 
 class RunDataStore:
-    """Mixed into `SqliteLinkState`, which provides the connection and the clock."""
+    """Mixed into `SqliteLinkState`, which provides the connection, the clock and the limits.
+
+    A run's log keeps a running count of its bytes (``run_usage``), so neither an append nor
+    the quota check reads the whole log."""
 
     clock: Clock
+    limits: StateLimits
 
     def _db(self, *, write: bool = False) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         raise NotImplementedError  # provided by SqliteLinkState
@@ -45,6 +52,10 @@ class RunDataStore:
     def append_logs(self, run_id: int, lines: list[str]) -> None:
         if not all(isinstance(line, str) for line in lines):
             raise InvalidArgument("log lines must be str")
+        try:
+            added = sum(len(line.encode()) for line in lines)
+        except UnicodeEncodeError as exc:
+            raise InvalidArgument(f"a log line is not valid text: {exc}") from exc
         with self._db(write=True) as conn:
             fetch_run(conn, run_id)
             query = "SELECT COALESCE(MAX(idx) + 1, 0) FROM logs WHERE run_id = ?"
@@ -53,17 +64,79 @@ class RunDataStore:
                 "INSERT INTO logs (run_id, idx, line) VALUES (?, ?, ?)",
                 [(run_id, start + i, line) for i, line in enumerate(lines)],
             )
+            conn.execute(
+                "INSERT INTO run_usage (run_id, log_bytes) VALUES (?, ?) ON CONFLICT (run_id) "
+                "DO UPDATE SET log_bytes = log_bytes + excluded.log_bytes",
+                (run_id, added),
+            )
+            self._trim_log(conn, run_id)
 
-    def get_logs(self, run_id: int, after: int = 0) -> tuple[list[str], int]:
+    def _trim_log(self, conn: sqlite3.Connection, run_id: int) -> None:
+        """Drop the oldest lines while the log is over its quota; one marker line, at the
+        index of the last dropped line, replaces them (and the marker of earlier drops)."""
+        quota = self.limits.max_run_log_bytes
+        query = (
+            "SELECT log_bytes, log_first, dropped_lines, dropped_bytes FROM run_usage "
+            "WHERE run_id = ?"
+        )
+        used, first, dropped_lines, dropped_bytes = conn.execute(query, (run_id,)).fetchone()
+        if used <= quota:
+            return
+        freed = count = 0
+        end = first
+        rows = conn.execute(
+            "SELECT idx, length(CAST(line AS BLOB)) FROM logs "
+            "WHERE run_id = ? AND idx >= ? ORDER BY idx",
+            (run_id, first),
+        )
+        for idx, size in rows:  # read no further than the lines dropped: O(lines dropped)
+            if used - freed <= quota:
+                break
+            freed, count, end = freed + size, count + 1, idx + 1
+        rows.close()
+        dropped_lines, dropped_bytes = dropped_lines + count, dropped_bytes + freed
+        conn.execute(
+            "DELETE FROM logs WHERE run_id = ? AND idx >= ? AND idx < ?", (run_id, first - 1, end)
+        )
+        marker = (
+            f"[corolla] {dropped_lines} earlier log lines ({describe_bytes(dropped_bytes)}) "
+            f"dropped: the run's log is over its quota of {describe_bytes(quota)}"
+        )
+        conn.execute(
+            "INSERT INTO logs (run_id, idx, line) VALUES (?, ?, ?)", (run_id, end - 1, marker)
+        )
+        conn.execute(
+            "UPDATE run_usage SET log_bytes = ?, log_first = ?, dropped_lines = ?, "
+            "dropped_bytes = ? WHERE run_id = ?",
+            (used - freed, end, dropped_lines, dropped_bytes, run_id),
+        )
+
+    def get_logs(
+        self, run_id: int, after: int = 0, max_bytes: int | None = None
+    ) -> tuple[list[str], int]:
+        # A line counts its UTF-8 bytes plus a few for its framing in a response.
+        budget = self.limits.log_batch_bytes if max_bytes is None else max_bytes
         if after < 0:
             raise InvalidArgument(f"after must be >= 0, not {after}")
+        if budget < 1:
+            raise InvalidArgument(f"max_bytes must be >= 1, not {budget}")
+        lines: list[str] = []
+        taken, next_index = 0, after
         with self._db() as conn:
             fetch_run(conn, run_id)
             rows = conn.execute(
-                "SELECT idx, line FROM logs WHERE run_id = ? AND idx >= ? ORDER BY idx",
+                "SELECT idx, line, length(CAST(line AS BLOB)) FROM logs "
+                "WHERE run_id = ? AND idx >= ? ORDER BY idx",
                 (run_id, after),
-            ).fetchall()
-        return [row[1] for row in rows], (rows[-1][0] + 1 if rows else after)
+            )
+            for idx, line, size in rows:  # read no further than the batch
+                taken += size + _LINE_FRAMING
+                if lines and taken > budget:
+                    break
+                lines.append(line)
+                next_index = idx + 1
+            rows.close()
+        return lines, next_index
 
     def set_checkpoint(
         self, run_id: int, server_round: int, payload: bytes, object_ids: list[str]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import secrets
 import sqlite3
 from pathlib import Path
@@ -16,7 +17,9 @@ from corolla.superlink.state.base import RunRecord, StoredMessage
 
 _K = TypeVar("_K")
 
-SCHEMA_VERSION = 3  # 2: objects.in_file (payload in a file beside the database); 3: checkpoints
+SCHEMA_VERSION = 4  # 2: objects.in_file (payload in a file beside the database); 3: checkpoints;
+# 4: node_keys (SuperNode authentication allow-list), node_runs (runs a node serves),
+# nodes.last_seen
 MEMORY = ":memory:"
 
 _TABLES = """
@@ -46,7 +49,19 @@ CREATE TABLE IF NOT EXISTS nodes (
     node_id            INTEGER PRIMARY KEY,
     heartbeat_interval REAL NOT NULL,
     online_until       REAL NOT NULL,
-    registered_at      REAL NOT NULL
+    registered_at      REAL NOT NULL,
+    last_seen          REAL NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS node_keys (
+    node_id       INTEGER PRIMARY KEY,
+    public_key    BLOB NOT NULL UNIQUE,
+    fingerprint   TEXT NOT NULL UNIQUE,
+    registered_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS node_runs (
+    node_id INTEGER NOT NULL,
+    run_id  INTEGER NOT NULL,
+    PRIMARY KEY (node_id, run_id)
 );
 CREATE TABLE IF NOT EXISTS messages (
     message_id          TEXT PRIMARY KEY,
@@ -102,7 +117,28 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     object_ids   TEXT NOT NULL,
     saved_at     REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS run_usage (
+    run_id        INTEGER PRIMARY KEY REFERENCES runs (run_id),
+    object_bytes  INTEGER NOT NULL DEFAULT 0,
+    log_bytes     INTEGER NOT NULL DEFAULT 0,
+    log_first     INTEGER NOT NULL DEFAULT 0,
+    dropped_lines INTEGER NOT NULL DEFAULT 0,
+    dropped_bytes INTEGER NOT NULL DEFAULT 0
+);
 """
+# run_usage (version 4): what each run stores, kept up to date so that a quota check never sums
+# over a run's rows. object_bytes counts the objects the run stored first (objects.run_id),
+# log_bytes its log lines (UTF-8), log_first is the index of its oldest kept line; once
+# dropped_lines (of dropped_bytes) were dropped to keep the log within its quota, a marker line
+# stands at log_first - 1.
+_COUNT_USAGE = """
+INSERT OR REPLACE INTO run_usage (run_id, object_bytes, log_bytes)
+SELECT run_id,
+    (SELECT COALESCE(SUM(size), 0) FROM objects o WHERE o.run_id = runs.run_id),
+    (SELECT COALESCE(SUM(length(CAST(line AS BLOB))), 0) FROM logs l WHERE l.run_id = runs.run_id)
+FROM runs
+"""
+PRIVATE_FILE, PRIVATE_DIR = 0o600, 0o700  # state files and directories: the owner's only
 
 RUN_COLUMNS = (
     "run_id, fab_id, fab_version, fab_hash, override_config, run_config, federation, owner, "
@@ -129,16 +165,39 @@ def connect(database: str | Path) -> sqlite3.Connection:
     name = str(database)
     if name != MEMORY:
         Path(name).parent.mkdir(parents=True, exist_ok=True)
+        _make_private(name, create=True)  # before SQLite creates it with the umask's mode
     try:
         conn = sqlite3.connect(name, isolation_level=None, check_same_thread=False, timeout=30.0)
     except sqlite3.Error as exc:
         raise FailedPrecondition(f"cannot open state database {name}: {exc}") from exc
     try:
         _prepare(conn, name)
+        if name != MEMORY:  # SQLite gives the files it adds the database's mode; these may be
+            for suffix in ("-wal", "-shm"):  # left by an older Corolla
+                _make_private(name + suffix, create=False)
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def _make_private(path: str, *, create: bool) -> None:
+    """Make ``path`` readable and writable by its owner only (creating it if ``create``),
+    whatever the umask."""
+    try:
+        fd = os.open(path, os.O_RDONLY | (os.O_CREAT if create else 0), PRIVATE_FILE)
+    except FileNotFoundError:
+        if create:
+            raise FailedPrecondition(f"cannot create state database {path}") from None
+        return
+    except OSError as exc:
+        raise FailedPrecondition(f"cannot open state database {path}: {exc}") from exc
+    try:
+        os.fchmod(fd, PRIVATE_FILE)
+    except OSError as exc:
+        raise FailedPrecondition(f"cannot make {path} private: {exc}") from exc
+    finally:
+        os.close(fd)
 
 
 def _prepare(conn: sqlite3.Connection, name: str) -> None:
@@ -162,6 +221,9 @@ def _prepare(conn: sqlite3.Connection, name: str) -> None:
                     conn.execute(statement)
             if found == 1:  # migrate: payloads may now live in files
                 conn.execute("ALTER TABLE objects ADD COLUMN in_file INTEGER NOT NULL DEFAULT 0")
+            if found is not None and found < 4:  # migrate: nodes remember when they were seen
+                _add_column(conn, "nodes", "last_seen REAL NOT NULL DEFAULT 0")
+                conn.execute(_COUNT_USAGE)  # and what each run stores (quotas)
             if found != SCHEMA_VERSION:
                 conn.execute("DELETE FROM schema_version")
                 conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
@@ -171,6 +233,14 @@ def _prepare(conn: sqlite3.Connection, name: str) -> None:
         conn.execute("COMMIT")
     except sqlite3.Error as exc:
         raise FailedPrecondition(f"cannot open state database {name}: {exc}") from exc
+
+
+def _add_column(conn: sqlite3.Connection, table: str, column: str) -> None:
+    """``ALTER TABLE table ADD COLUMN column`` unless it is there (a database set back to an
+    older version by hand, as tests do, has it already)."""
+    name = column.split()[0]
+    if not any(row[1] == name for row in conn.execute(f"PRAGMA table_info({table})")):
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
 
 
 def dump_config(config: UserConfig, what: str) -> str:

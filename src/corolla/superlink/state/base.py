@@ -7,10 +7,38 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from corolla.common.errors import FailedPrecondition
+from corolla.common.errors import FailedPrecondition, InvalidArgument
+from corolla.common.objects import ObjectSink
 from corolla.records.context import UserConfig
 
 Clock = Callable[[], float]
+KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
+
+
+@dataclass(frozen=True)
+class StateLimits:
+    """Bounds on what clients can make the SuperLink keep, per object and per run.
+
+    Each is a ``flower-superlink`` flag. The object bounds are checked on an object's first
+    frame, against the size it declares, before any of its data is written."""
+
+    max_object_bytes: int = 16 * GiB  # one object: --max-object-bytes
+    max_run_object_bytes: int = 64 * GiB  # a run's objects together: --max-run-object-bytes
+    max_run_log_bytes: int = 32 * MiB  # a run's log (oldest lines go first): --max-run-log-bytes
+    log_batch_bytes: int = 1 * MiB  # one `LinkState.get_logs` answer (one StreamLogs response)
+
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidArgument(f"{name} must be a positive number of bytes, not {value!r}")
+
+
+def describe_bytes(count: int) -> str:
+    """``512 bytes``, ``5.1 MiB``, ``32 MiB``."""
+    for unit, size in (("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
+        if count >= size:
+            return f"{count / size:.1f}".removesuffix(".0") + f" {unit}"
+    return f"{count} bytes"
 
 
 class RunStatus:
@@ -60,6 +88,15 @@ class RunRecord:
 
 
 @dataclass(frozen=True)
+class NodeRecord:
+    node_id: int
+    fingerprint: str  # "" for a node registered without a key (SuperNode auth off)
+    registered_at: float
+    online: bool
+    last_seen: float  # 0.0 if never seen
+
+
+@dataclass(frozen=True)
 class StoredMessage:
     """A message as the SuperLink keeps it: routing columns plus the encoded protobuf."""
 
@@ -80,10 +117,12 @@ class LinkState(ABC):
 
     Thread-safe. Waits (``wait=`` arguments) block until data exists or the time is up; every
     write that can satisfy a waiter wakes it. Unknown ids raise `NotFound`; invalid input raises
-    `InvalidArgument`; an illegal status transition raises `FailedPrecondition`.
+    `InvalidArgument` (an id out of the 64-bit signed range too); an illegal status transition
+    raises `FailedPrecondition`. What clients can make it store is bounded by ``limits``.
     """
 
     clock: Clock = time.time
+    limits: StateLimits = StateLimits()
 
     # -- runs ----------------------------------------------------------------------------------
     @abstractmethod
@@ -161,6 +200,36 @@ class LinkState(ABC):
     def online_node_ids(self) -> list[int]:
         """Nodes whose heartbeat has not run out (by ``clock``), sorted."""
 
+    @abstractmethod
+    def register_node_key(self, public_key: bytes, fingerprint: str) -> int:
+        """Put a SuperNode public key (DER) on the allow-list, bound to a new node id, which is
+        returned. `AlreadyExists` if the key is registered already."""
+
+    @abstractmethod
+    def unregister_node(self, node_id: int) -> None:
+        """Remove a node's key from the allow-list and the node itself (`NotFound` if neither
+        exists); its pending instructions are then lost (`NODE_UNAVAILABLE` replies)."""
+
+    @abstractmethod
+    def node_key(self, fingerprint: str) -> tuple[int, bytes]:
+        """``(node_id, public_key)`` registered under ``fingerprint``; `NotFound` if none."""
+
+    @abstractmethod
+    def list_nodes(self) -> list[NodeRecord]:
+        """Registered keys (with their node, online or not) and key-less nodes, by id."""
+
+    @abstractmethod
+    def node_serves_run(self, node_id: int, run_id: int) -> bool:
+        """True once an instruction of the run was addressed to the node."""
+
+    @abstractmethod
+    def node_object_ids(self, node_id: int, run_id: int, object_ids: list[str]) -> set[str]:
+        """Those of ``object_ids`` referenced by stored instructions of the run to the node."""
+
+    @abstractmethod
+    def run_object_ids(self, run_id: int, object_ids: list[str]) -> set[str]:
+        """Those of ``object_ids`` the run stored or references."""
+
     # -- messages ------------------------------------------------------------------------------
     @abstractmethod
     def store_instructions(self, messages: list[StoredMessage]) -> None:
@@ -201,8 +270,23 @@ class LinkState(ABC):
 
     # -- objects (large array payloads, content-addressed) --------------------------------------
     @abstractmethod
+    def open_object(self, run_id: int, object_id: str, size: int) -> ObjectSink[None]:
+        """Begin storing an object of ``size`` bytes for the run, its data to come in pieces.
+
+        Checked before any data: the run exists (`NotFound`) and is not finished
+        (`FailedPrecondition`); ``size`` is within ``limits.max_object_bytes`` and the run's
+        stored objects, with those being pushed, stay within ``limits.max_run_object_bytes``
+        (`ResourceExhausted`). ``write`` the data, then ``commit`` (the object is readable from
+        then on; `FailedPrecondition` if the run finished meanwhile) or ``discard`` (nothing is
+        left behind). The backend holds no whole object in memory unless it keeps objects in
+        memory anyway. An object that exists already is not stored again (its data is
+        ignored); ``commit`` then only records that the run uses it. The caller verifies the
+        id against the data."""
+
+    @abstractmethod
     def store_object(self, run_id: int, object_id: str, data: bytes | memoryview) -> None:
-        """Idempotent: storing an id that exists is a no-op. The caller has verified the id."""
+        """`open_object`, ``write`` and ``commit`` in one call (same checks). Idempotent:
+        storing an id that exists is a no-op. The caller has verified the id."""
 
     @abstractmethod
     def missing_objects(self, object_ids: list[str]) -> list[str]: ...
@@ -216,7 +300,10 @@ class LinkState(ABC):
 
     @abstractmethod
     def delete_run_objects(self, run_id: int) -> int:
-        """Delete objects stored for a run (after it finished); returns how many."""
+        """Delete the objects the run stored or referenced that no other run uses; returns how
+        many. Finishing a run does this by itself, and opening a durable state does it for the
+        runs that finished before (a crash in between); an unfinished run's objects (its
+        checkpoint's too) stay."""
 
     # -- contexts, logs, tokens ----------------------------------------------------------------
     @abstractmethod
@@ -227,11 +314,21 @@ class LinkState(ABC):
     def get_context(self, run_id: int) -> bytes | None: ...
 
     @abstractmethod
-    def append_logs(self, run_id: int, lines: list[str]) -> None: ...
+    def append_logs(self, run_id: int, lines: list[str]) -> None:
+        """Add lines after the run's last. Once the run's lines take more than
+        ``limits.max_run_log_bytes`` (UTF-8), the oldest are dropped and one marker line
+        (``[corolla] N earlier log lines (...) dropped: ...``) stands at the index of the last
+        dropped line, so readers keep their place: one past the dropped lines goes on, one
+        before them reads the marker next. A line that is not valid text: `InvalidArgument`.
+        The cost of an append does not grow with the log."""
 
     @abstractmethod
-    def get_logs(self, run_id: int, after: int = 0) -> tuple[list[str], int]:
-        """Lines with index >= ``after`` and the index to continue from."""
+    def get_logs(
+        self, run_id: int, after: int = 0, max_bytes: int | None = None
+    ) -> tuple[list[str], int]:
+        """Lines with index >= ``after``, oldest first, as many as fit in ``max_bytes``
+        (default ``limits.log_batch_bytes``; one line at least, however long), and the index
+        to continue from. No lines: the reader has them all, for now."""
 
     @abstractmethod
     def set_checkpoint(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import sqlite3
 import threading
 import time
@@ -25,7 +24,7 @@ from corolla.common.errors import (
     Unavailable,
 )
 from corolla.records.context import UserConfig
-from corolla.superlink.state._files import ObjectFiles
+from corolla.superlink.state._nodes import NodeStore
 from corolla.superlink.state._objects import ObjectStore
 from corolla.superlink.state._rundata import RunDataStore
 from corolla.superlink.state._schema import (
@@ -48,13 +47,13 @@ from corolla.superlink.state._schema import (
 )
 from corolla.superlink.state._signals import Signals, checked_wait
 from corolla.superlink.state.base import (
-    HEARTBEAT_PATIENCE,
     TRANSITIONS,
     Clock,
     IllegalTransition,
     LinkState,
     RunRecord,
     RunStatus,
+    StateLimits,
     StoredMessage,
     SubStatus,
 )
@@ -73,29 +72,39 @@ def _describe(run: RunRecord) -> str:
     return f"finished ({run.sub_status})" if run.status == RunStatus.FINISHED else run.status
 
 
-class SqliteLinkState(ObjectStore, RunDataStore, LinkState):
+class SqliteLinkState(NodeStore, ObjectStore, RunDataStore, LinkState):
     """`LinkState` in SQLite: a file (WAL mode, survives restarts) or ``":memory:"``.
 
     Choices within the interface: expired instructions are skipped by `pull_instructions` but
     kept until `lost_instructions` reports them; a finished run's instructions are no longer
     delivered and its reply waits return at once; an object is deleted only when no run that
-    stored or referenced it is left.
+    stored or referenced it is left unfinished; the database file, its WAL files and the
+    object files are the owner's only (0600, directories 0700), whatever the umask.
     """
 
-    def __init__(self, database: str | Path = ":memory:", *, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        database: str | Path = ":memory:",
+        *,
+        clock: Clock | None = None,
+        limits: StateLimits | None = None,
+    ) -> None:
+        """``limits``: what clients can make it store (`StateLimits`, its defaults if None)."""
         if clock is not None:
             self.clock = clock
+        if limits is not None:
+            self.limits = limits
         self.database = str(database)
         self._lock = threading.RLock()
         self._signals = Signals()
         self._closed = False
         self._conn = connect(database)
-        self._files: ObjectFiles | None = None
-        if self.database != ":memory:":
-            self._files = ObjectFiles(Path(f"{self.database}.objects"))
-            with self._db() as conn:
-                known = [r[0] for r in conn.execute("SELECT object_id FROM objects WHERE in_file")]
-            self._files.remove_orphans(known)
+        try:  # payloads beside a file database, as blobs in memory
+            memory = self.database == ":memory:"
+            self._open_objects(None if memory else Path(f"{self.database}.objects"))
+        except BaseException:
+            self._conn.close()
+            raise
 
     def __repr__(self) -> str:
         return f"SqliteLinkState({self.database!r})"
@@ -116,6 +125,8 @@ class SqliteLinkState(ObjectStore, RunDataStore, LinkState):
                     conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 raise Unavailable(f"state database {self.database}: {exc}") from exc
+            except OverflowError as exc:  # SQLite integers are 64-bit signed
+                raise InvalidArgument(f"an id out of range (at most 2**63 - 1): {exc}") from exc
             finally:
                 if conn.in_transaction:
                     with contextlib.suppress(sqlite3.Error):
@@ -229,6 +240,7 @@ class SqliteLinkState(ObjectStore, RunDataStore, LinkState):
                 )
             if status == RunStatus.FINISHED:
                 conn.execute("DELETE FROM tokens WHERE run_id = ?", (run_id,))
+                self._forget_run_objects(conn, run_id)  # its checkpoint is of no more use
             run = fetch_run(conn, run_id)
         self._signals.notify([("run", run_id), ("replies", run_id)])
         if status == RunStatus.FINISHED:
@@ -268,50 +280,6 @@ class SqliteLinkState(ObjectStore, RunDataStore, LinkState):
             raise NotFound(f"FAB {fab_hash} not found")
         return bytes(row[0])
 
-    # -- nodes ---------------------------------------------------------------------------------
-    def create_node(self, heartbeat_interval: float, requested_node_id: int = 0) -> int:
-        self._check_interval(heartbeat_interval)
-        if not 0 <= requested_node_id < _MAX_ID:
-            raise InvalidArgument(f"requested node id {requested_node_id} is not in [0, 2**63)")
-        with self._db(write=True) as conn:
-            node_id = requested_node_id or new_id(conn, "nodes", "node_id")
-            now = self.clock()
-            conn.execute(
-                "INSERT INTO nodes (node_id, heartbeat_interval, online_until, registered_at) "
-                "VALUES (?, ?, ?, ?) ON CONFLICT (node_id) DO UPDATE SET "
-                "heartbeat_interval = excluded.heartbeat_interval, "
-                "online_until = excluded.online_until",
-                (node_id, heartbeat_interval, now + heartbeat_interval * HEARTBEAT_PATIENCE, now),
-            )
-        return node_id
-
-    def delete_node(self, node_id: int) -> None:
-        with self._db(write=True) as conn:
-            if conn.execute("DELETE FROM nodes WHERE node_id = ?", (node_id,)).rowcount == 0:
-                raise NotFound(f"node {node_id} not found")
-        self._signals.notify([("node", node_id)])
-
-    def heartbeat(self, node_id: int, heartbeat_interval: float) -> None:
-        self._check_interval(heartbeat_interval)
-        with self._db(write=True) as conn:
-            online_until = self.clock() + heartbeat_interval * HEARTBEAT_PATIENCE
-            cursor = conn.execute(
-                "UPDATE nodes SET heartbeat_interval = ?, online_until = ? WHERE node_id = ?",
-                (heartbeat_interval, online_until, node_id),
-            )
-            if cursor.rowcount == 0:
-                raise NotFound(f"node {node_id} not found")
-
-    def online_node_ids(self) -> list[int]:
-        with self._db() as conn:
-            query = "SELECT node_id FROM nodes WHERE online_until > ? ORDER BY node_id"
-            return [row[0] for row in conn.execute(query, (self.clock(),))]
-
-    @staticmethod
-    def _check_interval(interval: float) -> None:
-        if not (interval > 0 and math.isfinite(interval)):
-            raise InvalidArgument(f"heartbeat interval must be > 0 seconds, not {interval}")
-
     # -- messages ------------------------------------------------------------------------------
     def store_instructions(self, messages: list[StoredMessage]) -> None:
         for msg in messages:
@@ -325,6 +293,10 @@ class SqliteLinkState(ObjectStore, RunDataStore, LinkState):
             if unknown := [node_id for node_id in dst_ids if node_id not in known]:
                 raise InvalidArgument(f"unknown destination node(s): {unknown}")
             insert_messages(conn, new_messages(conn, messages))
+            conn.executemany(
+                "INSERT OR IGNORE INTO node_runs (node_id, run_id) VALUES (?, ?)",
+                {(msg.dst_node_id, msg.run_id) for msg in messages},
+            )
         self._signals.notify(("node", node_id) for node_id in dst_ids)
 
     def pull_instructions(self, node_id: int, limit: int, wait: float = 0.0) -> list[StoredMessage]:

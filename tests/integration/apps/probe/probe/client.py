@@ -15,6 +15,8 @@ def train(msg: Message, context: Context) -> Message:
         context.node_config.get("partition-id", -2)
     ) == int(context.run_config["client-raise-node"]):
         raise RuntimeError("probe ClientApp failure on purpose")
+    if context.run_config.get("env-names"):
+        print(f"probe client env-names={','.join(sorted(os.environ))}", flush=True)
     print(f"probe client training pid={os.getpid()}", flush=True)
     time.sleep(float(context.run_config["round-sleep"]))
     arrays = [a + 1 for a in msg.content["arrays"].to_numpy_ndarrays()]

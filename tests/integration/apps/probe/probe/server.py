@@ -1,5 +1,7 @@
 """ServerApp of the probe app: FedAvg on a 10-parameter model, printing what happened."""
 
+import os
+
 import numpy as np
 
 from corolla.app import ArrayRecord, Context
@@ -13,6 +15,8 @@ app = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     config = context.run_config
     print(f"probe marker={config['marker']}", flush=True)
+    if config.get("env-names"):
+        print(f"probe server env-names={','.join(sorted(os.environ))}", flush=True)
     if config["server-raise"]:
         raise ValueError("probe ServerApp failure on purpose")
     nodes = int(config["min-nodes"])

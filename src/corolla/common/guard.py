@@ -1,0 +1,177 @@
+"""Deny by default: every RPC of a served API names the credential it needs, and is checked here.
+
+A service is registered with `add_service` together with its policy table (method -> the
+`Credential` it needs) and an authenticator for that service. Registration refuses a table that
+misses a method of the service descriptor, so a new RPC without a policy cannot be served.
+Before a servicer method runs, the request is parsed here (malformed bytes are
+INVALID_ARGUMENT with one log line, never a traceback) and the authenticator turns the call's
+credential into a `Caller`, which the servicer reads from ``context.caller``. A refused call
+never reaches the servicer.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.protobuf import message_factory
+from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message import DecodeError, Message
+
+from corolla.common import errors
+from corolla.common.grpc import status_for
+
+log = logging.getLogger(__name__)
+
+# Object RPCs carry hand-built chunk frames (`common/objects.py`): passed through as raw bytes.
+RAW_METHODS = frozenset({"PushObjects", "PullObjects"})
+
+
+class Credential(enum.Enum):
+    """What a call must carry."""
+
+    NODE = "node signature"  # Fleet: a SuperNode (its signed request when auth is on)
+    RUN_TOKEN = "run token"  # AppIo: the per-run token handed to an app process
+    APP_SECRET = "AppIo secret"  # AppIo RequestRun: the operator's shared secret
+    USER = "user"  # Exec: the CLI's user (transport: TLS / mutual TLS; OIDC later)
+
+
+Policy = Mapping[str, Credential]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who a call comes from, as established by the service's authenticator."""
+
+    credential: Credential
+    node_id: int = 0  # NODE: the node (verified when SuperNode auth is on)
+    run_id: int = 0  # RUN_TOKEN: the run the token belongs to
+    token: str = ""  # RUN_TOKEN: the token itself (some calls check it is still the current one)
+    user: str = ""  # USER: the client certificate's subject, "" when anonymous
+
+
+@dataclass(frozen=True)
+class CallInfo:
+    """What an authenticator sees of a call."""
+
+    method: str  # full path: "/corolla.proto.v1.Fleet/PullMessages"
+    request: Message | None  # parsed request; None for a client-streaming call
+    raw: bytes  # the request as received (b"" for a client-streaming call)
+    metadata: Mapping[str, str]
+    context: grpc.ServicerContext
+
+
+Authenticate = Callable[[Credential, CallInfo], Caller]
+
+
+class Call:
+    """The servicer's view of a call: the gRPC context plus the authenticated `caller`."""
+
+    def __init__(self, context: grpc.ServicerContext, caller: Caller) -> None:
+        self._context = context
+        self.caller = caller
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+
+def check_policy(service: ServiceDescriptor, policy: Policy) -> None:
+    """Raise `ValueError` unless ``policy`` names a credential for exactly the methods of
+    ``service``."""
+    methods = {method.name for method in service.methods}
+    missing = sorted(methods - set(policy))
+    extra = sorted(set(policy) - methods)
+    if missing or extra:
+        raise ValueError(
+            f"policy of {service.full_name}: no entry for {missing or 'none'}; "
+            f"entries for unknown methods {extra or 'none'}"
+        )
+
+
+def metadata_of(context: grpc.ServicerContext) -> dict[str, str]:
+    return {key: str(value) for key, value in context.invocation_metadata()}
+
+
+def add_service(
+    server: grpc.Server,
+    service: ServiceDescriptor,
+    servicer: Any,
+    policy: Policy,
+    authenticate: Authenticate,
+) -> None:
+    """Register ``servicer`` for ``service``: every call is parsed and authenticated by its
+    policy entry first. Object RPCs pass frames through as raw bytes."""
+    check_policy(service, policy)
+    handlers = {}
+    for method in service.methods:
+        request_cls = message_factory.GetMessageClass(method.input_type)
+        response_cls = message_factory.GetMessageClass(method.output_type)
+        raw_response = method.name in RAW_METHODS and method.server_streaming
+        serialize = None if raw_response else response_cls.SerializeToString
+        guarded = _guard(
+            getattr(servicer, method.name),
+            f"/{service.full_name}/{method.name}",
+            policy[method.name],
+            authenticate,
+            None if method.client_streaming else request_cls,
+        )
+        if method.client_streaming and method.server_streaming:
+            factory = grpc.stream_stream_rpc_method_handler
+        elif method.client_streaming:
+            factory = grpc.stream_unary_rpc_method_handler
+        elif method.server_streaming:
+            factory = grpc.unary_stream_rpc_method_handler
+        else:
+            factory = grpc.unary_unary_rpc_method_handler
+        handlers[method.name] = factory(
+            guarded, request_deserializer=None, response_serializer=serialize
+        )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(service.full_name, handlers),)
+    )
+
+
+def _guard(
+    behaviour: Callable[[Any, Any], Any],
+    path: str,
+    credential: Credential,
+    authenticate: Authenticate,
+    request_cls: type[Message] | None,
+) -> Callable[[Any, grpc.ServicerContext], Any]:
+    def handler(request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            if request_cls is None:  # client streaming: frames are checked as they arrive
+                parsed, raw = request, b""
+                info = CallInfo(path, None, raw, metadata_of(context), context)
+            else:
+                raw = bytes(request)
+                try:
+                    parsed = request_cls.FromString(raw)
+                except (DecodeError, ValueError) as exc:
+                    raise errors.InvalidArgument(f"malformed request: {exc}") from exc
+                _check_ids(parsed)
+                info = CallInfo(path, parsed, raw, metadata_of(context), context)
+            caller = authenticate(credential, info)
+        except errors.CorollaError as exc:
+            log.warning("%s refused for %s: %s", path, context.peer(), exc)
+            context.abort(status_for(exc), str(exc))
+        return behaviour(parsed, Call(context, caller))
+
+    return handler
+
+
+_MAX_ID = 2**63 - 1  # ids are positive 63-bit integers (they are SQLite INTEGERs)
+
+
+def _check_ids(request: Message) -> None:
+    """INVALID_ARGUMENT for a top-level ``*_id``/``*_ids`` integer out of the id range."""
+    for field, value in request.ListFields():
+        if field.cpp_type != field.CPPTYPE_UINT64 or not field.name.endswith(("_id", "_ids")):
+            continue
+        values = value if isinstance(value, Iterable) else (value,)
+        if any(v > _MAX_ID for v in values):
+            raise errors.InvalidArgument(f"{field.name} out of range (ids are below 2**63)")

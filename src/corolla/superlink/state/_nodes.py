@@ -1,0 +1,162 @@
+"""The node part of `SqliteLinkState`: registration, heartbeats, the SuperNode key allow-list,
+and which runs (and objects) a node may read."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import sqlite3
+
+from corolla.common.errors import AlreadyExists, InvalidArgument, NotFound
+from corolla.superlink.state._schema import new_id
+from corolla.superlink.state._signals import Signals
+from corolla.superlink.state.base import HEARTBEAT_PATIENCE, Clock, NodeRecord
+
+_MAX_ID = 2**63
+
+
+def _check_interval(interval: float) -> None:
+    if not (interval > 0 and math.isfinite(interval)):
+        raise InvalidArgument(f"heartbeat interval must be > 0 seconds, not {interval}")
+
+
+class NodeStore:
+    """Mixed into `SqliteLinkState`, which provides the connection, its lock and the clock."""
+
+    clock: Clock
+    _signals: Signals
+
+    def _db(self, *, write: bool = False) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        raise NotImplementedError  # provided by SqliteLinkState
+
+    def create_node(self, heartbeat_interval: float, requested_node_id: int = 0) -> int:
+        _check_interval(heartbeat_interval)
+        if not 0 <= requested_node_id < _MAX_ID:
+            raise InvalidArgument(f"requested node id {requested_node_id} is not in [0, 2**63)")
+        with self._db(write=True) as conn:
+            node_id = requested_node_id or _new_node_id(conn)
+            now = self.clock()
+            conn.execute(
+                "INSERT INTO nodes (node_id, heartbeat_interval, online_until, registered_at, "
+                "last_seen) VALUES (?, ?, ?, ?, ?) ON CONFLICT (node_id) DO UPDATE SET "
+                "heartbeat_interval = excluded.heartbeat_interval, "
+                "online_until = excluded.online_until, last_seen = excluded.last_seen",
+                (
+                    node_id,
+                    heartbeat_interval,
+                    now + heartbeat_interval * HEARTBEAT_PATIENCE,
+                    now,
+                    now,
+                ),
+            )
+        return node_id
+
+    def delete_node(self, node_id: int) -> None:
+        with self._db(write=True) as conn:
+            if conn.execute("DELETE FROM nodes WHERE node_id = ?", (node_id,)).rowcount == 0:
+                raise NotFound(f"node {node_id} not found")
+        self._signals.notify([("node", node_id)])
+
+    def heartbeat(self, node_id: int, heartbeat_interval: float) -> None:
+        _check_interval(heartbeat_interval)
+        with self._db(write=True) as conn:
+            now = self.clock()
+            cursor = conn.execute(
+                "UPDATE nodes SET heartbeat_interval = ?, online_until = ?, last_seen = ? "
+                "WHERE node_id = ?",
+                (heartbeat_interval, now + heartbeat_interval * HEARTBEAT_PATIENCE, now, node_id),
+            )
+            if cursor.rowcount == 0:
+                raise NotFound(f"node {node_id} not found")
+
+    def online_node_ids(self) -> list[int]:
+        with self._db() as conn:
+            query = "SELECT node_id FROM nodes WHERE online_until > ? ORDER BY node_id"
+            return [row[0] for row in conn.execute(query, (self.clock(),))]
+
+    # -- the SuperNode key allow-list --------------------------------------------------------
+    def register_node_key(self, public_key: bytes, fingerprint: str) -> int:
+        with self._db(write=True) as conn:
+            query = "SELECT node_id FROM node_keys WHERE fingerprint = ?"
+            row = conn.execute(query, (fingerprint,)).fetchone()
+            if row is not None:
+                raise AlreadyExists(f"this key is registered already, as node {row[0]}")
+            node_id = _new_node_id(conn)
+            conn.execute(
+                "INSERT INTO node_keys (node_id, public_key, fingerprint, registered_at) "
+                "VALUES (?, ?, ?, ?)",
+                (node_id, public_key, fingerprint, self.clock()),
+            )
+        return node_id
+
+    def unregister_node(self, node_id: int) -> None:
+        with self._db(write=True) as conn:
+            keys = conn.execute("DELETE FROM node_keys WHERE node_id = ?", (node_id,)).rowcount
+            nodes = conn.execute("DELETE FROM nodes WHERE node_id = ?", (node_id,)).rowcount
+            if keys == 0 and nodes == 0:
+                raise NotFound(f"node {node_id} not found")
+        self._signals.notify([("node", node_id)])
+
+    def node_key(self, fingerprint: str) -> tuple[int, bytes]:
+        with self._db() as conn:
+            query = "SELECT node_id, public_key FROM node_keys WHERE fingerprint = ?"
+            row = conn.execute(query, (fingerprint,)).fetchone()
+        if row is None:
+            raise NotFound(f"no SuperNode key {fingerprint} is registered")
+        return int(row[0]), bytes(row[1])
+
+    def list_nodes(self) -> list[NodeRecord]:
+        now = self.clock()
+        with self._db() as conn:
+            rows = conn.execute(
+                "SELECT k.node_id, k.fingerprint, k.registered_at, n.online_until, n.last_seen "
+                "FROM node_keys k LEFT JOIN nodes n ON n.node_id = k.node_id "
+                "UNION ALL "
+                "SELECT n.node_id, '', n.registered_at, n.online_until, n.last_seen FROM nodes n "
+                "WHERE n.node_id NOT IN (SELECT node_id FROM node_keys) ORDER BY 1"
+            ).fetchall()
+        return [
+            NodeRecord(
+                node_id=row[0],
+                fingerprint=row[1],
+                registered_at=row[2],
+                online=row[3] is not None and row[3] > now,
+                last_seen=row[4] or 0.0,
+            )
+            for row in rows
+        ]
+
+    # -- what a node may read ----------------------------------------------------------------
+    def node_serves_run(self, node_id: int, run_id: int) -> bool:
+        with self._db() as conn:
+            query = "SELECT 1 FROM node_runs WHERE node_id = ? AND run_id = ?"
+            return conn.execute(query, (node_id, run_id)).fetchone() is not None
+
+    def node_object_ids(self, node_id: int, run_id: int, object_ids: list[str]) -> set[str]:
+        with self._db() as conn:
+            rows = conn.execute(
+                "SELECT DISTINCT j.value FROM messages m, json_each(m.object_ids) j "
+                "WHERE m.dst_node_id = ? AND m.run_id = ? AND m.reply_to_message_id = ''",
+                (node_id, run_id),
+            ).fetchall()
+        referenced = {row[0] for row in rows}
+        return {oid for oid in object_ids if oid in referenced}
+
+    def run_object_ids(self, run_id: int, object_ids: list[str]) -> set[str]:
+        with self._db() as conn:
+            rows = conn.execute(
+                "SELECT object_id FROM object_refs WHERE run_id = ? "
+                "AND object_id IN (SELECT value FROM json_each(?))",
+                (run_id, json.dumps(object_ids)),
+            ).fetchall()
+        return {row[0] for row in rows}
+
+
+def _new_node_id(conn: sqlite3.Connection) -> int:
+    """A random id used neither by a registered node nor by a registered key."""
+    while True:
+        node_id = new_id(conn, "nodes", "node_id")
+        query = "SELECT 1 FROM node_keys WHERE node_id = ?"
+        if conn.execute(query, (node_id,)).fetchone() is None:
+            return node_id
