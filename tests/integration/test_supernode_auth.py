@@ -233,3 +233,90 @@ def test_a_key_registers_once_and_bad_keys_are_clear_errors(harness: Harness) ->
     with pytest.raises(grpc.RpcError) as curve:
         harness.exec.RegisterNode(exec_pb2.RegisterNodeRequest(public_key=pem), timeout=10)
     assert "P-256" in curve.value.details()
+
+
+def _run_with_instruction(h: Harness, node_id: int) -> tuple[int, str, str]:
+    """A running run whose one instruction (to ``node_id``) carries a large array: returns
+    the run id, its FAB hash and the array's object id."""
+    import numpy as np
+
+    from corolla.records import ArrayRecord, Message, RecordDict
+    from corolla.records.wire import encode_messages
+    from corolla.superlink.messages import to_stored
+
+    state = h.link.state
+    fab_hash = secrets.token_hex(32)
+    state.store_fab(fab_hash, b"fab")
+    run_id = state.create_run(
+        fab_id="p/a", fab_version="1", fab_hash=fab_hash, override_config={}, run_config={}
+    )
+    state.update_run_status(run_id, RunStatus.STARTING)
+    arrays = ArrayRecord.from_numpy_ndarrays([np.random.default_rng().random(100_000)])
+    message = Message(RecordDict({"arrays": arrays}), dst_node_id=node_id, message_type="train")
+    message.metadata.run_id = run_id
+    protos, objects = encode_messages([message])
+    for object_id, data in objects.items():
+        state.store_object(run_id, object_id, data)
+    state.store_instructions([to_stored(protos[0], state)])
+    return run_id, fab_hash, next(iter(objects))
+
+
+def test_a_node_reads_only_what_its_instructions_reference(harness: Harness) -> None:
+    alice, mallory = (ec.generate_private_key(ec.SECP256R1()) for _ in range(2))
+    alice_id, mallory_id = joined(harness, alice), joined(harness, mallory)
+    run_id, fab_hash, object_id = _run_with_instruction(harness, alice_id)
+    _, _, other_object = _run_with_instruction(harness, mallory_id)  # another run's object
+    from corolla.proto.v1 import objects_pb2
+
+    def pull(key: nodekeys.PrivateKey, node_id: int, oid: str) -> list[Any]:
+        request = objects_pb2.PullObjectsRequest(node_id=node_id, run_id=run_id, object_ids=[oid])
+        return list(call(harness, key, "PullObjects", request))
+
+    assert pull(alice, alice_id, object_id)  # her instruction references it
+    assert call(harness, alice, "GetRun", run_pb2.GetRunRequest(node_id=alice_id, run_id=run_id))
+    fab = run_pb2.GetFabRequest(node_id=alice_id, run_id=run_id, fab_hash=fab_hash)
+    assert call(harness, alice, "GetFab", fab).fab.content == b"fab"
+    with pytest.raises(grpc.RpcError) as unrelated:
+        pull(alice, alice_id, other_object)
+    assert code_of(unrelated) == grpc.StatusCode.NOT_FOUND
+    mallory_calls: list[tuple[str, Any]] = [
+        ("GetFab", run_pb2.GetFabRequest(node_id=mallory_id, run_id=run_id, fab_hash=fab_hash)),
+        (
+            "PushLogs",
+            fleet_pb2.FleetPushLogsRequest(node_id=mallory_id, run_id=run_id, lines=["x"]),
+        ),
+        ("MissingObjects", objects_pb2.MissingObjectsRequest(node_id=mallory_id, run_id=run_id)),
+    ]
+    for method, request in mallory_calls:
+        with pytest.raises(grpc.RpcError) as denied:
+            call(harness, mallory, method, request)
+        assert code_of(denied) == grpc.StatusCode.PERMISSION_DENIED, method
+    with pytest.raises(grpc.RpcError) as stolen:
+        pull(mallory, mallory_id, object_id)
+    assert code_of(stolen) == grpc.StatusCode.PERMISSION_DENIED
+    assert harness.link.state.get_logs(run_id)[0] == []  # nothing written by mallory
+
+
+def test_a_run_token_reads_only_its_own_runs_objects(harness: Harness) -> None:
+    from corolla.proto.v1 import objects_pb2, serverappio_pb2_grpc
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    node_id = joined(harness, key)
+    run_a, _, object_a = _run_with_instruction(harness, node_id)
+    _, _, object_b = _run_with_instruction(harness, node_id)
+    token = harness.link.state.create_token(run_a)
+    with create_channel(harness.link.addresses["serverappio"], insecure=True) as channel:
+        stub = serverappio_pb2_grpc.ServerAppIoStub(channel)
+        mine = objects_pb2.PullObjectsRequest(token=token, object_ids=[object_a])
+        assert list(stub.PullObjects(mine, timeout=10))
+        theirs = objects_pb2.PullObjectsRequest(token=token, object_ids=[object_b])
+        with pytest.raises(grpc.RpcError) as refused:
+            list(stub.PullObjects(theirs, timeout=10))
+        assert code_of(refused) == grpc.StatusCode.NOT_FOUND
+        missing = objects_pb2.MissingObjectsRequest(token=token, object_ids=[object_a, object_b])
+        assert list(stub.MissingObjects(missing, timeout=10).object_ids) == [object_b]
+        with pytest.raises(grpc.RpcError) as no_token:
+            list(
+                stub.PullObjects(objects_pb2.PullObjectsRequest(object_ids=[object_a]), timeout=10)
+            )
+        assert code_of(no_token) == grpc.StatusCode.UNAUTHENTICATED

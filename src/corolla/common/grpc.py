@@ -202,6 +202,8 @@ class WaitSlots:
         self.limit = limit
         self._what = what
         self._free = threading.BoundedSemaphore(limit)
+        self._lock = threading.Lock()
+        self.busy = 0  # slots held now
 
     @contextlib.contextmanager
     def hold(self, wait: float) -> Iterator[float]:
@@ -213,7 +215,11 @@ class WaitSlots:
             raise errors.ResourceExhausted(
                 f"too many {self._what} at once (limit {self.limit}); retry shortly"
             )
+        with self._lock:
+            self.busy += 1
         try:
             yield wait
         finally:
+            with self._lock:
+                self.busy -= 1
             self._free.release()

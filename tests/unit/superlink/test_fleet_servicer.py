@@ -74,3 +74,31 @@ def test_finished_and_unknown_runs_are_reported_without_waiting(state: LinkState
     reply = fleet.PullMessages(request, Context(node_id))
     assert time.monotonic() - started < 2
     assert sorted(reply.finished_run_ids) == sorted([done, 424242])
+
+
+def test_long_polls_beyond_their_slots_are_refused_and_unary_calls_go_on(
+    state: LinkState,
+) -> None:
+    from corolla.common.grpc import WaitSlots
+
+    slots = WaitSlots(1)
+    fleet = FleetServicer(state, wait_slots=slots)
+    node_id = state.create_node(5.0)
+    first = fpb.FleetPullMessagesRequest(node_id=node_id, wait_seconds=20)
+    waiting = threading.Thread(target=fleet.PullMessages, args=(first, Context(node_id)))
+    waiting.start()
+    try:
+        deadline = time.monotonic() + 10
+        while slots.busy == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)  # until the first poll holds the one slot
+        second = fpb.FleetPullMessagesRequest(node_id=node_id, wait_seconds=20)
+        with pytest.raises(AssertionError, match=r"RESOURCE_EXHAUSTED.*too many long polls"):
+            fleet.PullMessages(second, Context(node_id))
+        # A poll that does not wait, and a heartbeat, need no slot.
+        quick = fpb.FleetPullMessagesRequest(node_id=node_id, wait_seconds=0)
+        assert list(fleet.PullMessages(quick, Context(node_id)).messages) == []
+        beat = fpb.HeartbeatRequest(node_id=node_id, heartbeat_interval=5)
+        assert fleet.Heartbeat(beat, Context(node_id)).success
+    finally:
+        state.wake_all()
+        waiting.join(10)
