@@ -23,7 +23,7 @@ from corolla.common.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from corolla.common.grpc import MAX_FAB_BYTES, create_channel, error_from_rpc
+from corolla.common.grpc import create_channel, error_from_rpc
 from corolla.common.tls import ClientTls
 from corolla.fab import ConfigValue
 from corolla.proto.v1 import exec_pb2, exec_pb2_grpc, run_pb2
@@ -33,7 +33,10 @@ CONNECT_TIMEOUT = 5.0
 CALL_TIMEOUT = 30.0
 UPLOAD_BYTES_PER_SECOND = 1_000_000  # StartRun carries the FAB: its deadline grows with it
 _QUEUE_STEP = 0.1  # seconds the caller's thread waits for a log batch before checking again
-_FAB_CHANNEL_OPTIONS = [("grpc.max_send_message_length", MAX_FAB_BYTES + 1024 * 1024)]
+# The SuperLink decides how large a FAB may be (--max-fab-bytes); the client only stays under
+# what one gRPC message can carry at all.
+MAX_UPLOAD_BYTES = 2**31 - 1 - 1024 * 1024
+_FAB_CHANNEL_OPTIONS = [("grpc.max_send_message_length", 2**31 - 1)]
 
 FINISHED = "finished"
 COMPLETED = "completed"
@@ -158,10 +161,10 @@ class ExecClient:
         federation: str,
         federation_options: Mapping[str, ConfigValue],
     ) -> int:
-        if len(fab_content) > MAX_FAB_BYTES:
+        if len(fab_content) > MAX_UPLOAD_BYTES:
             raise ResourceExhausted(
                 f"the FAB is {len(fab_content):,} bytes; the Exec API takes at most "
-                f"{MAX_FAB_BYTES:,} (add large files to .gitignore)"
+                f"{MAX_UPLOAD_BYTES:,} (add large files to .gitignore)"
             )
         request = exec_pb2.StartRunRequest(
             fab=run_pb2.Fab(hash=fab_hash, content=fab_content),

@@ -19,7 +19,6 @@ from corolla.common.tls import ClientTls
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # unary messages; large arrays stream in chunks instead
-MAX_FAB_BYTES = 200 * 1024 * 1024  # the Exec API accepts FABs up to this size
 
 KEEPALIVE_ENV = "COROLLA_GRPC_KEEPALIVE_SECONDS"
 DEFAULT_KEEPALIVE = 30.0

@@ -48,7 +48,8 @@ class Caller:
     """Who a call comes from, as established by the service's authenticator."""
 
     credential: Credential
-    node_id: int = 0  # NODE: the node (verified when SuperNode auth is on)
+    node_id: int = 0  # NODE: the node
+    verified: bool = False  # NODE: node_id is the one bound to the key that signed the call
     run_id: int = 0  # RUN_TOKEN: the run the token belongs to
     token: str = ""  # RUN_TOKEN: the token itself (some calls check it is still the current one)
     user: str = ""  # USER: the client certificate's subject, "" when anonymous

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +32,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from corolla.common.errors import InvalidArgument
+from corolla.common.paths import write_private
 
 PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
@@ -115,10 +115,7 @@ def generate(private_path: Path, public_path: Path) -> str:
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     private_path.parent.mkdir(parents=True, exist_ok=True)
-    private_path.unlink(missing_ok=True)
-    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(pem)
+    write_private(private_path, pem)
     public = key.public_key()
     public_path.write_bytes(
         public.public_bytes(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from corolla.common.errors import AlreadyExists, InvalidArgument
+from corolla.common.paths import write_private
 
 VALIDITY = datetime.timedelta(days=30)
 DEFAULT_HOSTS = ("localhost", "127.0.0.1", "::1")
@@ -166,10 +166,7 @@ def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        os.fchmod(out.fileno(), 0o600)  # a file that existed keeps its mode otherwise
-        out.write(data)
+    write_private(path, data)
 
 
 def _ca_certificate(

@@ -1,5 +1,6 @@
 """FAB (Flower App Bundle): build a deterministic zip of an app, verify and install it."""
 
+from corolla.fab._extract import check_fab_size
 from corolla.fab.build import BuiltFab, build_fab, build_fab_bytes, fab_filename
 from corolla.fab.config import (
     AppConfig,
@@ -22,6 +23,7 @@ __all__ = [
     "InstalledApp",
     "build_fab",
     "build_fab_bytes",
+    "check_fab_size",
     "fab_filename",
     "inspect_fab",
     "install_fab",

@@ -37,13 +37,18 @@ class Checked:
     entries: dict[str, ManifestEntry]
 
 
-def open_fab(data: bytes, limits: FabLimits) -> tuple[zipfile.ZipFile, list[zipfile.ZipInfo]]:
-    """The archive and its file members, once its size and every header passed the limits."""
+def check_fab_size(data: bytes, limits: FabLimits) -> None:
+    """`InvalidArgument` for a FAB over ``limits.max_fab_bytes`` (the cheapest check: first)."""
     if len(data) > limits.max_fab_bytes:
         raise InvalidArgument(
             f"FAB is {human_size(len(data))}, more than the limit of "
             f"{human_size(limits.max_fab_bytes)}"
         )
+
+
+def open_fab(data: bytes, limits: FabLimits) -> tuple[zipfile.ZipFile, list[zipfile.ZipInfo]]:
+    """The archive and its file members, once its size and every header passed the limits."""
+    check_fab_size(data, limits)
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
     except ZIP_ERRORS as exc:

@@ -22,13 +22,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
+from corolla.common.config import count
 from corolla.common.errors import InvalidArgument
 
 KiB = 1024
 MiB = 1024 * KiB
 GiB = 1024 * MiB
 
-DEFAULT_MAX_FAB_BYTES = 200 * MiB  # the Exec API's message limit (common/grpc.py) agrees
+DEFAULT_MAX_FAB_BYTES = 200 * MiB  # the Exec server's message limit follows it (link.py)
 DEFAULT_MAX_UNPACKED_BYTES = 1 * GiB
 DEFAULT_MAX_ENTRIES = 10_000
 DEFAULT_MAX_RATIO = 200  # source code compresses 3-10x; only filler data goes past 200x
@@ -73,7 +74,7 @@ class FabLimits:
         for name, variable in ENV.items():
             raw = environ.get(variable, "")
             if raw:
-                parse = parse_size if name in _SIZES else whole_number
+                parse = parse_size if name in _SIZES else count
                 try:
                     given[name] = parse(raw)
                 except ValueError as exc:
@@ -93,17 +94,6 @@ def parse_size(text: str) -> int:
     value = int(number) * _UNITS[(unit or "")[:1].upper()]
     if value < 1:
         raise ValueError(f"must be at least 1 byte, got {text!r}")
-    return value
-
-
-def whole_number(text: str) -> int:
-    """A whole number >= 1 (entries, ratio)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise ValueError(f"must be at least 1, got {text!r}")
     return value
 
 

@@ -21,7 +21,6 @@ from corolla.fab.limits import (
     DEFAULT_MAX_UNPACKED_BYTES,
     FabLimits,
     parse_size,
-    whole_number,
 )
 from corolla.superlink.state.base import StateLimits
 
@@ -216,7 +215,7 @@ def command() -> Command:
                 "--max-fab-entries",
                 "refuse a FAB with more files and directories than this",
                 DEFAULT_MAX_ENTRIES,
-                whole_number,
+                count,
                 "N",
             ),
             Option(
@@ -224,7 +223,7 @@ def command() -> Command:
                 "refuse a FAB (or a file in it) that unpacks to more than this many times its "
                 "size, past 1 MiB",
                 DEFAULT_MAX_RATIO,
-                whole_number,
+                count,
                 "N",
             ),
             Option(

@@ -125,9 +125,8 @@ class ProcessDispatcher:
         for run_id in [r for r in self._eligible if r not in watched or r in serving_ids]:
             del self._eligible[run_id]
         for run_id in self._heartbeats.known():
-            if run_id not in watched:  # finished
+            if run_id not in watched:  # finished (its objects went with the finish)
                 self._heartbeats.forget(run_id)
-                self._state.delete_run_objects(run_id)
 
     def _check_pending(self, run: RunRecord, waited: float) -> None:
         if waited > self._attach_timeout:

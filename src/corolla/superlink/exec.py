@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator
 
@@ -89,7 +90,7 @@ class ExecServicer:
     def _followed(
         self, request: epb.StreamLogsRequest, context: Call
     ) -> Iterator[epb.StreamLogsResponse]:
-        with self._followers.hold(1.0):
+        with self._followers.hold(math.inf):  # a slot for as long as the stream lasts
             yield from self._stream(request, context)
 
     @abort_on_error

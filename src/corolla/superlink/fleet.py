@@ -49,12 +49,10 @@ class FleetServicer:
         state: LinkState,
         default_heartbeat: float = 5.0,
         *,
-        auth_enabled: bool = False,
         wait_slots: WaitSlots | None = None,
     ) -> None:
         self._state = state
         self._default_heartbeat = default_heartbeat
-        self._auth = auth_enabled
         self._slots = wait_slots or WaitSlots(224)
 
     def _online(self, context: Call) -> int:
@@ -73,7 +71,8 @@ class FleetServicer:
     def CreateNode(self, request: fpb.CreateNodeRequest, context: Call) -> fpb.CreateNodeResponse:
         interval = check_heartbeat_interval(request.heartbeat_interval or self._default_heartbeat)
         # With auth on, the key decides the id (bound at `flwr supernode register`).
-        wanted = context.caller.node_id if self._auth else request.requested_node_id
+        caller = context.caller
+        wanted = caller.node_id if caller.verified else request.requested_node_id
         node_id = self._state.create_node(interval, wanted)
         log.info("node %d registered", node_id)
         return fpb.CreateNodeResponse(node_id=node_id, heartbeat_interval=interval)

@@ -260,9 +260,6 @@ class ServerAppLauncher:
         del self._procs[app.run_id]
         with contextlib.suppress(OSError):
             app.output.unlink()
-        with contextlib.suppress(CorollaError):
-            if self._state.get_run(app.run_id).status == RunStatus.FINISHED:
-                self._state.delete_run_objects(app.run_id)
 
     def _terminate(self, app: _AppProcess) -> None:
         if app.process.poll() is None:

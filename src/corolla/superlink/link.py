@@ -11,7 +11,7 @@ import grpc
 
 from corolla.common.appio import AppIoAuth, new_secret, warn_if_exposed
 from corolla.common.errors import InvalidArgument
-from corolla.common.grpc import MAX_FAB_BYTES, bind, create_server
+from corolla.common.grpc import MAX_MESSAGE_BYTES, bind, create_server
 from corolla.common.guard import add_service
 from corolla.common.tls import security
 from corolla.proto.v1 import exec_pb2, fleet_pb2, serverappio_pb2
@@ -119,18 +119,20 @@ class SuperLink:
             AppIoAuth(secret, self.state.run_id_for_token),
         )
         fleet = create_server(max_workers=256)
-        auth = config.enable_supernode_auth
         add_service(
             fleet,
             fleet_pb2.DESCRIPTOR.services_by_name["Fleet"],
-            fleet_api.FleetServicer(self.state, auth_enabled=auth),
+            fleet_api.FleetServicer(self.state),
             fleet_api.POLICY,
-            FleetAuth(self.state, enabled=auth),
+            FleetAuth(self.state, enabled=config.enable_supernode_auth),
         )
         self.ports["fleet"] = bind(fleet, config.fleet_address, credentials)
+        # StartRun carries the FAB: the message may be as large as --max-fab-bytes allows (plus
+        # the rest of the request), so that an oversized FAB gets its clear error from `Runs`.
+        message_limit = max(MAX_MESSAGE_BYTES, config.fab_limits.max_fab_bytes + (1 << 20))
         fab_limit = [
-            ("grpc.max_receive_message_length", MAX_FAB_BYTES),
-            ("grpc.max_send_message_length", MAX_FAB_BYTES),
+            ("grpc.max_receive_message_length", message_limit),
+            ("grpc.max_send_message_length", message_limit),
         ]
         exec_server = create_server(max_workers=32, options=fab_limit)
         add_service(

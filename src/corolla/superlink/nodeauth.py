@@ -92,7 +92,7 @@ class FleetAuth:
         node_id = self._verify(call)
         if call.method != _CREATE_NODE and claimed != node_id:
             raise PermissionDenied(f"the key of node {node_id} cannot act as node {claimed}")
-        return Caller(Credential.NODE, node_id=node_id)
+        return Caller(Credential.NODE, node_id=node_id, verified=True)
 
     def _verify(self, call: CallInfo) -> int:
         metadata = call.metadata

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 
 from corolla.common.errors import InvalidArgument
-from corolla.fab import AppConfig, FabLimits, inspect_fab, verify_fab
+from corolla.fab import AppConfig, FabLimits, check_fab_size, inspect_fab, verify_fab
 from corolla.records.context import UserConfig
 from corolla.superlink.state import (
     IllegalTransition,
@@ -49,6 +49,8 @@ def check_fab(content: bytes, fab_hash: str, limits: FabLimits | None = None) ->
     (a zip bomb costs no disk): a malformed or oversized FAB is refused up front."""
     if not content:
         raise InvalidArgument("StartRun without a FAB")
+    limits = limits or FabLimits()
+    check_fab_size(content, limits)  # before hashing a huge one
     verify_fab(content, fab_hash)
     return inspect_fab(content, limits=limits)
 

@@ -58,13 +58,12 @@ class ClientAppIoServicer:
         self, runs: RunTable, outbox: Outbox, secret: str, wait_slots: WaitSlots | None = None
     ) -> None:
         self.runs = runs
-        self._runs = runs
         self._outbox = outbox
         self.secret = secret
         self._slots = wait_slots or WaitSlots(48)
 
     def _run_of(self, context: Call) -> RunState:
-        return self._runs.by_token(context.caller.token)
+        return self.runs.by_token(context.caller.token)
 
     @abort_on_error
     def RequestRun(
@@ -72,7 +71,7 @@ class ClientAppIoServicer:
     ) -> cpb.ClientRequestRunResponse:
         wait = check_wait(request.wait_seconds)
         with self._slots.hold(wait) as granted:
-            handed = self._runs.hand_out(granted)
+            handed = self.runs.hand_out(granted)
         if handed is None:
             return cpb.ClientRequestRunResponse()
         run_id, token = handed
@@ -91,7 +90,7 @@ class ClientAppIoServicer:
         self, request: cpb.ClientPullAppInputsRequest, context: Call
     ) -> cpb.ClientPullAppInputsResponse:
         state = self._run_of(context)
-        run, fab, app_context = self._runs.inputs(state)
+        run, fab, app_context = self.runs.inputs(state)
         return cpb.ClientPullAppInputsResponse(
             run=run_to_proto(run), fab=fab_to_proto(fab), context=context_to_proto(app_context)
         )
@@ -103,8 +102,8 @@ class ClientAppIoServicer:
         wait = check_wait(request.wait_seconds)
         state = self._run_of(context)
         with self._slots.hold(wait) as granted:
-            message = self._runs.next_message(state, granted, request.token)
-        active = self._runs.serves(state, request.token)  # False once it was detached
+            message = self.runs.next_message(state, granted, request.token)
+        active = self.runs.serves(state, request.token)  # False once it was detached
         response = cpb.ClientPullMessageResponse(run_active=active)
         if message is not None:
             response.message.CopyFrom(envelope_to_proto(message))
@@ -118,7 +117,7 @@ class ClientAppIoServicer:
         state = self._run_of(context)
         reply = envelope_from_proto(request.message)
         updated = context_from_proto(request.context) if request.HasField("context") else None
-        objects = self._runs.complete(state, reply, updated)
+        objects = self.runs.complete(state, reply, updated)
         self._outbox.reply(state.run_id, reply, objects)
         return cpb.ClientPushMessageResponse()
 
@@ -136,13 +135,13 @@ class ClientAppIoServicer:
     ) -> opb.PushObjectsResponse:
         state = self._run_of(context)
         return receive_objects(
-            request_iterator, lambda oid, data: self._runs.store_object(state, oid, data)
+            request_iterator, lambda oid, data: self.runs.store_object(state, oid, data)
         )
 
     @abort_on_error
     def PullObjects(self, request: opb.PullObjectsRequest, context: Call) -> Iterator[bytes]:
         state = self._run_of(context)
-        objects = self._runs.read_objects(state, request.object_ids)
+        objects = self.runs.read_objects(state, request.object_ids)
 
         def read(object_id: str, chunk_size: int) -> Iterator[memoryview]:
             data = objects[object_id]
@@ -157,5 +156,5 @@ class ClientAppIoServicer:
     ) -> opb.MissingObjectsResponse:
         state = self._run_of(context)
         return opb.MissingObjectsResponse(
-            object_ids=self._runs.missing_objects(state, request.object_ids)
+            object_ids=self.runs.missing_objects(state, request.object_ids)
         )

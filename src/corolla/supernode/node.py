@@ -121,27 +121,19 @@ class SuperNode:
             self._threads.append(watchdog)
             return apps
         tls = self.config.clientappio_tls
+        children, app_tls = self.clientappio_address, None
         if tls is not None and tls.mutual:
             # Every port demands a client certificate: the children get the CA and one.
             if self.config.app_tls is None:
                 raise InvalidArgument("mutual TLS on ClientAppIo: its app processes need app_tls")
-            address = self.clientappio_address
-            return Supervisor(
-                self._runs,
-                self._outbox,
-                address,
-                self._guard,
-                self.config.app_tls,
-                app_env=self.config.app_env,
-            )
-        # Our own children reach us on loopback; with TLS on the API they get a plaintext
-        # loopback-only port (their tokens never leave this machine) instead of the certificate.
-        children = self.clientappio_address
-        if tls is not None:
+            app_tls = self.config.app_tls
+        elif tls is not None:
+            # Our own children reach us on a plaintext loopback-only port (their tokens never
+            # leave this machine) instead of needing the certificate.
             children = f"127.0.0.1:{bind(self._server, '127.0.0.1:0', None)}"
             self._children_address = children
         return Supervisor(
-            self._runs, self._outbox, children, self._guard, app_env=self.config.app_env
+            self._runs, self._outbox, children, self._guard, app_tls, app_env=self.config.app_env
         )
 
     @property

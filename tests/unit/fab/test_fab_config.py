@@ -64,6 +64,7 @@ def test_public_api_is_pinned() -> None:
         "InstalledApp",
         "build_fab",
         "build_fab_bytes",
+        "check_fab_size",
         "fab_filename",
         "inspect_fab",
         "install_fab",

@@ -3,10 +3,10 @@ keep their place; `get_logs` answers in bounded batches."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from bounded_state import Make, new_run
 
 from corolla.common.errors import InvalidArgument
 from corolla.superlink.state import SqliteLinkState
@@ -14,29 +14,7 @@ from corolla.superlink.state.base import StateLimits
 
 pytestmark = pytest.mark.timeout(60)
 
-Make = Callable[..., SqliteLinkState]
 MARKER = "[corolla] "
-
-
-@pytest.fixture(params=["memory", "file"])
-def make(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Make]:
-    opened: list[SqliteLinkState] = []
-
-    def open_state(**limits: int) -> SqliteLinkState:
-        database = ":memory:" if request.param == "memory" else tmp_path / "state.db"
-        state = SqliteLinkState(database, limits=StateLimits(**limits))
-        opened.append(state)
-        return state
-
-    yield open_state
-    for state in opened:
-        state.close()
-
-
-def new_run(state: SqliteLinkState) -> int:
-    return state.create_run(
-        fab_id="acme/demo", fab_version="1", fab_hash="h", override_config={}, run_config={}
-    )
 
 
 def lines(first: int, count: int) -> list[str]:

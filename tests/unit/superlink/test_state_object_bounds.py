@@ -6,10 +6,11 @@ from __future__ import annotations
 import os
 import sqlite3
 import tracemalloc
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
+from bounded_state import Make, new_run
 
 from corolla.common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from corolla.common.objects import encode_chunks, object_id_of
@@ -20,29 +21,6 @@ from corolla.superlink.state._schema import SCHEMA_VERSION
 from corolla.superlink.state.base import StateLimits
 
 pytestmark = pytest.mark.timeout(60)
-
-Make = Callable[..., SqliteLinkState]
-
-
-@pytest.fixture(params=["memory", "file"])
-def make(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Make]:
-    opened: list[SqliteLinkState] = []
-
-    def open_state(**limits: int) -> SqliteLinkState:
-        database = ":memory:" if request.param == "memory" else tmp_path / "state.db"
-        state = SqliteLinkState(database, limits=StateLimits(**limits))
-        opened.append(state)
-        return state
-
-    yield open_state
-    for state in opened:
-        state.close()
-
-
-def new_run(state: SqliteLinkState) -> int:
-    return state.create_run(
-        fab_id="acme/demo", fab_version="1", fab_hash="h", override_config={}, run_config={}
-    )
 
 
 def files(state: SqliteLinkState) -> list[Path]:
