@@ -320,3 +320,20 @@ def test_a_run_token_reads_only_its_own_runs_objects(harness: Harness) -> None:
                 stub.PullObjects(objects_pb2.PullObjectsRequest(object_ids=[object_a]), timeout=10)
             )
         assert code_of(no_token) == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_serverappio_waits_that_are_not_finite_numbers_are_refused(harness: Harness) -> None:
+    from corolla.proto.v1 import serverappio_pb2, serverappio_pb2_grpc
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    run_id, _, _ = _run_with_instruction(harness, joined(harness, key))
+    token = harness.link.state.create_token(run_id)
+    with create_channel(harness.link.addresses["serverappio"], insecure=True) as channel:
+        stub = serverappio_pb2_grpc.ServerAppIoStub(channel)
+        for wait in (float("nan"), float("inf"), -1.0):
+            request = serverappio_pb2.PullMessagesRequest(
+                token=token, run_id=run_id, wait_seconds=wait
+            )
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.PullMessages(request, timeout=10)
+            assert code_of(refused) == grpc.StatusCode.INVALID_ARGUMENT, wait

@@ -272,3 +272,17 @@ def test_unknown_run_token_after_the_run_is_dropped(io: Harness) -> None:
     with pytest.raises(grpc.RpcError) as info:
         io.stub.PullAppInputs(cpb.ClientPullAppInputsRequest(token=io.state.token), timeout=5)
     assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_waits_that_are_not_finite_numbers_are_refused(io: Harness) -> None:
+    for wait in (float("nan"), float("inf"), -1.0):
+        with pytest.raises(grpc.RpcError) as pull:
+            io.stub.PullMessage(
+                cpb.ClientPullMessageRequest(token=io.state.token, wait_seconds=wait), timeout=5
+            )
+        assert pull.value.code() == grpc.StatusCode.INVALID_ARGUMENT, wait
+        with pytest.raises(grpc.RpcError) as request_run:
+            io.stub.RequestRun(
+                cpb.ClientRequestRunRequest(secret=SECRET, wait_seconds=wait), timeout=5
+            )
+        assert request_run.value.code() == grpc.StatusCode.INVALID_ARGUMENT, wait
