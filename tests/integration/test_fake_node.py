@@ -43,3 +43,26 @@ def test_an_unregistered_supernode_cannot_join_or_take_part(
         assert fake_id is None  # it never registered, so it never wrote its ready file
     finally:
         federation.supernodes.append(fake)  # stopped and reaped with the federation
+
+
+def test_the_supernode_commands_manage_the_allow_list(
+    federation: LocalFederation, probe_cli: Cli, tmp_path: Path
+) -> None:
+    app, key = str(probe_cli.app), tmp_path / "new.key"
+    made = probe_cli("supernode", "keygen", str(key))
+    assert made.returncode == 0, made.stderr
+    again = probe_cli("supernode", "keygen", str(key))
+    assert again.returncode == 2 and "not overwriting" in again.stderr
+    added = probe_cli("supernode", "register", f"{key}.pub", app, "local")
+    assert added.returncode == 0, added.stderr
+    node_id = int(added.stdout.split()[2])  # "registered SuperNode <id> (key sha256:...)"
+    twice = probe_cli("supernode", "register", f"{key}.pub", app, "local")
+    assert twice.returncode == 1 and "registered already" in twice.stderr
+    table = probe_cli("supernode", "ls", app, "local")
+    assert str(node_id) in table.stdout and "offline" in table.stdout  # never connected
+    gone = probe_cli("supernode", "unregister", str(node_id), app, "local")
+    assert gone.returncode == 0, gone.stderr
+    unknown = probe_cli("supernode", "unregister", str(node_id), app, "local")
+    assert unknown.returncode == 3, unknown.stderr
+    listed = json.loads(probe_cli("supernode", "ls", app, "local", "--format", "json").stdout)
+    assert node_id not in {node["node_id"] for node in listed}
