@@ -4,10 +4,14 @@ Prints the run's wall time (from `flwr run` to finished) and the median seconds 
 (train + evaluate), measured by the ServerApp at the end of each round.
 
     python bench/round_overhead.py [--nodes 2] [--rounds 10] [--params 1000]
-                                   [--isolation subprocess|process] [--secure]
+                                   [--isolation subprocess|process] [--secure] [--tls]
+                                   [--user-auth]
 
 ``--secure``: mutual TLS on every API and SuperNode authentication (signed Fleet requests), as
 a deployment should run; compare with the default (plaintext, no node auth).
+``--tls``: TLS on every API. ``--user-auth``: TLS and OIDC user login on the Exec API, against
+the tests' real identity provider (tests/oidc, installed by ``./dev test``); the runs are
+submitted by a logged-in admin. Compare ``--user-auth`` with ``--tls``.
 """
 
 from __future__ import annotations
@@ -19,16 +23,20 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 from corolla.deploy.local import LocalFederation, app_for_federation
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from user_login import UserLogin
 
 APP = Path(__file__).resolve().parent / "apps" / "tiny"
 FLWR = Path(sys.executable).parent / "flwr"
 
 
 def run_once(
-    federation: LocalFederation, app: Path, rounds: int, params: int
+    federation: LocalFederation, app: Path, rounds: int, params: int, env: dict[str, str]
 ) -> tuple[float, list[float]]:
     command = [
         str(FLWR),
@@ -40,9 +48,7 @@ def run_once(
         f"num-server-rounds={rounds} num-params={params} min-nodes={federation.num_nodes}",
     ]
     start = time.perf_counter()
-    result = subprocess.run(
-        command, capture_output=True, text=True, timeout=600, env=federation.env
-    )
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     wall = time.perf_counter() - start
     if result.returncode != 0:
         sys.exit(f"run failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
@@ -66,23 +72,36 @@ def main() -> None:
     parser.add_argument(
         "--secure", action="store_true", help="mutual TLS and SuperNode authentication on"
     )
+    parser.add_argument("--tls", action="store_true", help="TLS on every API")
+    parser.add_argument(
+        "--user-auth", action="store_true", help="OIDC user login on the Exec API (and TLS)"
+    )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="corolla-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="corolla-bench-") as tmp, ExitStack() as stack:
+        work = Path(tmp)
+        login = stack.enter_context(UserLogin(work)) if args.user_auth else None
         federation = LocalFederation(
-            Path(tmp),
+            work,
             num_nodes=args.nodes,
             isolation=args.isolation,
+            tls=args.tls or args.user_auth,
             mtls=args.secure,
             node_auth=args.secure,
+            superlink_args=login.superlink_args if login else [],
+            exec_auth=login.session if login else None,
         )
         with federation:
             settings = federation.federation_settings()
-            app = app_for_federation(APP, Path(tmp) / "app", federation.exec, settings=settings)
+            app = app_for_federation(APP, work / "app", federation.exec, settings=settings)
+            env = login.cli_env(federation) if login else federation.env
             # Warm-up run: FAB install and imports happen once per machine, not per run.
-            run_once(federation, app, 1, args.params)
-            one_wall, _ = run_once(federation, app, 1, args.params)
-            wall, per_round = run_once(federation, app, args.rounds, args.params)
-    security = "mTLS + SuperNode auth" if args.secure else "insecure"
+            run_once(federation, app, 1, args.params, env)
+            one_wall, _ = run_once(federation, app, 1, args.params, env)
+            wall, per_round = run_once(federation, app, args.rounds, args.params, env)
+    tls = args.tls or args.user_auth
+    security = "mTLS + SuperNode auth" if args.secure else ("TLS" if tls else "insecure")
+    if args.user_auth:
+        security += " + OIDC user login"
     print(f"isolation={args.isolation} nodes={args.nodes} params={args.params} ({security})")
     print(f"1-round run, flwr run -> finished:        {one_wall:6.2f} s")
     print(f"{args.rounds}-round run, flwr run -> finished:       {wall:6.2f} s")

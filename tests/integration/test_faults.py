@@ -279,7 +279,7 @@ def test_twenty_runs_back_to_back_queue_and_all_complete(make_fed: object) -> No
 
 def test_sigterm_of_each_daemon_reaps_its_children_and_the_run_resumes(make_fed: object) -> None:
     f: Fed = make_fed()  # type: ignore[operator]
-    run_id = f.cli.submit("num-server-rounds=3 round-sleep=0.5")
+    run_id = f.cli.submit("num-server-rounds=6 round-sleep=0.5")  # rounds left when it is killed
     f.wait_log(run_id, "probe client pid=")
     node = f.fed.supernodes[1]
     clientapps = app_pids(node.process.pid, "corolla.runtime.clientapp")
@@ -287,7 +287,7 @@ def test_sigterm_of_each_daemon_reaps_its_children_and_the_run_resumes(make_fed:
     assert terminate(node.process) == 0
     assert not any(alive(pid) for pid in clientapps)  # reaped by the SuperNode
     f.fed.supernodes[1] = f.fed.start_supernode(1)
-    f.wait_log(run_id, "[ROUND 2/3]")
+    f.wait_log(run_id, "[ROUND 2/6]")
     serverapps = f.serverapp_pids()
     assert f.fed.superlink is not None
     assert terminate(f.fed.superlink.process) == 0
@@ -297,4 +297,4 @@ def test_sigterm_of_each_daemon_reaps_its_children_and_the_run_resumes(make_fed:
     log = f.log(run_id)
     assert info["sub_status"] == "completed", (info, log)
     assert "the SuperLink shut down while the run was in progress" in log
-    assert "probe final=3.0" in log
+    assert "probe final=6.0" in log

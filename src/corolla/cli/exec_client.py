@@ -12,15 +12,17 @@ import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 
+from corolla.cli.auth import LoginDetails
 from corolla.common.errors import (
     CorollaError,
     DeadlineExceeded,
     NotFound,
     ResourceExhausted,
+    Unauthenticated,
     Unavailable,
 )
 from corolla.common.grpc import create_channel, error_from_rpc
@@ -111,8 +113,36 @@ class NodeInfo:
     registered_at: float
 
 
+@dataclass(frozen=True)
+class AuditEntry:
+    """One Exec call of the SuperLink's audit trail."""
+
+    event_id: int
+    at: float
+    user: str
+    action: str
+    run_id: int
+    allowed: bool
+    reason: str
+    peer: str
+
+
+class TokenSource(Protocol):
+    """Where the client gets the user's access token (`corolla.cli.auth.TokenSession`)."""
+
+    def access_token(self) -> str | None:
+        """The current token (refreshed first if it is about to expire); None: not logged in."""
+
+    def refresh(self) -> bool:
+        """Get a new token now; False if that is not possible (log in again)."""
+
+
 class ExecClient:
-    """Calls the Exec API at ``address``; use as a context manager to close the channel."""
+    """Calls the Exec API at ``address``; use as a context manager to close the channel.
+
+    With ``auth``, every call carries the user's access token; a call refused as
+    unauthenticated is retried once after a token refresh, so an expired token is renewed
+    without the user noticing."""
 
     def __init__(
         self,
@@ -121,10 +151,14 @@ class ExecClient:
         insecure: bool,
         root_certificates: bytes | None = None,
         client_tls: ClientTls | None = None,
+        auth: TokenSource | None = None,
+        login_hint: str = "",
         connect_timeout: float = CONNECT_TIMEOUT,
         call_timeout: float = CALL_TIMEOUT,
     ) -> None:
         self.address = address
+        self._auth = auth
+        self._login_hint = login_hint  # the error when a login is needed and there is none
         self._insecure = insecure
         self._connect_timeout = connect_timeout
         self._call_timeout = call_timeout
@@ -172,33 +206,17 @@ class ExecClient:
             federation=federation,
             federation_options=user_config_to_proto(dict(federation_options)),
         )
-        self._connect()
         timeout = self._call_timeout + len(fab_content) / UPLOAD_BYTES_PER_SECOND
-        try:
-            response = self._stub.StartRun(request, timeout=timeout)
-        except grpc.RpcError as exc:
-            raise self._error(exc) from None
-        return response.run_id
+        response = self._unary(self._stub.StartRun, request, timeout)
+        return int(response.run_id)
 
     def stop_run(self, run_id: int) -> bool:
-        self._connect()
-        try:
-            response = self._stub.StopRun(
-                exec_pb2.StopRunRequest(run_id=run_id), timeout=self._call_timeout
-            )
-        except grpc.RpcError as exc:
-            raise self._error(exc) from None
-        return response.stopped
+        response = self._unary(self._stub.StopRun, exec_pb2.StopRunRequest(run_id=run_id))
+        return bool(response.stopped)
 
     def list_runs(self, run_id: int = 0) -> RunList:
         """All runs, or only ``run_id`` (raises `NotFound` if the SuperLink does not know it)."""
-        self._connect()
-        try:
-            response = self._stub.ListRuns(
-                exec_pb2.ListRunsRequest(run_id=run_id), timeout=self._call_timeout
-            )
-        except grpc.RpcError as exc:
-            raise self._error(exc) from None
+        response = self._unary(self._stub.ListRuns, exec_pb2.ListRunsRequest(run_id=run_id))
         runs = tuple(_run_from_proto(run) for run in response.runs)
         if run_id and not any(run.run_id == run_id for run in runs):
             raise NotFound(f"run {run_id} not found")
@@ -222,12 +240,59 @@ class ExecClient:
         ]
         return nodes, response.now
 
-    def _unary(self, method: Any, request: Any) -> Any:
+    def get_login_details(self) -> LoginDetails | None:
+        """Where to log in for this SuperLink; None when it has no user login."""
+        request = exec_pb2.GetLoginDetailsRequest()
+        response = self._unary(self._stub.GetLoginDetails, request, authenticated=False)
+        if not response.login_required:
+            return None
+        return LoginDetails(
+            issuer=response.issuer, client_id=response.client_id, scopes=tuple(response.scopes)
+        )
+
+    def list_audit(
+        self, *, user: str = "", run_id: int = 0, since: float = 0.0, limit: int = 0
+    ) -> list[AuditEntry]:
+        """The SuperLink's audit trail, newest first (admins only when login is on)."""
+        request = exec_pb2.ListAuditEventsRequest(
+            user=user, run_id=run_id, since=since, limit=limit
+        )
+        response = self._unary(self._stub.ListAuditEvents, request)
+        return [
+            AuditEntry(e.event_id, e.at, e.user, e.action, e.run_id, e.allowed, e.reason, e.peer)
+            for e in response.events
+        ]
+
+    def _unary(
+        self,
+        method: Any,
+        request: Any,
+        timeout: float | None = None,
+        *,
+        authenticated: bool = True,
+    ) -> Any:
+        """One call with the user's token; refused as unauthenticated, it is retried once
+        with a refreshed token."""
         self._connect()
+        timeout = self._call_timeout if timeout is None else timeout
+        metadata = self._metadata() if authenticated else ()
         try:
-            return method(request, timeout=self._call_timeout)
+            try:
+                return method(request, timeout=timeout, metadata=metadata)
+            except grpc.RpcError as exc:
+                if not (metadata and self._refusal(exc) and self._auth and self._auth.refresh()):
+                    raise
+            return method(request, timeout=timeout, metadata=self._metadata())
         except grpc.RpcError as exc:
-            raise self._error(exc) from None
+            raise self._error(exc, logged_in=bool(metadata)) from None
+
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        token = self._auth.access_token() if self._auth is not None else None
+        return (("authorization", f"Bearer {token}"),) if token else ()
+
+    @staticmethod
+    def _refusal(exc: grpc.RpcError) -> bool:
+        return isinstance(exc, grpc.Call) and exc.code() == grpc.StatusCode.UNAUTHENTICATED
 
     def get_run(self, run_id: int) -> RunInfo:
         return next(run for run in self.list_runs(run_id).runs if run.run_id == run_id)
@@ -240,7 +305,10 @@ class ExecClient:
         blocked inside a gRPC stream may not see a signal for a long time)."""
         self._connect()
         request = exec_pb2.StreamLogsRequest(run_id=run_id, after=after, follow=follow)
-        call = self._stub.StreamLogs(request, timeout=None if follow else self._call_timeout)
+        metadata = self._metadata()
+        call = self._stub.StreamLogs(
+            request, timeout=None if follow else self._call_timeout, metadata=metadata
+        )
         batches: queue.Queue[exec_pb2.StreamLogsResponse | BaseException | None] = queue.Queue()
 
         def read() -> None:
@@ -262,7 +330,7 @@ class ExecClient:
                 if item is None:
                     return
                 if isinstance(item, grpc.RpcError):
-                    raise self._error(item) from None
+                    raise self._error(item, logged_in=bool(metadata)) from None
                 if isinstance(item, BaseException):
                     raise item
                 status = _status_from_proto(item.status) if item.HasField("status") else None
@@ -282,8 +350,10 @@ class ExecClient:
         )
         return f"cannot reach the SuperLink at {self.address} ({hint})"
 
-    def _error(self, exc: grpc.RpcError) -> CorollaError:
+    def _error(self, exc: grpc.RpcError, *, logged_in: bool = True) -> CorollaError:
         error = error_from_rpc(exc, peer=self.address)
+        if isinstance(error, Unauthenticated) and not logged_in and self._login_hint:
+            return Unauthenticated(self._login_hint)
         if isinstance(error, Unavailable):
             details = exc.details() if isinstance(exc, grpc.Call) else ""
             return Unavailable(f"{self._unreachable()}: {details or 'connection lost'}")

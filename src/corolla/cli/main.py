@@ -16,7 +16,7 @@ except ImportError:  # pragma: no cover
     from click.exceptions import ClickException  # type: ignore[import-not-found, no-redef, assignment, unused-ignore]
 
 from corolla import __version__
-from corolla.cli.commands import build, certs, log, ls, new, run, supernode
+from corolla.cli.commands import audit, build, certs, log, login, ls, new, run, supernode
 from corolla.cli.follow import RunFailed, RunStopped
 from corolla.common import errors
 
@@ -64,6 +64,9 @@ app.command()(ls.ls)
 app.command()(log.log)
 app.command()(log.stop)
 app.command()(certs.certs)
+app.command()(login.login)
+app.command()(login.logout)
+app.command()(audit.audit)
 app.add_typer(supernode.app)
 
 

@@ -17,6 +17,7 @@ from corolla.cli.exec_client import FAILED, STOPPED, RunInfo, RunList
 TABLE_COLUMNS = (
     "Run ID",
     "App",
+    "Owner",
     "Status",
     "Pending at",
     "Running at",
@@ -98,6 +99,7 @@ def print_table(listing: RunList) -> None:
         cells = [
             str(run.run_id),
             run.app,
+            run.owner or "-",
             str(run.status),
             format_time(run.pending_at),
             format_time(run.running_at),
@@ -105,7 +107,7 @@ def print_table(listing: RunList) -> None:
             format_duration(elapsed_seconds(run, listing.now)),
             _details(run),
         ]
-        table.add_row(*(Text(cell, style=style if i == 2 else "") for i, cell in enumerate(cells)))
+        table.add_row(*(Text(cell, style=style if i == 3 else "") for i, cell in enumerate(cells)))
     if not plain:
         needed = console.measure(table, options=console.options.update_width(_PLAIN_WIDTH)).minimum
         if needed > console.width:

@@ -37,7 +37,8 @@ class Credential(enum.Enum):
     NODE = "node signature"  # Fleet: a SuperNode (its signed request when auth is on)
     RUN_TOKEN = "run token"  # AppIo: the per-run token handed to an app process
     APP_SECRET = "AppIo secret"  # AppIo RequestRun: the operator's shared secret
-    USER = "user"  # Exec: the CLI's user (transport: TLS / mutual TLS; OIDC later)
+    USER = "user"  # Exec: the CLI's user (OIDC access token, else the client certificate)
+    PUBLIC = "nothing"  # callable by anyone who reaches the API (Exec GetLoginDetails)
 
 
 Policy = Mapping[str, Credential]
@@ -52,7 +53,8 @@ class Caller:
     verified: bool = False  # NODE: node_id is the one bound to the key that signed the call
     run_id: int = 0  # RUN_TOKEN: the run the token belongs to
     token: str = ""  # RUN_TOKEN: the token itself (some calls check it is still the current one)
-    user: str = ""  # USER: the client certificate's subject, "" when anonymous
+    user: str = ""  # USER: the logged-in user, else the client certificate's subject, or ""
+    roles: frozenset[str] = frozenset()  # USER: what the user may do (see superlink/access.py)
 
 
 @dataclass(frozen=True)

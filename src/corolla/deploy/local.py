@@ -22,7 +22,7 @@ from typing import Any
 
 import grpc
 
-from corolla.cli.exec_client import ExecClient
+from corolla.cli.exec_client import ExecClient, TokenSource
 from corolla.common import nodekeys
 from corolla.common.config import read_ready_file
 from corolla.common.errors import DeadlineExceeded, Unavailable
@@ -70,6 +70,9 @@ class LocalFederation:
     mtls: bool = False  # mutual TLS: every API demands a client certificate (implies tls)
     certs: CertPaths | None = None  # made on start when tls or mtls
     node_auth: bool = False  # SuperNode authentication: a registered key per SuperNode
+    # With user login on the SuperLink (--user-auth-config in superlink_args): an admin's
+    # login, used by `exec_client()` (registering the SuperNodes' keys, for one).
+    exec_auth: TokenSource | None = None
     superlink: Daemon | None = None
     supernodes: list[Daemon] = field(default_factory=list)
     app_processes: list[Daemon] = field(default_factory=list)
@@ -183,11 +186,16 @@ class LocalFederation:
         client = None if cli is None else ClientTls.from_files(cli.cert, cli.key)
         return certs.ca_cert.read_bytes(), client
 
-    def exec_client(self) -> ExecClient:
-        """A client of this federation's Exec API (with the CLI's TLS material)."""
+    def exec_client(self, auth: TokenSource | None = None) -> ExecClient:
+        """A client of this federation's Exec API (with the CLI's TLS material, and the user's
+        login when ``auth`` is given)."""
         roots, client = self._cli_tls()
         return ExecClient(
-            self.exec, insecure=not self.secure, root_certificates=roots, client_tls=client
+            self.exec,
+            insecure=not self.secure,
+            root_certificates=roots,
+            client_tls=client,
+            auth=auth or self.exec_auth,
         )
 
     def channel(self, address: str) -> grpc.Channel:

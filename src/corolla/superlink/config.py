@@ -23,6 +23,7 @@ from corolla.fab.limits import (
     parse_size,
 )
 from corolla.superlink.state.base import StateLimits
+from corolla.superlink.userauth import UserAuthConfig, load_user_auth_config
 
 _LIMITS = StateLimits()
 DEFAULT_SERVERAPPIO = "0.0.0.0:9091"
@@ -64,6 +65,8 @@ class SuperLinkConfig:
     enable_supernode_auth: bool = False
     # Bounds on what clients store: object sizes, per-run objects and log bytes.
     state_limits: StateLimits = field(default_factory=StateLimits)
+    # OIDC user login: Exec calls need an access token of this provider (None: no login).
+    user_auth: UserAuthConfig | None = None
 
 
 EPILOG = """\
@@ -118,6 +121,14 @@ def command() -> Command:
                 "accept only Fleet requests signed by a registered SuperNode key "
                 "(flwr supernode register)",
                 switch=True,
+            ),
+            Option(
+                "--user-auth-config",
+                "OIDC user login: every Exec call needs an access token of the identity "
+                "provider this file (TOML or YAML) names, and roles decide what a user may do "
+                "(docs/user-auth.md)",
+                parse=path_value,
+                metavar="PATH",
             ),
             Option("--ssl-certfile", "server certificate (PEM)", parse=path_value),
             Option("--ssl-keyfile", "server private key (PEM)", parse=path_value),
@@ -293,7 +304,18 @@ def parse_config(
             max_run_object_bytes=values.get("max-run-object-bytes", int),
             max_run_log_bytes=values.get("max-run-log-bytes", int),
         ),
+        user_auth=_user_auth(values),
     )
+
+
+def _user_auth(values: Values) -> UserAuthConfig | None:
+    path = values.optional("user-auth-config", Path)
+    if path is None:
+        return None
+    try:
+        return load_user_auth_config(path)
+    except InvalidArgument as exc:
+        raise UsageError(str(exc)) from exc
 
 
 def _bind(values: Values, name: str, insecure: bool) -> str:

@@ -9,13 +9,15 @@ from collections.abc import Callable, Iterator
 
 from corolla.common import nodekeys
 from corolla.common.grpc import WaitSlots, abort_on_error
-from corolla.common.guard import Call, Caller, CallInfo, Credential, Policy
+from corolla.common.guard import Call, Credential, Policy
 from corolla.proto.v1 import exec_pb2 as epb
 from corolla.proto.v1 import run_pb2 as rpb
 from corolla.records.serde import user_config_from_proto
+from corolla.superlink.access import ExecAccess
 from corolla.superlink.convert import run_to_proto
 from corolla.superlink.runs import Runs
 from corolla.superlink.state import RunStatus
+from corolla.superlink.userauth import UserAuthConfig
 
 log = logging.getLogger(__name__)
 
@@ -30,16 +32,11 @@ POLICY: Policy = {
     "RegisterNode": Credential.USER,
     "UnregisterNode": Credential.USER,
     "ListNodes": Credential.USER,
+    "GetLoginDetails": Credential.PUBLIC,
+    "ListAuditEvents": Credential.USER,
 }
-
-
-def exec_auth(credential: Credential, call: CallInfo) -> Caller:
-    """Exec callers: whoever the transport let in (mutual TLS: a certificate of the configured
-    CA; the user is its subject's common name). User login (OIDC) will narrow this."""
-    names = list(call.context.auth_context().get("x509_common_name", ()))
-    first = names[0] if names else b""
-    user = first.decode("utf-8", "replace") if isinstance(first, bytes) else ""
-    return Caller(Credential.USER, user=user)
+# Who is who, and which roles each method needs: `corolla.superlink.access` (`ExecAccess`).
+DEFAULT_AUDIT_LIMIT = 100
 
 
 class ExecServicer:
@@ -48,41 +45,57 @@ class ExecServicer:
         runs: Runs,
         on_run_submitted: Callable[[], None],
         *,
+        access: ExecAccess | None = None,
+        user_auth: UserAuthConfig | None = None,
         followers: WaitSlots | None = None,
     ) -> None:
         self._runs = runs
         self._state = runs.state
         self._on_submitted = on_run_submitted
+        self._access = access or ExecAccess(runs.state)
+        self._user_auth = user_auth
         self._followers = followers or WaitSlots(MAX_FOLLOWERS, "followed log streams")
 
     @abort_on_error
     def StartRun(self, request: epb.StartRunRequest, context: Call) -> epb.StartRunResponse:
-        run_id = self._runs.submit(
-            request.fab.content,
-            request.fab.hash,
-            user_config_from_proto(request.override_config),
-            request.federation,
-        )
+        with self._access.audited(context, "StartRun") as outcome:
+            outcome.run_id = self._runs.submit(
+                request.fab.content,
+                request.fab.hash,
+                user_config_from_proto(request.override_config),
+                request.federation,
+                owner=context.caller.user,
+            )
         self._on_submitted()
-        return epb.StartRunResponse(run_id=run_id)
+        return epb.StartRunResponse(run_id=outcome.run_id)
 
     @abort_on_error
     def StopRun(self, request: epb.StopRunRequest, context: Call) -> epb.StopRunResponse:
-        stopped = self._runs.stop(request.run_id)
+        with self._access.audited(context, "StopRun", request.run_id):
+            self._access.check_write(context.caller, self._state.get_run(request.run_id))
+            stopped = self._runs.stop(request.run_id)
         if stopped:
             self._on_submitted()
         return epb.StopRunResponse(stopped=stopped)
 
     @abort_on_error
     def ListRuns(self, request: epb.ListRunsRequest, context: Call) -> epb.ListRunsResponse:
-        runs = [self._state.get_run(request.run_id)] if request.run_id else self._state.list_runs()
+        caller = context.caller
+        with self._access.audited(context, "ListRuns", request.run_id):
+            if request.run_id:
+                runs = [self._state.get_run(request.run_id)]
+                self._access.check_read(caller, runs[0])
+            else:
+                runs = [r for r in self._state.list_runs() if self._access.visible(caller, r)]
         return epb.ListRunsResponse(runs=[run_to_proto(r) for r in runs], now=time.time())
 
     @abort_on_error
     def StreamLogs(
         self, request: epb.StreamLogsRequest, context: Call
     ) -> Iterator[epb.StreamLogsResponse]:
-        self._state.get_run(request.run_id)  # NotFound before the stream starts
+        with self._access.audited(context, "StreamLogs", request.run_id):
+            # NotFound (or another user's run) before the stream starts
+            self._access.check_read(context.caller, self._state.get_run(request.run_id))
         if not request.follow:
             return self._stream(request, context)
         return self._followed(request, context)
@@ -97,10 +110,11 @@ class ExecServicer:
     def RegisterNode(
         self, request: epb.RegisterNodeRequest, context: Call
     ) -> epb.RegisterNodeResponse:
-        key = nodekeys.load_public_key(request.public_key)
-        der = nodekeys.public_der(key)
-        fingerprint = nodekeys.fingerprint(der)
-        node_id = self._state.register_node_key(der, fingerprint)
+        with self._access.audited(context, "RegisterNode"):
+            key = nodekeys.load_public_key(request.public_key)
+            der = nodekeys.public_der(key)
+            fingerprint = nodekeys.fingerprint(der)
+            node_id = self._state.register_node_key(der, fingerprint)
         log.info("SuperNode key %s registered as node %d", fingerprint, node_id)
         return epb.RegisterNodeResponse(node_id=node_id, fingerprint=fingerprint)
 
@@ -108,12 +122,15 @@ class ExecServicer:
     def UnregisterNode(
         self, request: epb.UnregisterNodeRequest, context: Call
     ) -> epb.UnregisterNodeResponse:
-        self._state.unregister_node(request.node_id)
+        with self._access.audited(context, "UnregisterNode"):
+            self._state.unregister_node(request.node_id)
         log.info("node %d unregistered", request.node_id)
         return epb.UnregisterNodeResponse()
 
     @abort_on_error
     def ListNodes(self, request: epb.ListNodesRequest, context: Call) -> epb.ListNodesResponse:
+        with self._access.audited(context, "ListNodes"):
+            found = self._state.list_nodes()
         nodes = [
             epb.NodeInfo(
                 node_id=node.node_id,
@@ -122,9 +139,50 @@ class ExecServicer:
                 last_seen=node.last_seen,
                 registered_at=node.registered_at,
             )
-            for node in self._state.list_nodes()
+            for node in found
         ]
         return epb.ListNodesResponse(nodes=nodes, now=time.time())
+
+    @abort_on_error
+    def GetLoginDetails(
+        self, request: epb.GetLoginDetailsRequest, context: Call
+    ) -> epb.GetLoginDetailsResponse:
+        config = self._user_auth
+        if config is None:
+            return epb.GetLoginDetailsResponse(login_required=False)
+        return epb.GetLoginDetailsResponse(
+            login_required=True,
+            issuer=config.issuer,
+            client_id=config.client_id,
+            scopes=list(config.scopes),
+        )
+
+    @abort_on_error
+    def ListAuditEvents(
+        self, request: epb.ListAuditEventsRequest, context: Call
+    ) -> epb.ListAuditEventsResponse:
+        with self._access.audited(context, "ListAuditEvents", request.run_id):
+            events = self._state.list_audit(
+                user=request.user,
+                run_id=request.run_id,
+                since=request.since,
+                limit=request.limit or DEFAULT_AUDIT_LIMIT,
+            )
+        return epb.ListAuditEventsResponse(
+            events=[
+                epb.AuditEvent(
+                    event_id=e.event_id,
+                    at=e.at,
+                    user=e.user,
+                    action=e.action,
+                    run_id=e.run_id,
+                    allowed=e.allowed,
+                    reason=e.reason,
+                    peer=e.peer,
+                )
+                for e in events
+            ]
+        )
 
     def _stream(
         self, request: epb.StreamLogsRequest, context: Call

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import tempfile
 from collections.abc import Callable
@@ -18,11 +19,13 @@ from corolla.proto.v1 import exec_pb2, fleet_pb2, serverappio_pb2
 from corolla.superlink import exec as exec_api
 from corolla.superlink import fleet as fleet_api
 from corolla.superlink import serverappio as serverappio_api
+from corolla.superlink.access import ExecAccess
 from corolla.superlink.config import SuperLinkConfig
 from corolla.superlink.dispatcher import ProcessDispatcher
 from corolla.superlink.heartbeats import AppHeartbeats
 from corolla.superlink.launcher import ServerAppLauncher
 from corolla.superlink.nodeauth import FleetAuth
+from corolla.superlink.oidc import TokenValidator
 from corolla.superlink.runs import Runs
 from corolla.superlink.state import LinkState, SqliteLinkState
 
@@ -34,6 +37,14 @@ GRACE = 3.0
 def _bound(address: str, port: int) -> str:
     """``address`` with the port actually bound (``0.0.0.0:0`` -> ``0.0.0.0:40123``)."""
     return f"{address.rpartition(':')[0]}:{port}"
+
+
+def _is_loopback(address: str) -> bool:
+    host = address.rsplit(":", 1)[0].strip("[]")
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _local(address: str, port: int) -> str:
@@ -56,6 +67,7 @@ class SuperLink:
         self.ports: dict[str, int] = {}
         self.launcher: ServerAppLauncher | None = None
         self.dispatcher: ProcessDispatcher | None = None
+        self._validator: TokenValidator | None = None
 
     @property
     def error(self) -> BaseException | None:
@@ -135,12 +147,22 @@ class SuperLink:
             ("grpc.max_send_message_length", message_limit),
         ]
         exec_server = create_server(max_workers=32, options=fab_limit)
+        if config.user_auth is not None:
+            if credentials is None and not _is_loopback(config.exec_address):
+                log.warning(
+                    "user login on an Exec API without TLS (%s): access tokens can be read on "
+                    "the network; enable TLS",
+                    config.exec_address,
+                )
+            self._validator = TokenValidator(config.user_auth)
+            self._validator.warm()  # a provider down now is retried on the first call
+        access = ExecAccess(self.state, self._validator)
         add_service(
             exec_server,
             exec_pb2.DESCRIPTOR.services_by_name["Exec"],
-            exec_api.ExecServicer(self.runs, notify),
+            exec_api.ExecServicer(self.runs, notify, access=access, user_auth=config.user_auth),
             exec_api.POLICY,
-            exec_api.exec_auth,
+            access.authenticate,
         )
         self.ports["exec"] = bind(exec_server, config.exec_address, credentials)
         self._servers = [serverappio, fleet, exec_server]
@@ -152,13 +174,14 @@ class SuperLink:
             self.dispatcher.start()
         mode = security(config.tls)
         log.info(
-            "SuperLink ready: serverappio=%s (%s) fleet=%s (%s) exec=%s (%s), isolation %s",
+            "SuperLink ready: serverappio=%s (%s) fleet=%s (%s) exec=%s (%s%s), isolation %s",
             _bound(config.serverappio_address, self.ports["serverappio"]),
             mode,
             _bound(config.fleet_address, self.ports["fleet"]),
             mode,
             _bound(config.exec_address, self.ports["exec"]),
             mode,
+            "" if config.user_auth is None else f", user login via {config.user_auth.issuer}",
             config.isolation,
         )
 
@@ -180,6 +203,8 @@ class SuperLink:
         for event in events:
             event.wait(GRACE + 1)
         self.state.close()
+        if self._validator is not None:
+            self._validator.close()
         if self._scratch is not None:
             self._scratch.cleanup()
         log.info("SuperLink stopped")

@@ -65,7 +65,13 @@ class Runs:
 
     # -- submitted by a user ---------------------------------------------------------------------
     def submit(
-        self, fab_content: bytes, fab_hash: str, override_config: UserConfig, federation: str
+        self,
+        fab_content: bytes,
+        fab_hash: str,
+        override_config: UserConfig,
+        federation: str,
+        *,
+        owner: str = "",
     ) -> int:
         """Check the FAB and the run config, store both; the run is ``pending``."""
         app = check_fab(fab_content, fab_hash, self.fab_limits)
@@ -78,8 +84,10 @@ class Runs:
             override_config=override_config,
             run_config=run_config,
             federation=federation,
+            owner=owner,
         )
-        log.info("run %d submitted (%s/%s %s)", run_id, app.publisher, app.name, app.version)
+        by = f" by {owner}" if owner else ""
+        log.info("run %d submitted%s (%s/%s %s)", run_id, by, app.publisher, app.name, app.version)
         return run_id
 
     def stop(self, run_id: int) -> bool:

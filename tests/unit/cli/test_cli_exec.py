@@ -297,17 +297,17 @@ def test_ls_prints_a_plain_table(env: Env, capsys: pytest.CaptureFixture[str]) -
     assert "\x1b" not in out
     header, *rows = out.splitlines()
     assert header.split() == [
-        "Run", "ID", "App", "Status", "Pending", "at", "Running", "at", "Finished", "at",
-        "Elapsed", "Details",
+        "Run", "ID", "App", "Owner", "Status", "Pending", "at", "Running", "at", "Finished",
+        "at", "Elapsed", "Details",
     ]  # fmt: skip
-    assert [row.split()[:7] for row in rows] == [
-        ["1", "acme/demo@1.0.0", "finished:completed", "2023-11-14T22:13:20Z",
+    assert [row.split()[:8] for row in rows] == [
+        ["1", "acme/demo@1.0.0", "-", "finished:completed", "2023-11-14T22:13:20Z",
          "2023-11-14T22:13:22Z", "2023-11-14T22:14:22Z", "0:01:00"],
-        ["2", "acme/demo@1.0.0", "finished:failed", "2023-11-14T22:13:20Z",
+        ["2", "acme/demo@1.0.0", "-", "finished:failed", "2023-11-14T22:13:20Z",
          "2023-11-14T22:13:22Z", "2023-11-14T22:13:25Z", "0:00:03"],
-        ["3", "acme/demo@1.0.0", "running", "2023-11-14T22:13:20Z",
+        ["3", "acme/demo@1.0.0", "-", "running", "2023-11-14T22:13:20Z",
          "2023-11-14T22:13:30Z", "-", "0:01:30"],
-        ["4", "acme/demo@1.0.0", "pending", "2023-11-14T22:14:50Z", "-", "-", "0:00:00"],
+        ["4", "acme/demo@1.0.0", "-", "pending", "2023-11-14T22:14:50Z", "-", "-", "0:00:00"],
     ]  # fmt: skip
     assert rows[1].endswith("ValueError: boom")
     assert rows[0].endswith("-")

@@ -13,8 +13,8 @@ from corolla.common.errors import Unauthenticated
 from corolla.common.grpc import bind, create_channel, create_server
 from corolla.common.guard import Caller, CallInfo, Credential, add_service, check_policy
 from corolla.proto.v1 import clientappio_pb2, exec_pb2, fleet_pb2, serverappio_pb2
+from corolla.superlink import access, fleet, serverappio
 from corolla.superlink import exec as exec_api
-from corolla.superlink import fleet, serverappio
 from corolla.supernode import clientappio
 
 pytestmark = pytest.mark.timeout(30)
@@ -31,6 +31,13 @@ SERVICES = [
 def test_every_method_of_every_service_has_a_policy(service: Any, policy: Any) -> None:
     check_policy(service, policy)  # raises on a method without an entry
     assert set(policy) == {method.name for method in service.methods}
+
+
+def test_every_exec_method_names_the_roles_it_needs() -> None:
+    service = exec_pb2.DESCRIPTOR.services_by_name["Exec"]
+    assert set(access.ROLES) == {method.name for method in service.methods}
+    public = {name for name, credential in exec_api.POLICY.items() if credential.name == "PUBLIC"}
+    assert public == {name for name, roles in access.ROLES.items() if roles is None}
 
 
 def test_a_method_without_a_policy_cannot_be_served() -> None:

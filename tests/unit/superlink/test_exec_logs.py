@@ -12,8 +12,10 @@ import pytest
 from corolla.cli.exec_client import ExecClient
 from corolla.cli.follow import follow_logs, print_logs
 from corolla.common.grpc import MAX_MESSAGE_BYTES, bind, create_server
-from corolla.proto.v1 import exec_pb2_grpc
-from corolla.superlink.exec import ExecServicer
+from corolla.common.guard import add_service
+from corolla.proto.v1 import exec_pb2
+from corolla.superlink.access import ExecAccess
+from corolla.superlink.exec import POLICY, ExecServicer
 from corolla.superlink.runs import Runs
 from corolla.superlink.state import SqliteLinkState
 from corolla.superlink.state.base import MiB, StateLimits
@@ -31,9 +33,10 @@ class Served:
 def serve(limits: StateLimits) -> Iterator[Served]:
     state = SqliteLinkState(":memory:", limits=limits)
     server = create_server(max_workers=4)
-    servicer = ExecServicer(Runs(state), lambda: None)
-    # The servicer on its own (not the call guard: that is not what this tests).
-    exec_pb2_grpc.add_ExecServicer_to_server(servicer, server)  # type: ignore[arg-type]
+    access = ExecAccess(state)
+    servicer = ExecServicer(Runs(state), lambda: None, access=access)
+    service = exec_pb2.DESCRIPTOR.services_by_name["Exec"]
+    add_service(server, service, servicer, POLICY, access.authenticate)
     port = bind(server, "127.0.0.1:0", None)
     server.start()
     client = ExecClient(f"127.0.0.1:{port}", insecure=True)

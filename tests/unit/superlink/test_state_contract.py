@@ -28,6 +28,7 @@ from corolla.common.errors import (
 from corolla.superlink.state import (
     HEARTBEAT_PATIENCE,
     TRANSITIONS,
+    AuditEvent,
     IllegalTransition,
     LinkState,
     RunStatus,
@@ -35,6 +36,7 @@ from corolla.superlink.state import (
     StoredMessage,
     SubStatus,
 )
+from corolla.superlink.state.base import StateLimits
 
 
 class FakeClock:
@@ -1017,3 +1019,34 @@ def test_concurrent_store_and_pull_lose_nothing(state: LinkState) -> None:
     all_ids = [message_id for ids in sent for message_id in ids]
     replies = state.pull_replies(run_id, all_ids)
     assert sorted(r.reply_to_message_id for r in replies) == sorted(all_ids)
+
+
+# -- audit trail --------------------------------------------------------------------------------
+def test_audit_events_are_listed_newest_first_and_filtered(state: LinkState) -> None:
+    state.record_audit(AuditEvent(at=10.0, user="alice", action="StartRun", run_id=7))
+    state.record_audit(
+        AuditEvent(at=11.0, user="bob", action="StopRun", run_id=7, allowed=False, reason="no")
+    )
+    state.record_audit(AuditEvent(at=12.0, user="alice", action="ListRuns", peer="ipv4:x"))
+    events = state.list_audit()
+    assert [e.action for e in events] == ["ListRuns", "StopRun", "StartRun"]
+    assert events[0].event_id > events[1].event_id > events[2].event_id > 0
+    assert events[0].peer == "ipv4:x"
+    denied = events[1]
+    assert (denied.user, denied.run_id, denied.allowed, denied.reason) == ("bob", 7, False, "no")
+    assert [e.action for e in state.list_audit(user="alice")] == ["ListRuns", "StartRun"]
+    assert [e.user for e in state.list_audit(run_id=7)] == ["bob", "alice"]
+    assert [e.at for e in state.list_audit(since=11.0)] == [12.0, 11.0]
+    assert len(state.list_audit(limit=1)) == 1
+    with pytest.raises(InvalidArgument):
+        state.list_audit(limit=0)
+
+
+def test_audit_trail_keeps_the_newest_events_within_its_cap(state: LinkState) -> None:
+    state.limits = StateLimits(max_audit_events=5)
+    for i in range(40):
+        state.record_audit(AuditEvent(at=float(i), user="u", action="ListRuns"))
+    events = state.list_audit(limit=1000)
+    assert events[0].at == 39.0  # the newest is kept
+    assert 5 <= len(events) <= 10  # trimmed in batches: never more than twice the cap
+    assert [e.at for e in events] == sorted((e.at for e in events), reverse=True)

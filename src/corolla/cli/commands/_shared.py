@@ -9,8 +9,11 @@ from typing import Annotated
 
 import typer
 
+from corolla.cli.auth import TokenSession
 from corolla.cli.config import Federation, resolve_federation
+from corolla.cli.credentials import credentials_path, not_logged_in_message
 from corolla.cli.exec_client import ExecClient
+from corolla.common.errors import InvalidArgument
 from corolla.fab import load_app_config
 
 AppDir = Annotated[
@@ -34,12 +37,19 @@ RunId = Annotated[
 
 def open_client(app_dir: Path, federation: str | None) -> ExecClient:
     """A client of the Exec API of ``federation`` (or the default one) of the app."""
-    return connect(resolve_federation(load_app_config(app_dir), federation, app_dir))
+    return connect(resolve_federation(load_app_config(app_dir), federation, app_dir), app_dir)
 
 
-def connect(fed: Federation) -> ExecClient:
-    """A client of ``fed``'s Exec API; plaintext beyond this machine earns a warning."""
+def connect(fed: Federation, app_dir: Path = Path(".")) -> ExecClient:
+    """A client of ``fed``'s Exec API, with the user's login if there is one (`flwr login`);
+    plaintext beyond this machine earns a warning, and never carries a login."""
+    credentials = credentials_path(fed.name, fed.address)
     if fed.insecure and not _is_loopback(fed.address):
+        if credentials.exists():
+            raise InvalidArgument(
+                f"federation {fed.name!r}: refusing to send your login to {fed.address} "
+                "without TLS (insecure = true); use TLS, or `flwr logout`"
+            )
         log.warning(
             "federation %r: talking to %s without TLS (insecure = true)", fed.name, fed.address
         )
@@ -48,6 +58,8 @@ def connect(fed: Federation) -> ExecClient:
         insecure=fed.insecure,
         root_certificates=fed.root_certificates,
         client_tls=fed.client_tls,
+        auth=TokenSession(credentials),
+        login_hint=not_logged_in_message(fed.name, app_dir),
     )
 
 

@@ -40,7 +40,7 @@ def run(
     fed = resolve_federation(config, federation, app_dir)
     overrides = check_overrides(parse_run_config(run_config or []), config.run_config)
     fab = build_fab(app_dir)
-    with connect(fed) as client:
+    with connect(fed, app_dir) as client:
         run_id = client.start_run(
             fab.data,
             fab.fab_hash,

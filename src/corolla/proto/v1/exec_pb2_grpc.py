@@ -69,6 +69,16 @@ class ExecStub:
                 request_serializer=corolla_dot_proto_dot_v1_dot_exec__pb2.ListNodesRequest.SerializeToString,
                 response_deserializer=corolla_dot_proto_dot_v1_dot_exec__pb2.ListNodesResponse.FromString,
                 _registered_method=True)
+        self.GetLoginDetails = channel.unary_unary(
+                '/corolla.proto.v1.Exec/GetLoginDetails',
+                request_serializer=corolla_dot_proto_dot_v1_dot_exec__pb2.GetLoginDetailsRequest.SerializeToString,
+                response_deserializer=corolla_dot_proto_dot_v1_dot_exec__pb2.GetLoginDetailsResponse.FromString,
+                _registered_method=True)
+        self.ListAuditEvents = channel.unary_unary(
+                '/corolla.proto.v1.Exec/ListAuditEvents',
+                request_serializer=corolla_dot_proto_dot_v1_dot_exec__pb2.ListAuditEventsRequest.SerializeToString,
+                response_deserializer=corolla_dot_proto_dot_v1_dot_exec__pb2.ListAuditEventsResponse.FromString,
+                _registered_method=True)
 
 
 class ExecServicer:
@@ -118,6 +128,20 @@ class ExecServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetLoginDetails(self, request, context):
+        """User login: where the CLI runs the OAuth 2.0 device flow (needs no credential).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAuditEvents(self, request, context):
+        """The audit trail of Exec calls (admins only when user login is on).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExecServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -155,6 +179,16 @@ def add_ExecServicer_to_server(servicer, server):
                     servicer.ListNodes,
                     request_deserializer=corolla_dot_proto_dot_v1_dot_exec__pb2.ListNodesRequest.FromString,
                     response_serializer=corolla_dot_proto_dot_v1_dot_exec__pb2.ListNodesResponse.SerializeToString,
+            ),
+            'GetLoginDetails': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLoginDetails,
+                    request_deserializer=corolla_dot_proto_dot_v1_dot_exec__pb2.GetLoginDetailsRequest.FromString,
+                    response_serializer=corolla_dot_proto_dot_v1_dot_exec__pb2.GetLoginDetailsResponse.SerializeToString,
+            ),
+            'ListAuditEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditEvents,
+                    request_deserializer=corolla_dot_proto_dot_v1_dot_exec__pb2.ListAuditEventsRequest.FromString,
+                    response_serializer=corolla_dot_proto_dot_v1_dot_exec__pb2.ListAuditEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -346,6 +380,60 @@ class Exec:
             '/corolla.proto.v1.Exec/ListNodes',
             corolla_dot_proto_dot_v1_dot_exec__pb2.ListNodesRequest.SerializeToString,
             corolla_dot_proto_dot_v1_dot_exec__pb2.ListNodesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLoginDetails(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corolla.proto.v1.Exec/GetLoginDetails',
+            corolla_dot_proto_dot_v1_dot_exec__pb2.GetLoginDetailsRequest.SerializeToString,
+            corolla_dot_proto_dot_v1_dot_exec__pb2.GetLoginDetailsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corolla.proto.v1.Exec/ListAuditEvents',
+            corolla_dot_proto_dot_v1_dot_exec__pb2.ListAuditEventsRequest.SerializeToString,
+            corolla_dot_proto_dot_v1_dot_exec__pb2.ListAuditEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

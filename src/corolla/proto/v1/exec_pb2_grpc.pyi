@@ -40,6 +40,10 @@ class ExecStub:
     """SuperNode authentication: the allow-list of SuperNode public keys."""
     UnregisterNode: _grpc.UnaryUnaryMultiCallable[_exec_pb2.UnregisterNodeRequest, _exec_pb2.UnregisterNodeResponse]
     ListNodes: _grpc.UnaryUnaryMultiCallable[_exec_pb2.ListNodesRequest, _exec_pb2.ListNodesResponse]
+    GetLoginDetails: _grpc.UnaryUnaryMultiCallable[_exec_pb2.GetLoginDetailsRequest, _exec_pb2.GetLoginDetailsResponse]
+    """User login: where the CLI runs the OAuth 2.0 device flow (needs no credential)."""
+    ListAuditEvents: _grpc.UnaryUnaryMultiCallable[_exec_pb2.ListAuditEventsRequest, _exec_pb2.ListAuditEventsResponse]
+    """The audit trail of Exec calls (admins only when user login is on)."""
 
 @_typing.type_check_only
 class ExecAsyncStub(ExecStub):
@@ -53,6 +57,10 @@ class ExecAsyncStub(ExecStub):
     """SuperNode authentication: the allow-list of SuperNode public keys."""
     UnregisterNode: _aio.UnaryUnaryMultiCallable[_exec_pb2.UnregisterNodeRequest, _exec_pb2.UnregisterNodeResponse]  # type: ignore[assignment]
     ListNodes: _aio.UnaryUnaryMultiCallable[_exec_pb2.ListNodesRequest, _exec_pb2.ListNodesResponse]  # type: ignore[assignment]
+    GetLoginDetails: _aio.UnaryUnaryMultiCallable[_exec_pb2.GetLoginDetailsRequest, _exec_pb2.GetLoginDetailsResponse]  # type: ignore[assignment]
+    """User login: where the CLI runs the OAuth 2.0 device flow (needs no credential)."""
+    ListAuditEvents: _aio.UnaryUnaryMultiCallable[_exec_pb2.ListAuditEventsRequest, _exec_pb2.ListAuditEventsResponse]  # type: ignore[assignment]
+    """The audit trail of Exec calls (admins only when user login is on)."""
 
 class ExecServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -105,5 +113,21 @@ class ExecServicer(metaclass=_abc_1.ABCMeta):
         request: _exec_pb2.ListNodesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_exec_pb2.ListNodesResponse, _abc.Awaitable[_exec_pb2.ListNodesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetLoginDetails(
+        self,
+        request: _exec_pb2.GetLoginDetailsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_exec_pb2.GetLoginDetailsResponse, _abc.Awaitable[_exec_pb2.GetLoginDetailsResponse]]:
+        """User login: where the CLI runs the OAuth 2.0 device flow (needs no credential)."""
+
+    @_abc_1.abstractmethod
+    def ListAuditEvents(
+        self,
+        request: _exec_pb2.ListAuditEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_exec_pb2.ListAuditEventsResponse, _abc.Awaitable[_exec_pb2.ListAuditEventsResponse]]:
+        """The audit trail of Exec calls (admins only when user login is on)."""
 
 def add_ExecServicer_to_server(servicer: ExecServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

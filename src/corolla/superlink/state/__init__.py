@@ -5,6 +5,7 @@ from __future__ import annotations
 from corolla.superlink.state.base import (
     HEARTBEAT_PATIENCE,
     TRANSITIONS,
+    AuditEvent,
     IllegalTransition,
     LinkState,
     NodeRecord,
@@ -24,6 +25,7 @@ def open_state(database: str) -> LinkState:
 __all__ = [
     "HEARTBEAT_PATIENCE",
     "TRANSITIONS",
+    "AuditEvent",
     "IllegalTransition",
     "LinkState",
     "NodeRecord",

@@ -17,9 +17,9 @@ from corolla.superlink.state.base import RunRecord, StoredMessage
 
 _K = TypeVar("_K")
 
-SCHEMA_VERSION = 4  # 2: objects.in_file (payload in a file beside the database); 3: checkpoints;
+SCHEMA_VERSION = 5  # 2: objects.in_file (payload in a file beside the database); 3: checkpoints;
 # 4: node_keys (SuperNode authentication allow-list), node_runs (runs a node serves),
-# nodes.last_seen
+# nodes.last_seen; 5: audit (the Exec audit trail)
 MEMORY = ":memory:"
 
 _TABLES = """
@@ -117,6 +117,18 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     object_ids   TEXT NOT NULL,
     saved_at     REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS audit (
+    event_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at       REAL NOT NULL,
+    user     TEXT NOT NULL,
+    action   TEXT NOT NULL,
+    run_id   INTEGER NOT NULL,
+    allowed  INTEGER NOT NULL,
+    reason   TEXT NOT NULL,
+    peer     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_user ON audit (user, event_id);
+CREATE INDEX IF NOT EXISTS audit_run ON audit (run_id, event_id);
 CREATE TABLE IF NOT EXISTS run_usage (
     run_id        INTEGER PRIMARY KEY REFERENCES runs (run_id),
     object_bytes  INTEGER NOT NULL DEFAULT 0,

@@ -26,11 +26,12 @@ class StateLimits:
     max_run_object_bytes: int = 64 * GiB  # a run's objects together: --max-run-object-bytes
     max_run_log_bytes: int = 32 * MiB  # a run's log (oldest lines go first): --max-run-log-bytes
     log_batch_bytes: int = 1 * MiB  # one `LinkState.get_logs` answer (one StreamLogs response)
+    max_audit_events: int = 100_000  # audit trail rows kept (the oldest go first)
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidArgument(f"{name} must be a positive number of bytes, not {value!r}")
+                raise InvalidArgument(f"{name} must be a positive integer, not {value!r}")
 
 
 def describe_bytes(count: int) -> str:
@@ -94,6 +95,20 @@ class NodeRecord:
     registered_at: float
     online: bool
     last_seen: float  # 0.0 if never seen
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One Exec call as the audit trail keeps it: who, what, which run, allowed or why not."""
+
+    at: float
+    user: str  # "" when the call carried no valid credential
+    action: str  # the Exec method: "StartRun", "StopRun", ...
+    run_id: int = 0  # 0 when the call concerns no one run
+    allowed: bool = True
+    reason: str = ""  # why it was refused
+    peer: str = ""
+    event_id: int = 0  # set by the state
 
 
 @dataclass(frozen=True)
@@ -347,6 +362,17 @@ class LinkState(ABC):
     @abstractmethod
     def run_id_for_token(self, token: str) -> int:
         """The run a token belongs to; `Unauthenticated` for an unknown token."""
+
+    # -- audit trail ---------------------------------------------------------------------------
+    @abstractmethod
+    def record_audit(self, event: AuditEvent) -> None:
+        """Append ``event``; beyond ``limits.max_audit_events`` the oldest events go."""
+
+    @abstractmethod
+    def list_audit(
+        self, *, user: str = "", run_id: int = 0, since: float = 0.0, limit: int = 100
+    ) -> list[AuditEvent]:
+        """Events newest first, filtered by user, run and time (``""``/``0``: any)."""
 
     @abstractmethod
     def close(self) -> None: ...

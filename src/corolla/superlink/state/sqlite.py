@@ -24,6 +24,7 @@ from corolla.common.errors import (
     Unavailable,
 )
 from corolla.records.context import UserConfig
+from corolla.superlink.state._audit import AuditStore
 from corolla.superlink.state._nodes import NodeStore
 from corolla.superlink.state._objects import ObjectStore
 from corolla.superlink.state._rundata import RunDataStore
@@ -72,7 +73,7 @@ def _describe(run: RunRecord) -> str:
     return f"finished ({run.sub_status})" if run.status == RunStatus.FINISHED else run.status
 
 
-class SqliteLinkState(NodeStore, ObjectStore, RunDataStore, LinkState):
+class SqliteLinkState(NodeStore, ObjectStore, RunDataStore, AuditStore, LinkState):
     """`LinkState` in SQLite: a file (WAL mode, survives restarts) or ``":memory:"``.
 
     Choices within the interface: expired instructions are skipped by `pull_instructions` but
