@@ -9,7 +9,6 @@ logs, exception messages or reprs.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import threading
 import time
@@ -25,6 +24,7 @@ from corolla.cli.credentials import (
     save_tokens,
 )
 from corolla.common import errors
+from corolla.common.net import is_loopback_host
 
 if TYPE_CHECKING:  # imported where used: every `flwr` command loads this module, few talk HTTP
     import httpx
@@ -62,7 +62,7 @@ def discover(issuer: str, *, http: httpx.Client) -> dict[str, Any]:
     import httpx
 
     url = issuer.rstrip("/") + "/.well-known/openid-configuration"
-    if url.startswith("http://") and not _is_loopback_url(url):
+    if url.startswith("http://") and not is_loopback_host(httpx.URL(url).host):
         log.warning("identity provider %s is reached without TLS", issuer)
     try:
         response = http.get(url, timeout=HTTP_TIMEOUT)
@@ -416,15 +416,3 @@ def _int(value: object, default: int) -> int:
         return int(value)
     except (ValueError, OverflowError):  # "x", NaN, Infinity
         return default
-
-
-def _is_loopback_url(url: str) -> bool:
-    import httpx
-
-    host = httpx.URL(url).host
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

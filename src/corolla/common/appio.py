@@ -10,7 +10,6 @@ daemon makes a random secret that nobody else knows and gives its children token
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import logging
 import os
 import secrets
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from corolla.common.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from corolla.common.guard import Caller, CallInfo, Credential
+from corolla.common.net import is_loopback_address
 from corolla.common.transfer import TOKEN_KEY
 
 SECRET_ENV = "COROLLA_APPIO_SECRET"
@@ -68,12 +68,7 @@ def warn_if_exposed(address: str, tls: bool, api: str) -> None:
     """Log a warning when an AppIo API listens beyond loopback without TLS."""
     if tls:
         return
-    host = address.rsplit(":", 1)[0].strip("[]")
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
+    if not is_loopback_address(address):
         log.warning(
             "%s API bound to %s without TLS: app processes' traffic (tokens included) can be "
             "read on the network; bind to 127.0.0.1 or enable TLS",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import tempfile
 from collections.abc import Callable
@@ -14,6 +13,7 @@ from corolla.common.appio import AppIoAuth, new_secret, warn_if_exposed
 from corolla.common.errors import InvalidArgument
 from corolla.common.grpc import MAX_MESSAGE_BYTES, bind, create_server
 from corolla.common.guard import add_service
+from corolla.common.net import is_loopback_address
 from corolla.common.tls import security
 from corolla.proto.v1 import exec_pb2, fleet_pb2, serverappio_pb2
 from corolla.superlink import exec as exec_api
@@ -37,14 +37,6 @@ GRACE = 3.0
 def _bound(address: str, port: int) -> str:
     """``address`` with the port actually bound (``0.0.0.0:0`` -> ``0.0.0.0:40123``)."""
     return f"{address.rpartition(':')[0]}:{port}"
-
-
-def _is_loopback(address: str) -> bool:
-    host = address.rsplit(":", 1)[0].strip("[]")
-    try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _local(address: str, port: int) -> str:
@@ -148,7 +140,7 @@ class SuperLink:
         ]
         exec_server = create_server(max_workers=32, options=fab_limit)
         if config.user_auth is not None:
-            if credentials is None and not _is_loopback(config.exec_address):
+            if credentials is None and not is_loopback_address(config.exec_address):
                 log.warning(
                     "user login on an Exec API without TLS (%s): access tokens can be read on "
                     "the network; enable TLS",

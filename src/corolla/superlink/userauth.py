@@ -20,7 +20,6 @@ The tokens themselves are checked by `corolla.superlink.oidc`.
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import ssl
 import tomllib
@@ -35,13 +34,13 @@ from typing import Any
 import yaml
 
 from corolla.common.errors import InvalidArgument
+from corolla.common.net import is_loopback_host
 
 MAX_LEEWAY = 300.0
 # Asymmetric JWS algorithms a token may be signed with; "none" and HS* are never accepted.
 SUPPORTED_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 )
-_LOOPBACK_NAMES = ("localhost",)
 
 
 class Role(StrEnum):
@@ -125,15 +124,6 @@ def claim_values(claims: Mapping[str, Any], name: str) -> frozenset[str]:
     return frozenset()
 
 
-def is_loopback(host: str) -> bool:
-    if host.lower() in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def check_url(url: str, key: str) -> urllib.parse.SplitResult:
     """An http(s) URL with a host; plain http only to this machine (loopback)."""
     try:
@@ -145,7 +135,7 @@ def check_url(url: str, key: str) -> urllib.parse.SplitResult:
         raise InvalidArgument(f"{key}: must be an https:// URL with a host, got {url!r}")
     if parts.username is not None or parts.password is not None:
         raise InvalidArgument(f"{key}: must not hold a user name or password")
-    if parts.scheme == "http" and not is_loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
         raise InvalidArgument(
             f"{key}: plain http is allowed only for a loopback host (127.0.0.1, ::1, "
             f"localhost); use https://, got {url!r}"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -14,6 +14,7 @@ from corolla.cli.config import Federation, resolve_federation
 from corolla.cli.credentials import credentials_path, not_logged_in_message
 from corolla.cli.exec_client import ExecClient
 from corolla.common.errors import InvalidArgument
+from corolla.common.net import is_loopback_address
 from corolla.fab import load_app_config
 
 AppDir = Annotated[
@@ -30,6 +31,14 @@ FederationName = Annotated[
 ]
 log = logging.getLogger(__name__)
 
+
+class Format(StrEnum):
+    """``--format``: a table for people, JSON for scripts."""
+
+    TABLE = "table"
+    JSON = "json"
+
+
 RunId = Annotated[
     int, typer.Argument(metavar="RUN_ID", min=1, help="Id of the run.", show_default=False)
 ]
@@ -44,7 +53,7 @@ def connect(fed: Federation, app_dir: Path = Path(".")) -> ExecClient:
     """A client of ``fed``'s Exec API, with the user's login if there is one (`flwr login`);
     plaintext beyond this machine earns a warning, and never carries a login."""
     credentials = credentials_path(fed.name, fed.address)
-    if fed.insecure and not _is_loopback(fed.address):
+    if fed.insecure and not is_loopback_address(fed.address):
         if credentials.exists():
             raise InvalidArgument(
                 f"federation {fed.name!r}: refusing to send your login to {fed.address} "
@@ -61,13 +70,3 @@ def connect(fed: Federation, app_dir: Path = Path(".")) -> ExecClient:
         auth=TokenSession(credentials),
         login_hint=not_logged_in_message(fed.name, app_dir),
     )
-
-
-def _is_loopback(address: str) -> bool:
-    host = address.rsplit(":", 1)[0].strip("[]") if ":" in address else address
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

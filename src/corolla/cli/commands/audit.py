@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import json
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from corolla.cli.commands._shared import AppDir, FederationName, open_client
+from corolla.cli.commands._shared import AppDir, FederationName, Format, open_client
 from corolla.cli.output import format_time, iso_time
-
-
-class Format(StrEnum):
-    TABLE = "table"
-    JSON = "json"
 
 
 def audit(

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from corolla.cli.commands._shared import AppDir, FederationName, open_client
+from corolla.cli.commands._shared import AppDir, FederationName, Format, open_client
 from corolla.cli.output import print_json, print_table
-
-
-class Format(StrEnum):
-    TABLE = "table"
-    JSON = "json"
 
 
 def ls(

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from corolla.cli.commands._shared import AppDir, FederationName, open_client
+from corolla.cli.commands._shared import AppDir, FederationName, Format, open_client
 from corolla.cli.exec_client import NodeInfo
 from corolla.cli.output import format_time, iso_time
 from corolla.common import nodekeys
@@ -21,11 +20,6 @@ app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode=None,
 )
-
-
-class Format(StrEnum):
-    TABLE = "table"
-    JSON = "json"
 
 
 @app.command()
