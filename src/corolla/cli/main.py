@@ -16,7 +16,18 @@ except ImportError:  # pragma: no cover
     from click.exceptions import ClickException  # type: ignore[import-not-found, no-redef, assignment, unused-ignore]
 
 from corolla import __version__
-from corolla.cli.commands import audit, build, certs, log, login, ls, new, run, supernode
+from corolla.cli.commands import (
+    audit,
+    build,
+    certs,
+    local,
+    log,
+    login,
+    ls,
+    new,
+    run,
+    supernode,
+)
 from corolla.cli.follow import RunFailed, RunStopped
 from corolla.common import errors
 
@@ -68,6 +79,7 @@ app.command()(login.login)
 app.command()(login.logout)
 app.command()(audit.audit)
 app.add_typer(supernode.app)
+app.add_typer(local.app)
 
 
 def _show_version(value: bool) -> None:

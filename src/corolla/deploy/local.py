@@ -364,9 +364,11 @@ def app_for_federation(
     exec_address: str,
     name: str = "local",
     settings: Mapping[str, str | bool] | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> Path:
     """Copy ``app_dir`` to ``dest`` with federation ``name`` pointing at ``exec_address``
-    (plaintext), or set to ``settings`` (e.g. `LocalFederation.federation_settings`)."""
+    (plaintext), or set to ``settings`` (e.g. `LocalFederation.federation_settings`), and
+    ``options`` as its ``options`` table (e.g. ``{"num-supernodes": 4}``: a simulation run)."""
     import shutil
     import tomllib
 
@@ -378,5 +380,7 @@ def app_for_federation(
     federations = data.setdefault("tool", {}).setdefault("flwr", {}).setdefault("federations", {})
     federations.setdefault("default", name)
     federations[name] = dict(settings or {"address": exec_address, "insecure": True})
+    if options:
+        federations[name]["options"] = dict(options)
     pyproject.write_text(tomli_w.dumps(data))
     return dest

@@ -1,4 +1,5 @@
-"""One run of a ServerApp: pull inputs, run the app on a `GrpcGrid`, push outputs and status."""
+"""One run of a ServerApp: pull inputs, run the app on a `GrpcGrid` (or, for a simulation run,
+a `SimulationGrid`: see `corolla.runtime.simulated`), push outputs and status."""
 
 from __future__ import annotations
 
@@ -16,11 +17,12 @@ from corolla.fab import load_app_config
 from corolla.proto.v1 import serverappio_pb2 as spb
 from corolla.proto.v1.serverappio_pb2_grpc import ServerAppIoStub
 from corolla.records.context import Context
-from corolla.records.serde import context_to_proto
+from corolla.records.serde import context_to_proto, user_config_from_proto
 from corolla.records.wire import decode_context
 from corolla.runtime.grid import RETRY_WINDOW, GrpcGrid, SuperLinkClient
 from corolla.runtime.loader import install, load_component, unload
 from corolla.runtime.logs import LogForwarder
+from corolla.runtime.simulated import run_grid
 from corolla.serverapp.serverapp import ServerApp
 
 log = logging.getLogger("corolla.serverapp")
@@ -107,8 +109,15 @@ def execute_run(
             app_dir = install(inputs.fab.content, inputs.run.fab_hash)
             reference = load_app_config(app_dir).serverapp
             app = load_component(app_dir, reference, ServerApp)
-            log.info("run %d: starting ServerApp %s", run_id, reference)
-            app(grid, context)
+            with run_grid(
+                grid,
+                run_id=run_id,
+                federation_options=user_config_from_proto(inputs.run.federation_options),
+                run_config=user_config_from_proto(inputs.run.run_config),
+                app_dir=app_dir,
+            ) as app_grid:
+                log.info("run %d: starting ServerApp %s", run_id, reference)
+                app(app_grid, context)
             log.info("run %d: ServerApp finished", run_id)
         except AppError as exc:
             sub_status, details = "failed", str(exc)

@@ -67,6 +67,9 @@ class SuperLinkConfig:
     state_limits: StateLimits = field(default_factory=StateLimits)
     # OIDC user login: Exec calls need an access token of this provider (None: no login).
     user_auth: UserAuthConfig | None = None
+    # Exit (0, graceful) after this many seconds with no unfinished run and no Exec call
+    # (None: serve until signalled). The CLI's local SuperLink for simulations uses it.
+    idle_timeout: float | None = None
 
 
 EPILOG = """\
@@ -259,6 +262,13 @@ def command() -> Command:
                 "BYTES",
             ),
             Option(
+                "--idle-timeout",
+                "exit (code 0, as on SIGTERM) after this many seconds with no run pending, "
+                "starting or running and no Exec call (default: never)",
+                parse=duration,
+                metavar="SECONDS",
+            ),
+            Option(
                 "--ready-file",
                 "once listening, write the bound addresses and pid here (JSON)",
                 parse=path_value,
@@ -305,6 +315,7 @@ def parse_config(
             max_run_log_bytes=values.get("max-run-log-bytes", int),
         ),
         user_auth=_user_auth(values),
+        idle_timeout=values.optional("idle-timeout", float),
     )
 
 

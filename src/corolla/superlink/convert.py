@@ -22,6 +22,7 @@ def run_to_proto(run: RunRecord) -> rpb.Run:
         finished_at=run.finished_at,
         federation=run.federation,
         owner=run.owner,
+        federation_options=user_config_to_proto(run.federation_options),
     )
 
 

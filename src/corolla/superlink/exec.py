@@ -65,6 +65,7 @@ class ExecServicer:
                 user_config_from_proto(request.override_config),
                 request.federation,
                 owner=context.caller.user,
+                federation_options=user_config_from_proto(request.federation_options),
             )
         self._on_submitted()
         return epb.StartRunResponse(run_id=outcome.run_id)

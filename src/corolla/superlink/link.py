@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import grpc
 from corolla.common.appio import AppIoAuth, new_secret, warn_if_exposed
 from corolla.common.errors import InvalidArgument
 from corolla.common.grpc import MAX_MESSAGE_BYTES, bind, create_server
-from corolla.common.guard import add_service
+from corolla.common.guard import Authenticate, Caller, CallInfo, Credential, add_service
 from corolla.common.net import is_loopback_address
 from corolla.common.tls import security
 from corolla.proto.v1 import exec_pb2, fleet_pb2, serverappio_pb2
@@ -23,6 +24,7 @@ from corolla.superlink.access import ExecAccess
 from corolla.superlink.config import SuperLinkConfig
 from corolla.superlink.dispatcher import ProcessDispatcher
 from corolla.superlink.heartbeats import AppHeartbeats
+from corolla.superlink.idle import IdleWatch
 from corolla.superlink.launcher import ServerAppLauncher
 from corolla.superlink.nodeauth import FleetAuth
 from corolla.superlink.oidc import TokenValidator
@@ -48,7 +50,9 @@ def _local(address: str, port: int) -> str:
 
 
 class SuperLink:
-    def __init__(self, config: SuperLinkConfig) -> None:
+    def __init__(
+        self, config: SuperLinkConfig, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.config = config
         if config.database != ":memory:":
             Path(config.database).parent.mkdir(parents=True, exist_ok=True)
@@ -60,6 +64,16 @@ class SuperLink:
         self.launcher: ServerAppLauncher | None = None
         self.dispatcher: ProcessDispatcher | None = None
         self._validator: TokenValidator | None = None
+        # --idle-timeout: busy while a run is unfinished; every Exec call touches it.
+        self.idle: IdleWatch | None = None
+        if config.idle_timeout is not None:
+            self.idle = IdleWatch(
+                config.idle_timeout, lambda: bool(self.state.active_runs()), clock
+            )
+
+    def idle_expired(self) -> bool:
+        """True once --idle-timeout has passed with nothing to do (never without it)."""
+        return self.idle is not None and self.idle.expired()
 
     @property
     def error(self) -> BaseException | None:
@@ -154,7 +168,7 @@ class SuperLink:
             exec_pb2.DESCRIPTOR.services_by_name["Exec"],
             exec_api.ExecServicer(self.runs, notify, access=access, user_auth=config.user_auth),
             exec_api.POLICY,
-            access.authenticate,
+            self._touching(access.authenticate),
         )
         self.ports["exec"] = bind(exec_server, config.exec_address, credentials)
         self._servers = [serverappio, fleet, exec_server]
@@ -176,6 +190,18 @@ class SuperLink:
             "" if config.user_auth is None else f", user login via {config.user_auth.issuer}",
             config.isolation,
         )
+
+    def _touching(self, authenticate: Authenticate) -> Authenticate:
+        """``authenticate``, counting each call as activity for --idle-timeout."""
+        idle = self.idle
+        if idle is None:
+            return authenticate
+
+        def touch_then_authenticate(credential: Credential, call: CallInfo) -> Caller:
+            idle.touch()
+            return authenticate(credential, call)
+
+        return touch_then_authenticate
 
     def _output_dir(self) -> Path:
         """Where ServerApp processes write their output (its tail explains a crash)."""

@@ -53,6 +53,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         if link.error is not None:
             code = 1
             break
+        if link.idle_expired():
+            log.info("idle for %.0f s (--idle-timeout), shutting down", config.idle_timeout)
+            break
     link.stop()
     if config.ready_file is not None:
         config.ready_file.unlink(missing_ok=True)  # a stale file would claim readiness

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from corolla.common.errors import FailedPrecondition, InvalidArgument
+from corolla.common.protocol import TTL_EXPIRED_REASON
 from corolla.proto.v1 import message_pb2 as mpb
 from corolla.records.message import ErrorCode
 from corolla.records.serde import referenced_object_ids
@@ -84,6 +85,4 @@ def lost_reply(instruction: StoredMessage, online: set[int], now: float) -> mpb.
             f"node {instruction.dst_node_id} went offline before replying",
             now,
         )
-    return error_reply(
-        instruction, ErrorCode.TTL_EXPIRED, "message TTL expired before a reply arrived", now
-    )
+    return error_reply(instruction, ErrorCode.TTL_EXPIRED, TTL_EXPIRED_REASON, now)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 
 from corolla.common.errors import InvalidArgument
+from corolla.common.protocol import check_num_supernodes
 from corolla.fab import AppConfig, FabLimits, check_fab_size, inspect_fab, verify_fab
 from corolla.records.context import UserConfig
 from corolla.superlink.state import (
@@ -72,8 +73,12 @@ class Runs:
         federation: str,
         *,
         owner: str = "",
+        federation_options: UserConfig | None = None,
     ) -> int:
-        """Check the FAB and the run config, store both; the run is ``pending``."""
+        """Check the FAB, the run config and the federation options, store them; the run is
+        ``pending`` (a simulation run if the options hold ``options.num-supernodes``)."""
+        options = dict(federation_options or {})
+        num_supernodes = check_num_supernodes(options)
         app = check_fab(fab_content, fab_hash, self.fab_limits)
         run_config = merge_run_config(dict(app.run_config), override_config)
         self.state.store_fab(fab_hash, fab_content)
@@ -85,9 +90,19 @@ class Runs:
             run_config=run_config,
             federation=federation,
             owner=owner,
+            federation_options=options,
         )
         by = f" by {owner}" if owner else ""
-        log.info("run %d submitted%s (%s/%s %s)", run_id, by, app.publisher, app.name, app.version)
+        sim = f", simulation of {num_supernodes} SuperNodes" if num_supernodes else ""
+        log.info(
+            "run %d submitted%s (%s/%s %s%s)",
+            run_id,
+            by,
+            app.publisher,
+            app.name,
+            app.version,
+            sim,
+        )
         return run_id
 
     def stop(self, run_id: int) -> bool:

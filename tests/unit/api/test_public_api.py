@@ -25,7 +25,7 @@ PUBLIC = {
     ],
     "corolla.clientapp": ["ClientApp"],
     "corolla.serverapp": ["Grid", "ServerApp"],
-    "corolla.simulation": ["InProcessGrid"],
+    "corolla.simulation": ["ClientAppSource", "InProcessGrid", "SimulationGrid", "run_simulation"],
     "corolla.serverapp.strategy": [
         "FedAvg",
         "Result",

@@ -229,15 +229,28 @@ def test_an_unknown_federation_lists_the_available_ones(tmp_path: Path) -> None:
         resolve_federation(app_config(FEDERATIONS), "prod", tmp_path)
 
 
-def test_no_name_and_no_default_lists_the_available_ones(tmp_path: Path) -> None:
+def test_no_name_and_no_default_falls_back_to_the_built_in_simulation(tmp_path: Path) -> None:
     feds = FederationsConfig(default=None, federations=FEDERATIONS.federations)
-    with pytest.raises(InvalidArgument, match=r"no 'default'.*\(available: local, remote, sim\)"):
-        resolve_federation(app_config(feds), None, tmp_path)
+    fed = resolve_federation(app_config(feds), None, tmp_path)
+    assert (fed.name, fed.address, fed.num_supernodes) == ("local-simulation", "", 10)
+    assert (fed.is_simulation, fed.source) == (True, "built in")
+    # an unknown name still errors, listing what the app defines
+    with pytest.raises(
+        InvalidArgument, match=r"unknown federation 'prod'.*\(available: local, remote, sim\)"
+    ):
+        resolve_federation(app_config(feds), "prod", tmp_path)
 
 
-def test_no_federations_at_all(tmp_path: Path) -> None:
-    with pytest.raises(InvalidArgument, match=r"no federations defined.*tool.flwr.federations"):
-        resolve_federation(app_config(None), None, tmp_path)
+def test_no_federations_at_all_is_the_built_in_simulation(tmp_path: Path) -> None:
+    fed = resolve_federation(app_config(None), None, tmp_path)
+    assert (fed.name, fed.num_supernodes, fed.source) == ("local-simulation", 10, "built in")
+    with pytest.raises(InvalidArgument, match=r"needs a federation with an 'address'"):
+        fed.require_address("flwr login")
+    with pytest.raises(
+        InvalidArgument,
+        match=r"unknown federation 'prod': not in .*pyproject.toml \(available: none\)",
+    ):
+        resolve_federation(app_config(None), "prod", tmp_path)
 
 
 def test_a_federation_without_address_is_refused(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from corolla.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
+from corolla.cli.config import resolve_federation
 from corolla.cli.main import run_cli
 from corolla.fab import build_fab, load_app_config
 
@@ -58,9 +59,11 @@ def test_new_creates_an_app_that_loads_and_builds(
     assert config.run_config["num-server-rounds"] == 3
     assert config.run_config["learning-rate"] == 0.1
     assert config.federations is not None
-    assert config.federations.default == "local"
-    local = config.federations.federations["local"]
-    assert (local.address, local.insecure) == ("127.0.0.1:9093", True)
+    assert config.federations.default == "local-simulation"
+    assert sorted(config.federations.federations) == ["local-simulation"]
+    fed = resolve_federation(config, None, app_dir)
+    assert (fed.name, fed.is_simulation, fed.num_supernodes) == ("local-simulation", True, 10)
+    assert fed.source == str(app_dir / "pyproject.toml")
     pyproject = (app_dir / "pyproject.toml").read_text()
     assert 'dependencies = ["corolla", "numpy"]' in pyproject
 

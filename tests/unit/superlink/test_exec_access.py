@@ -7,6 +7,7 @@ that every rule of `corolla.superlink.access` is checked on its own."""
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,17 +15,21 @@ from pathlib import Path
 import pytest
 
 from corolla.cli.exec_client import ExecClient
-from corolla.common.errors import PermissionDenied, Unauthenticated
+from corolla.common.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from corolla.common.grpc import bind, create_server
 from corolla.common.guard import add_service
 from corolla.fab import build_fab_bytes
 from corolla.proto.v1 import exec_pb2
+from corolla.records.serde import user_config_from_proto
 from corolla.superlink.access import ExecAccess
+from corolla.superlink.convert import run_to_proto
 from corolla.superlink.exec import POLICY, ExecServicer
 from corolla.superlink.oidc import Identity
 from corolla.superlink.runs import Runs
 from corolla.superlink.state import SqliteLinkState
 from corolla.superlink.userauth import Role, UserAuthConfig
+
+BAD_NUM = re.escape("'options.num-supernodes' must be an integer")
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -205,6 +210,29 @@ def test_a_run_belongs_to_whoever_submitted_it(served: Served) -> None:
         )
         assert client.get_run(run_id).owner == "alice"
     assert run_id not in listed(served, "t-bob")
+
+
+def test_start_run_keeps_the_federation_options_and_refuses_a_bad_simulation(
+    served: Served,
+) -> None:
+    content, fab_hash = build_fab_bytes(APP)
+    options = {"options.num-supernodes": 3, "options.backend.client-resources.num-cpus": 2}
+    with served.client("t-alice") as client:
+        run_id = client.start_run(
+            content, fab_hash, override_config={}, federation="f", federation_options=options
+        )
+        with pytest.raises(InvalidArgument, match=BAD_NUM):
+            client.start_run(
+                content,
+                fab_hash,
+                override_config={},
+                federation="f",
+                federation_options={"options.num-supernodes": 0},
+            )
+    assert served.state.get_run(run_id).federation_options == options
+    assert len(served.state.list_runs()) == len(served.run_of) + 1
+    proto = run_to_proto(served.state.get_run(run_id))
+    assert user_config_from_proto(proto.federation_options) == options
 
 
 def test_an_expired_token_is_refreshed_once_and_the_call_goes_through(served: Served) -> None:

@@ -3,13 +3,19 @@ what ``flwr ls`` shows keeps the reason a run is waiting."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from corolla.common.errors import InvalidArgument, NotFound
+from corolla.fab import build_fab_bytes
+from corolla.records.context import UserConfig
 from corolla.superlink.runs import MAX_RESUMES, Runs, merge_run_config
 from corolla.superlink.state import LinkState, RunStatus, SqliteLinkState, SubStatus
+
+BAD_NUM = re.escape("'options.num-supernodes' must be an integer")
 
 
 @pytest.fixture
@@ -102,3 +108,29 @@ def test_run_config_overrides_must_be_known() -> None:
     assert merge_run_config({"lr": 0.1, "epochs": 1}, {"lr": 0.5}) == {"lr": 0.5, "epochs": 1}
     with pytest.raises(InvalidArgument, match="unknown run-config keys: lr2"):
         merge_run_config({"lr": 0.1}, {"lr2": 0.5})
+
+
+PROBE = Path(__file__).parents[2] / "integration" / "apps" / "probe"
+
+
+def test_a_run_keeps_the_federation_options_it_was_submitted_with(runs: Runs) -> None:
+    content, fab_hash = build_fab_bytes(PROBE)
+    options: UserConfig = {"options.num-supernodes": 100_000, "options.backend.name": "local"}
+    run_id = runs.submit(content, fab_hash, {}, "local", federation_options=options)
+    assert runs.state.get_run(run_id).federation_options == options
+    deployed = runs.submit(content, fab_hash, {}, "local")
+    assert runs.state.get_run(deployed).federation_options == {}
+
+
+@pytest.mark.parametrize("num", [0, -3, 100_001, "2", 2.0, True])
+def test_a_bad_num_supernodes_is_refused_at_submit(runs: Runs, num: object) -> None:
+    content, fab_hash = build_fab_bytes(PROBE)
+    with pytest.raises(InvalidArgument, match=BAD_NUM):
+        runs.submit(
+            content,
+            fab_hash,
+            {},
+            "local",
+            federation_options={"options.num-supernodes": num},  # type: ignore[dict-item]
+        )
+    assert runs.state.list_runs() == []

@@ -188,6 +188,16 @@ def test_run_ids_are_random_distinct_and_listed_oldest_first(
     assert [run.run_id for run in state.list_runs()] == ids
 
 
+def test_a_run_keeps_its_federation_options(state: LinkState) -> None:
+    options = {"options.num-supernodes": 4, "options.backend.client-resources.num-cpus": 0.5}
+    run_id = new_run(state, federation_options=options)
+    assert state.get_run(run_id).federation_options == options
+    assert type(state.get_run(run_id).federation_options["options.num-supernodes"]) is int
+    assert state.get_run(new_run(state)).federation_options == {}
+    with pytest.raises(InvalidArgument):
+        new_run(state, federation_options={"options": {"num-supernodes": 4}})
+
+
 def test_invalid_run_config_is_refused(state: LinkState) -> None:
     with pytest.raises(InvalidArgument):
         new_run(state, run_config={"nested": {"a": 1}})

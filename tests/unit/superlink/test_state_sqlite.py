@@ -143,3 +143,36 @@ def test_orphaned_object_files_are_removed_on_open(tmp_path: Path) -> None:
         assert b"".join(state.read_object("kept", 4)) == b"k" * 10
     finally:
         state.close()
+
+
+def test_version_5_database_is_migrated_and_its_runs_have_no_federation_options(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    state = SqliteLinkState(path)
+    run_id = _new_run(state)
+    state.close()
+    conn = sqlite3.connect(path)
+    with conn:  # turn it back into a version-5 database: runs without federation options
+        conn.execute("ALTER TABLE runs DROP COLUMN federation_options")
+        conn.execute("UPDATE schema_version SET version = 5")
+    conn.close()
+    state = SqliteLinkState(path)
+    try:
+        assert state.get_run(run_id).federation_options == {}
+        new = state.create_run(
+            fab_id="acme/demo",
+            fab_version="1",
+            fab_hash="h",
+            override_config={},
+            run_config={},
+            federation_options={"options.num-supernodes": 3},
+        )
+        assert state.get_run(new).federation_options == {"options.num-supernodes": 3}
+    finally:
+        state.close()
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+    finally:
+        conn.close()

@@ -30,7 +30,7 @@ def audit(
 ) -> None:
     """Show who called the Exec API of FEDERATION, what they did, and whether it was allowed
     (admins only when user login is on)."""
-    with open_client(app_dir, federation) as client:
+    with open_client(app_dir, federation, purpose="flwr audit", simulation=False) as client:
         events = client.list_audit(user=user, run_id=run_id, limit=limit)
     if output_format is Format.JSON:
         doc = [

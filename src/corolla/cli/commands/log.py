@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from corolla.cli.commands._shared import AppDir, FederationName, RunId, open_client
+from corolla.cli.commands._shared import (
+    AppDir,
+    FederationName,
+    NoLocalSuperLink,
+    RunId,
+    open_client,
+)
+from corolla.cli.exec_client import ExecClient
 from corolla.cli.follow import check_completed, follow_logs, print_logs, status_line
 from corolla.common.errors import FailedPrecondition
 
@@ -24,7 +31,7 @@ def log(
     ] = False,
 ) -> None:
     """Print the log of run RUN_ID."""
-    with open_client(app_dir, federation) as client:
+    with _open(app_dir, federation, run_id) as client:
         if not follow:
             print_logs(client, run_id)
             return
@@ -35,9 +42,17 @@ def log(
 
 def stop(run_id: RunId, app_dir: AppDir = Path("."), federation: FederationName = None) -> None:
     """Stop run RUN_ID."""
-    with open_client(app_dir, federation) as client:
+    with _open(app_dir, federation, run_id) as client:
         if client.stop_run(run_id):
             print(f"Stopped run {run_id}")
             return
         status = client.get_run(run_id).status
     raise FailedPrecondition(f"run {run_id} was not stopped (it is {status})")
+
+
+def _open(app_dir: Path, federation: str | None, run_id: int) -> ExecClient:
+    """`open_client`; with no local SuperLink for a simulation, the run is not found."""
+    try:
+        return open_client(app_dir, federation)
+    except NoLocalSuperLink as exc:
+        raise NoLocalSuperLink(f"run {run_id} not found: {exc}") from None

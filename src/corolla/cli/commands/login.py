@@ -6,11 +6,9 @@ import logging
 from pathlib import Path
 
 from corolla.cli.auth import device_login, http_client, revoke, user_name
-from corolla.cli.commands._shared import AppDir, FederationName, connect
-from corolla.cli.config import resolve_federation
+from corolla.cli.commands._shared import AppDir, FederationName, connect, find_federation
 from corolla.cli.credentials import credentials_path, delete_tokens, load_tokens, save_tokens
 from corolla.common.errors import InvalidArgument, Unavailable
-from corolla.fab import load_app_config
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +16,8 @@ log = logging.getLogger(__name__)
 def login(app_dir: AppDir = Path("."), federation: FederationName = None) -> None:
     """Log in to FEDERATION: prints a web address and a code to approve there, in any browser,
     then waits for the approval and keeps the tokens (owner-only) for later commands."""
-    fed = resolve_federation(load_app_config(app_dir), federation, app_dir)
+    app_dir, fed = find_federation(app_dir, federation)
+    fed.require_address("logging in (a simulation runs on this machine and needs no login)")
     with connect(fed, app_dir) as client:
         details = client.get_login_details()
     if details is None:
@@ -34,7 +33,7 @@ def login(app_dir: AppDir = Path("."), federation: FederationName = None) -> Non
 def logout(app_dir: AppDir = Path("."), federation: FederationName = None) -> None:
     """Log out of FEDERATION: revokes the tokens at the identity provider where it allows it,
     and deletes them from this computer (even if the provider cannot be reached)."""
-    fed = resolve_federation(load_app_config(app_dir), federation, app_dir)
+    app_dir, fed = find_federation(app_dir, federation)
     path = credentials_path(fed.name, fed.address)
     try:
         tokens = load_tokens(path)

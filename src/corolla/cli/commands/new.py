@@ -59,7 +59,7 @@ def new(
     target = Path.cwd() / name
     create_app(target, name=name, publisher=publisher or default_publisher(), framework=framework)
     print(f"Created the {framework} app {name!r} in {target}")
-    print(f"Next:\n  cd {name}\n  pip install -e .\n  flwr run . --stream")
+    print(f"Next:\n  cd {name}\n  flwr run . --stream")
 
 
 def validate_app_name(app_name: str) -> str:

@@ -37,7 +37,7 @@ def register(
     except OSError as exc:
         raise InvalidArgument(f"cannot read {public_key_file}: {exc}") from exc
     nodekeys.load_public_key(public_key, str(public_key_file))  # a clear error before the call
-    with open_client(app_dir, federation) as client:
+    with open_client(app_dir, federation, purpose="flwr supernode", simulation=False) as client:
         node_id, fingerprint = client.register_node(public_key)
     print(f"registered SuperNode {node_id} (key {fingerprint})")
 
@@ -49,7 +49,7 @@ def unregister(
     federation: FederationName = None,
 ) -> None:
     """Remove NODE_ID and its key: its next request is refused."""
-    with open_client(app_dir, federation) as client:
+    with open_client(app_dir, federation, purpose="flwr supernode", simulation=False) as client:
         client.unregister_node(node_id)
     print(f"unregistered SuperNode {node_id}")
 
@@ -63,7 +63,7 @@ def list_nodes(
     ] = Format.TABLE,
 ) -> None:
     """List the SuperNodes: id, key fingerprint, online or offline, last seen."""
-    with open_client(app_dir, federation) as client:
+    with open_client(app_dir, federation, purpose="flwr supernode", simulation=False) as client:
         nodes, _now = client.list_nodes()
     if output_format is Format.JSON:
         print(json.dumps([_to_json(node) for node in nodes], indent=2))

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from corolla.proto.v1 import records_pb2 as corolla_dot_proto_dot_v1_dot_records__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63orolla/proto/v1/run.proto\x12\x10\x63orolla.proto.v1\x1a\x1e\x63orolla/proto/v1/records.proto\"@\n\tRunStatus\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x12\n\nsub_status\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x65tails\x18\x03 \x01(\t\"\xdb\x02\n\x03Run\x12\x0e\n\x06run_id\x18\x01 \x01(\x04\x12\x0e\n\x06\x66\x61\x62_id\x18\x02 \x01(\t\x12\x13\n\x0b\x66\x61\x62_version\x18\x03 \x01(\t\x12\x10\n\x08\x66\x61\x62_hash\x18\x04 \x01(\t\x12\x37\n\x0foverride_config\x18\x05 \x01(\x0b\x32\x1e.corolla.proto.v1.ConfigRecord\x12\x32\n\nrun_config\x18\x06 \x01(\x0b\x32\x1e.corolla.proto.v1.ConfigRecord\x12+\n\x06status\x18\x07 \x01(\x0b\x32\x1b.corolla.proto.v1.RunStatus\x12\x12\n\npending_at\x18\x08 \x01(\x01\x12\x13\n\x0bstarting_at\x18\t \x01(\x01\x12\x12\n\nrunning_at\x18\n \x01(\x01\x12\x13\n\x0b\x66inished_at\x18\x0b \x01(\x01\x12\x12\n\nfederation\x18\x0c \x01(\t\x12\r\n\x05owner\x18\r \x01(\t\"$\n\x03\x46\x61\x62\x12\x0c\n\x04hash\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\x0c\"=\n\x04Node\x12\x0f\n\x07node_id\x18\x01 \x01(\x04\x12\x0e\n\x06online\x18\x02 \x01(\x08\x12\x14\n\x0clast_seen_at\x18\x03 \x01(\x01\"?\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\x04\x12\x0f\n\x07node_id\x18\x02 \x01(\x04\x12\r\n\x05token\x18\x03 \x01(\t\"4\n\x0eGetRunResponse\x12\"\n\x03run\x18\x01 \x01(\x0b\x32\x15.corolla.proto.v1.Run\"Q\n\rGetFabRequest\x12\x10\n\x08\x66\x61\x62_hash\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\x04\x12\x0e\n\x06run_id\x18\x03 \x01(\x04\x12\r\n\x05token\x18\x04 \x01(\t\"4\n\x0eGetFabResponse\x12\"\n\x03\x66\x61\x62\x18\x01 \x01(\x0b\x32\x15.corolla.proto.v1.Fabb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63orolla/proto/v1/run.proto\x12\x10\x63orolla.proto.v1\x1a\x1e\x63orolla/proto/v1/records.proto\"@\n\tRunStatus\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x12\n\nsub_status\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x65tails\x18\x03 \x01(\t\"\x97\x03\n\x03Run\x12\x0e\n\x06run_id\x18\x01 \x01(\x04\x12\x0e\n\x06\x66\x61\x62_id\x18\x02 \x01(\t\x12\x13\n\x0b\x66\x61\x62_version\x18\x03 \x01(\t\x12\x10\n\x08\x66\x61\x62_hash\x18\x04 \x01(\t\x12\x37\n\x0foverride_config\x18\x05 \x01(\x0b\x32\x1e.corolla.proto.v1.ConfigRecord\x12\x32\n\nrun_config\x18\x06 \x01(\x0b\x32\x1e.corolla.proto.v1.ConfigRecord\x12+\n\x06status\x18\x07 \x01(\x0b\x32\x1b.corolla.proto.v1.RunStatus\x12\x12\n\npending_at\x18\x08 \x01(\x01\x12\x13\n\x0bstarting_at\x18\t \x01(\x01\x12\x12\n\nrunning_at\x18\n \x01(\x01\x12\x13\n\x0b\x66inished_at\x18\x0b \x01(\x01\x12\x12\n\nfederation\x18\x0c \x01(\t\x12\r\n\x05owner\x18\r \x01(\t\x12:\n\x12\x66\x65\x64\x65ration_options\x18\x0e \x01(\x0b\x32\x1e.corolla.proto.v1.ConfigRecord\"$\n\x03\x46\x61\x62\x12\x0c\n\x04hash\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\x0c\"=\n\x04Node\x12\x0f\n\x07node_id\x18\x01 \x01(\x04\x12\x0e\n\x06online\x18\x02 \x01(\x08\x12\x14\n\x0clast_seen_at\x18\x03 \x01(\x01\"?\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\x04\x12\x0f\n\x07node_id\x18\x02 \x01(\x04\x12\r\n\x05token\x18\x03 \x01(\t\"4\n\x0eGetRunResponse\x12\"\n\x03run\x18\x01 \x01(\x0b\x32\x15.corolla.proto.v1.Run\"Q\n\rGetFabRequest\x12\x10\n\x08\x66\x61\x62_hash\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\x04\x12\x0e\n\x06run_id\x18\x03 \x01(\x04\x12\r\n\x05token\x18\x04 \x01(\t\"4\n\x0eGetFabResponse\x12\"\n\x03\x66\x61\x62\x18\x01 \x01(\x0b\x32\x15.corolla.proto.v1.Fabb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,17 +35,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RUNSTATUS']._serialized_start=80
   _globals['_RUNSTATUS']._serialized_end=144
   _globals['_RUN']._serialized_start=147
-  _globals['_RUN']._serialized_end=494
-  _globals['_FAB']._serialized_start=496
-  _globals['_FAB']._serialized_end=532
-  _globals['_NODE']._serialized_start=534
-  _globals['_NODE']._serialized_end=595
-  _globals['_GETRUNREQUEST']._serialized_start=597
-  _globals['_GETRUNREQUEST']._serialized_end=660
-  _globals['_GETRUNRESPONSE']._serialized_start=662
-  _globals['_GETRUNRESPONSE']._serialized_end=714
-  _globals['_GETFABREQUEST']._serialized_start=716
-  _globals['_GETFABREQUEST']._serialized_end=797
-  _globals['_GETFABRESPONSE']._serialized_start=799
-  _globals['_GETFABRESPONSE']._serialized_end=851
+  _globals['_RUN']._serialized_end=554
+  _globals['_FAB']._serialized_start=556
+  _globals['_FAB']._serialized_end=592
+  _globals['_NODE']._serialized_start=594
+  _globals['_NODE']._serialized_end=655
+  _globals['_GETRUNREQUEST']._serialized_start=657
+  _globals['_GETRUNREQUEST']._serialized_end=720
+  _globals['_GETRUNRESPONSE']._serialized_start=722
+  _globals['_GETRUNRESPONSE']._serialized_end=774
+  _globals['_GETFABREQUEST']._serialized_start=776
+  _globals['_GETFABREQUEST']._serialized_end=857
+  _globals['_GETFABRESPONSE']._serialized_start=859
+  _globals['_GETFABRESPONSE']._serialized_end=911
 # @@protoc_insertion_point(module_scope)

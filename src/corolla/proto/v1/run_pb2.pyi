@@ -63,6 +63,7 @@ class Run(_message.Message):
     FINISHED_AT_FIELD_NUMBER: _builtins.int
     FEDERATION_FIELD_NUMBER: _builtins.int
     OWNER_FIELD_NUMBER: _builtins.int
+    FEDERATION_OPTIONS_FIELD_NUMBER: _builtins.int
     run_id: _builtins.int
     fab_id: _builtins.str
     """"publisher/name" """
@@ -82,6 +83,10 @@ class Run(_message.Message):
 
     @_builtins.property
     def status(self) -> Global___RunStatus: ...
+    @_builtins.property
+    def federation_options(self) -> _records_pb2.ConfigRecord:
+        """from `flwr run`; options.num-supernodes: simulation"""
+
     def __init__(
         self,
         *,
@@ -98,10 +103,11 @@ class Run(_message.Message):
         finished_at: _builtins.float = ...,
         federation: _builtins.str = ...,
         owner: _builtins.str = ...,
+        federation_options: _records_pb2.ConfigRecord | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["override_config", b"override_config", "run_config", b"run_config", "status", b"status"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["federation_options", b"federation_options", "override_config", b"override_config", "run_config", b"run_config", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fab_hash", b"fab_hash", "fab_id", b"fab_id", "fab_version", b"fab_version", "federation", b"federation", "finished_at", b"finished_at", "override_config", b"override_config", "owner", b"owner", "pending_at", b"pending_at", "run_config", b"run_config", "run_id", b"run_id", "running_at", b"running_at", "starting_at", b"starting_at", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fab_hash", b"fab_hash", "fab_id", b"fab_id", "fab_version", b"fab_version", "federation", b"federation", "federation_options", b"federation_options", "finished_at", b"finished_at", "override_config", b"override_config", "owner", b"owner", "pending_at", b"pending_at", "run_config", b"run_config", "run_id", b"run_id", "running_at", b"running_at", "starting_at", b"starting_at", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -17,9 +17,9 @@ from corolla.superlink.state.base import RunRecord, StoredMessage
 
 _K = TypeVar("_K")
 
-SCHEMA_VERSION = 5  # 2: objects.in_file (payload in a file beside the database); 3: checkpoints;
+SCHEMA_VERSION = 6  # 2: objects.in_file (payload in a file beside the database); 3: checkpoints;
 # 4: node_keys (SuperNode authentication allow-list), node_runs (runs a node serves),
-# nodes.last_seen; 5: audit (the Exec audit trail)
+# nodes.last_seen; 5: audit (the Exec audit trail); 6: runs.federation_options
 MEMORY = ":memory:"
 
 _TABLES = """
@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS runs (
     pending_at      REAL NOT NULL,
     starting_at     REAL NOT NULL,
     running_at      REAL NOT NULL,
-    finished_at     REAL NOT NULL
+    finished_at     REAL NOT NULL,
+    federation_options TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS fabs (
     fab_hash TEXT PRIMARY KEY,
@@ -154,7 +155,8 @@ PRIVATE_FILE, PRIVATE_DIR = 0o600, 0o700  # state files and directories: the own
 
 RUN_COLUMNS = (
     "run_id, fab_id, fab_version, fab_hash, override_config, run_config, federation, owner, "
-    "status, sub_status, details, pending_at, starting_at, running_at, finished_at"
+    "status, sub_status, details, pending_at, starting_at, running_at, finished_at, "
+    "federation_options"
 )
 _MESSAGE_FIELDS = (
     "message_id",
@@ -236,6 +238,8 @@ def _prepare(conn: sqlite3.Connection, name: str) -> None:
             if found is not None and found < 4:  # migrate: nodes remember when they were seen
                 _add_column(conn, "nodes", "last_seen REAL NOT NULL DEFAULT 0")
                 conn.execute(_COUNT_USAGE)  # and what each run stores (quotas)
+            if found is not None and found < 6:  # migrate: runs keep their federation options
+                _add_column(conn, "runs", "federation_options TEXT NOT NULL DEFAULT '{}'")
             if found != SCHEMA_VERSION:
                 conn.execute("DELETE FROM schema_version")
                 conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
@@ -282,6 +286,7 @@ def run_from_row(row: tuple[Any, ...]) -> RunRecord:
         starting_at=row[12],
         running_at=row[13],
         finished_at=row[14],
+        federation_options=json.loads(row[15]),
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from corolla.common.errors import FailedPrecondition, InvalidArgument
 from corolla.common.objects import ObjectSink
@@ -86,6 +86,7 @@ class RunRecord:
     starting_at: float  # 0.0 until reached
     running_at: float
     finished_at: float
+    federation_options: UserConfig = field(default_factory=dict)  # num-supernodes: simulation
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,7 @@ class LinkState(ABC):
         run_config: UserConfig,
         federation: str = "",
         owner: str = "",
+        federation_options: UserConfig | None = None,
     ) -> int:
         """A new run in status ``pending``; returns its id (random, positive, < 2**63)."""
 

@@ -160,15 +160,17 @@ class SqliteLinkState(NodeStore, ObjectStore, RunDataStore, AuditStore, LinkStat
         run_config: UserConfig,
         federation: str = "",
         owner: str = "",
+        federation_options: UserConfig | None = None,
     ) -> int:
         override_json = dump_config(override_config, "override_config")
         run_json = dump_config(run_config, "run_config")
+        options_json = dump_config(federation_options or {}, "federation_options")
         with self._db(write=True) as conn:
             run_id = new_id(conn, "runs", "run_id")
             seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM runs").fetchone()[0]
             conn.execute(
                 f"INSERT INTO runs (seq, {RUN_COLUMNS}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', '', ?, 0, 0, 0)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', '', ?, 0, 0, 0, ?)",
                 (
                     seq,
                     run_id,
@@ -181,6 +183,7 @@ class SqliteLinkState(NodeStore, ObjectStore, RunDataStore, AuditStore, LinkStat
                     owner,
                     RunStatus.PENDING,
                     self.clock(),
+                    options_json,
                 ),
             )
         return run_id
