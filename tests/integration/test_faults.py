@@ -190,9 +190,10 @@ def test_supernode_killed_and_restarted_keeps_its_id_and_the_run_completes(
 
 def test_clientapp_killed_gets_an_error_reply_and_the_run_goes_on(make_fed: object) -> None:
     f: Fed = make_fed()  # type: ignore[operator]
-    run_id = f.cli.submit("num-server-rounds=2 round-sleep=4.0")
-    f.wait_log(run_id, "probe client training pid=")  # a train message is in flight
-    match = re.search(r"probe client training pid=(\d+)", f.log(run_id))
+    hold = f.tmp / "hold-once"
+    run_id = f.cli.submit(f"num-server-rounds=2 hold-once-file='{hold}'")
+    f.wait_log(run_id, "probe client holding pid=")  # a train message is held, however slow
+    match = re.search(r"probe client holding pid=(\d+)", f.log(run_id))
     assert match
     os.kill(int(match.group(1)), signal.SIGKILL)  # killed while it holds the message
     info = f.cli.wait_for(run_id, "finished", timeout=90)
@@ -224,7 +225,7 @@ def test_all_clientapps_raising_fails_the_run_and_stream_exits_1(make_fed: objec
 
 def test_flwr_stop_at_each_lifecycle_state(make_fed: object) -> None:
     f: Fed = make_fed(superlink_args=["--max-concurrent-runs", "1"])  # type: ignore[operator]
-    running = f.cli.submit("num-server-rounds=50 round-sleep=0.2")
+    running = f.cli.submit("num-server-rounds=100000 round-sleep=0.2")  # until stopped
     queued = f.cli.submit("num-server-rounds=1")
     f.cli.wait_for(running, "running")
     assert f.cli.run_info(queued)["status"] == "pending"

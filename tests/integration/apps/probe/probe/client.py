@@ -18,6 +18,15 @@ def train(msg: Message, context: Context) -> Message:
     if context.run_config.get("env-names"):
         print(f"probe client env-names={','.join(sorted(os.environ))}", flush=True)
     print(f"probe client training pid={os.getpid()}", flush=True)
+    hold_file = str(context.run_config["hold-once-file"])
+    if hold_file and int(context.node_config.get("partition-id", -2)) == 0:
+        try:  # the first ClientApp of partition 0 to get here holds its message
+            os.close(os.open(hold_file, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            pass
+        else:
+            print(f"probe client holding pid={os.getpid()}", flush=True)
+            time.sleep(300)  # until the test kills this process
     time.sleep(float(context.run_config["round-sleep"]))
     arrays = [a + 1 for a in msg.content["arrays"].to_numpy_ndarrays()]
     count = context.state.get("count", MetricRecord({"n": 0}))
