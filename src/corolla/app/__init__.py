@@ -1,6 +1,17 @@
-"""The app-facing data model: records, messages and contexts."""
+"""The app-facing data model: records, messages and contexts, and the value types they hold."""
 
+from corolla.common.typing import (
+    ConfigRecordValues,
+    ConfigScalar,
+    ConfigScalarList,
+    MetricRecordValues,
+    MetricScalar,
+    MetricScalarList,
+    UserConfig,
+    UserConfigValue,
+)
 from corolla.records import (
+    DEFAULT_TTL,
     Array,
     ArrayRecord,
     ConfigRecord,
@@ -15,9 +26,13 @@ from corolla.records import (
 )
 
 __all__ = [
+    "DEFAULT_TTL",
     "Array",
     "ArrayRecord",
     "ConfigRecord",
+    "ConfigRecordValues",
+    "ConfigScalar",
+    "ConfigScalarList",
     "Context",
     "Error",
     "ErrorCode",
@@ -25,5 +40,10 @@ __all__ = [
     "MessageType",
     "Metadata",
     "MetricRecord",
+    "MetricRecordValues",
+    "MetricScalar",
+    "MetricScalarList",
     "RecordDict",
+    "UserConfig",
+    "UserConfigValue",
 ]

@@ -1,16 +1,25 @@
-"""`ClientApp`: user handlers for train/evaluate/query messages, dispatched by message type."""
+"""`ClientApp`: user handlers for train/evaluate/query messages, dispatched by message type,
+wrapped in mods (``(message, context, call_next) -> reply``) and a lifespan."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
+from corolla.common.errors import InvalidArgument
 from corolla.records import Context, Error, ErrorCode, Message, MessageType
-from corolla.records.message import validate_message_type
+from corolla.records.metadata import validate_message_type
 
-Handler = Callable[[Message, Context], Message]
+ClientAppCallable = Callable[[Message, Context], Message]
+Handler = ClientAppCallable
+Mod = Callable[[Message, Context, ClientAppCallable], Message]
+LifespanFn = Callable[[Context], Iterator[None]]
+
+DEFAULT_ACTION = "default"  # ``@app.train()`` handles ``train`` (the same as ``train.default``)
 
 log = logging.getLogger(__name__)
 
@@ -56,48 +65,103 @@ def error_headline(text: str) -> str:
 class ClientApp:
     """Register handlers with ``@app.train()``, ``@app.evaluate()`` or ``@app.query()``.
 
-    ``@app.train("fedprox")`` handles messages of type ``train.fedprox``. Calling the app with a
-    message returns the reply; a message nobody handles, or a handler that raises or returns
-    something other than a reply, gives an error reply instead of an exception. A handler's
-    traceback is logged in full the first time; the same error again is logged in one line.
+    ``@app.train("fedprox")`` handles messages of type ``train.fedprox``; ``@app.train()``
+    handles ``train`` (also written ``train.default``). Calling the app with a message returns
+    the reply; a message nobody handles, or a handler that raises or returns something other
+    than a reply, gives an error reply instead of an exception. A handler's traceback is logged
+    in full the first time; the same error again is logged in one line.
+
+    ``mods`` wrap every handler, the first outermost; a handler's own ``mods=`` run inside
+    them. A mod gets ``(message, context, call_next)`` and returns the reply, usually
+    ``call_next(message, context)``'s. ``@app.lifespan()`` registers a generator function of
+    the context: the part before its ``yield`` runs before each message is handled, the rest
+    after. A mod or lifespan that raises gives an error reply, like a raising handler.
+
+    ``client_fn`` (Flower's legacy Client API) is not supported: a `ValueError` says so.
     """
 
-    def __init__(self) -> None:
-        self._handlers: dict[str, Handler] = {}
+    def __init__(
+        self,
+        client_fn: Callable[[Context], Any] | None = None,
+        mods: list[Mod] | None = None,
+    ) -> None:
+        if client_fn is not None:
+            raise InvalidArgument(
+                "ClientApp(client_fn=...) is Flower's legacy Client/NumPyClient API, which "
+                "Corolla does not provide: register message handlers with @app.train(), "
+                "@app.evaluate() and @app.query() instead"
+            )
+        self._mods = _checked_mods(mods)
+        self._handlers: dict[str, ClientAppCallable] = {}  # message type -> handler in its mods
+        self._lifespan: LifespanFn | None = None
         self._raised: dict[str, int] = {}  # error signature -> times seen
 
-    def _register(self, base: str, name: str | None) -> Callable[[Handler], Handler]:
-        message_type = base if name is None else validate_message_type(f"{base}.{name}")
+    def _register(
+        self, category: str, action: str | None, mods: list[Mod] | None
+    ) -> Callable[[Handler], Handler]:
+        if action is None or action == DEFAULT_ACTION:
+            message_type = category
+        else:
+            message_type = validate_message_type(f"{category}.{action}")
+        chain = self._mods + _checked_mods(mods)
 
         def decorator(handler: Handler) -> Handler:
             if message_type in self._handlers:
                 raise ValueError(f"a handler for {message_type!r} is registered already")
-            self._handlers[message_type] = handler
+            self._handlers[message_type] = _inside(handler, chain)
             return handler
 
         return decorator
 
-    def train(self, name: str | None = None) -> Callable[[Handler], Handler]:
-        return self._register(MessageType.TRAIN, name)
+    def train(
+        self, action: str = DEFAULT_ACTION, *, mods: list[Mod] | None = None
+    ) -> Callable[[Handler], Handler]:
+        """Register the handler of ``train.<action>`` messages (``train`` for the default)."""
+        return self._register(MessageType.TRAIN, action, mods)
 
-    def evaluate(self, name: str | None = None) -> Callable[[Handler], Handler]:
-        return self._register(MessageType.EVALUATE, name)
+    def evaluate(
+        self, action: str = DEFAULT_ACTION, *, mods: list[Mod] | None = None
+    ) -> Callable[[Handler], Handler]:
+        """Register the handler of ``evaluate.<action>`` messages (``evaluate`` for the default)."""
+        return self._register(MessageType.EVALUATE, action, mods)
 
-    def query(self, name: str | None = None) -> Callable[[Handler], Handler]:
-        return self._register(MessageType.QUERY, name)
+    def query(
+        self, action: str = DEFAULT_ACTION, *, mods: list[Mod] | None = None
+    ) -> Callable[[Handler], Handler]:
+        """Register the handler of ``query.<action>`` messages (``query`` for the default)."""
+        return self._register(MessageType.QUERY, action, mods)
+
+    def lifespan(self) -> Callable[[LifespanFn], LifespanFn]:
+        """Register a generator function ``(context)`` that yields once: set-up before the
+        ``yield`` runs before each message is handled, tear-down after it."""
+
+        def decorator(fn: LifespanFn) -> LifespanFn:
+            if self._lifespan is not None:
+                raise ValueError("this ClientApp has a lifespan function already")
+            self._lifespan = fn
+            return fn
+
+        return decorator
 
     @property
     def message_types(self) -> list[str]:
         return sorted(self._handlers)
 
     def __call__(self, message: Message, context: Context) -> Message:
+        try:
+            with lifespan_of(self._lifespan, context):
+                return self._dispatch(message, context)
+        except Exception as exc:  # the handler's own errors are replies already
+            return self._error_reply(message, exc, "lifespan")
+
+    def _dispatch(self, message: Message, context: Context) -> Message:
         message_type = message.metadata.message_type
-        handler = self._handlers.get(message_type)
+        handler = self._handlers.get(message_type.removesuffix("." + DEFAULT_ACTION))
         if handler is None:
             known = ", ".join(self.message_types) or "none"
-            return Message(
+            return Message(  # Flower raises here, so its runtime replies with this code too
                 error=Error(
-                    ErrorCode.UNKNOWN_MESSAGE_TYPE,
+                    ErrorCode.CLIENT_APP_RAISED_EXCEPTION,
                     f"ClientApp has no handler for message type {message_type!r} "
                     f"(registered: {known})",
                 ),
@@ -106,25 +170,77 @@ class ClientApp:
         try:
             reply = handler(message, context)
         except Exception as exc:
-            text = short_traceback(exc)
-            self._log_raised(message_type, text)
-            return Message(
-                error=Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, text), reply_to=message
-            )
+            return self._error_reply(message, exc, f"handler for {message_type!r}")
         return _checked_reply(reply, message)
 
-    def _log_raised(self, message_type: str, text: str) -> None:
+    def _error_reply(self, message: Message, exc: Exception, what: str) -> Message:
+        text = short_traceback(exc)
         signature = error_signature(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, text)
         seen = self._raised[signature] = self._raised.get(signature, 0) + 1
         if seen == 1:
-            log.warning("ClientApp handler for %r raised:\n%s", message_type, text)
+            log.warning("ClientApp %s raised:\n%s", what, text)
         else:
             log.warning(
-                "ClientApp handler for %r raised the same error again (%d times): %s",
-                message_type,
+                "ClientApp %s raised the same error again (%d times): %s",
+                what,
                 seen,
                 error_headline(text),
             )
+        return Message(error=Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, text), reply_to=message)
+
+
+@contextlib.contextmanager
+def lifespan_of(fn: LifespanFn | None, context: Context) -> Iterator[None]:
+    """Run the lifespan function ``fn`` (if any) around the block: up to its one ``yield``
+    before, the rest after, even when the block raises. `RuntimeError` if it does not yield
+    exactly once."""
+    if fn is None:
+        yield
+        return
+    steps = fn(context)
+    if not isinstance(steps, Iterator):
+        raise RuntimeError(f"lifespan function {_name(fn)} must yield once (it is no generator)")
+    try:
+        next(steps)
+    except StopIteration:
+        raise RuntimeError(f"lifespan function {_name(fn)} returned without yielding") from None
+    try:
+        yield
+    finally:
+        try:
+            next(steps)
+        except StopIteration:
+            pass
+        else:
+            raise RuntimeError(f"lifespan function {_name(fn)} must yield only once")
+
+
+def _name(fn: object) -> str:
+    return repr(getattr(fn, "__qualname__", fn))
+
+
+def _checked_mods(mods: list[Mod] | None) -> list[Mod]:
+    checked = list(mods or [])
+    for mod in checked:
+        if not callable(mod):
+            raise TypeError(f"a mod is a function (message, context, call_next), not {mod!r}")
+    return checked
+
+
+def _inside(handler: ClientAppCallable, mods: list[Mod]) -> ClientAppCallable:
+    """``handler`` wrapped in ``mods``, the first outermost: each mod gets the rest of the
+    chain as its ``call_next``."""
+    call = handler
+    for mod in reversed(mods):
+        call = _around(mod, call)
+    return call
+
+
+def _around(mod: Mod, call_next: ClientAppCallable) -> ClientAppCallable:
+    def call(message: Message, context: Context) -> Message:
+        return mod(message, context, call_next)
+
+    return call
 
 
 def _checked_reply(reply: object, message: Message) -> Message:

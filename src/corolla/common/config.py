@@ -19,10 +19,13 @@ import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import corolla
 from corolla.common.errors import InvalidArgument
+
+if TYPE_CHECKING:  # the aliases module imports NumPy, which entry points do not need
+    from corolla.common.typing import UserConfig
 
 T = TypeVar("T")
 ENV_PREFIX = "COROLLA_"
@@ -286,3 +289,50 @@ def read_ready_file(file: Path) -> dict[str, Any] | None:
     if not isinstance(data, dict):
         raise InvalidArgument(f"ready file {file} does not hold a JSON object")
     return data
+
+
+# -- nested <-> flat app configs (Flower's ``flwr.common.config`` helpers) ------------------------
+
+_SEPARATOR = "."
+_USER_CONFIG_TYPES = (bool, float, int, str)  # corolla.common.typing.UserConfigValue
+
+
+def flatten_dict(raw_dict: dict[str, Any] | None, parent_key: str = "") -> UserConfig:
+    """Nested tables to one level: ``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; None -> ``{}``.
+
+    ``parent_key`` prefixes every key (``parent.key``). Values must be bool, float, int or str
+    (or nested dicts of them): anything else raises `ValueError`, as in Flower.
+    """
+    flat: UserConfig = {}
+    for key, value in (raw_dict or {}).items():
+        name = f"{parent_key}{_SEPARATOR}{key}" if parent_key else key
+        if isinstance(value, dict):
+            flat.update(flatten_dict(value, parent_key=name))
+        elif isinstance(value, _USER_CONFIG_TYPES):
+            flat[name] = value
+        else:
+            raise ValueError(
+                f"config key {name!r}: {type(value).__name__} is not allowed "
+                "(use bool, float, int, str, or a table of them)"
+            )
+    return flat
+
+
+def unflatten_dict(flat_dict: dict[str, Any]) -> dict[str, Any]:
+    """Dotted keys to nested dicts: ``{"a.b": 1, "c": 2}`` -> ``{"a": {"b": 1}, "c": 2}``.
+
+    A key that is both a value and a table (``"a"`` and ``"a.b"``) raises `ValueError`.
+    """
+    nested: dict[str, Any] = {}
+    for key, value in flat_dict.items():
+        *parents, leaf = key.split(_SEPARATOR)
+        table = nested
+        for depth, part in enumerate(parents):
+            table = table.setdefault(part, {})
+            if not isinstance(table, dict):
+                clash = _SEPARATOR.join(parents[: depth + 1])
+                raise ValueError(f"config key {key!r} nests under {clash!r}, which is a value")
+        if isinstance(table.get(leaf), dict):
+            raise ValueError(f"config key {key!r} is a value and a table of nested keys")
+        table[leaf] = value
+    return nested

@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
-import hashlib
+import io
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from corolla.common.errors import InvalidArgument
+from corolla.records._inflatable import (
+    INLINE_LIMIT,
+    ArrayPayload,
+    Buffer,
+    add_head,
+    body_of,
+    payload_buffers,
+    sha256_hex,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-Buffer = bytes | bytearray | memoryview
-
 _NUMERIC_KINDS = frozenset("biufc")
 _LITTLE = sys.byteorder == "little"
+RAW = "raw"  # Corolla's stype: the bare little-endian C-order bytes
+NPY = "numpy.ndarray"  # Flower's stype: an .npy file (read on entry, never pickled)
 
 
 def _wire_dtype(dtype: np.dtype[Any]) -> np.dtype[Any]:
@@ -37,43 +46,93 @@ def check_dtype(name: str) -> np.dtype[Any]:
     return dtype
 
 
+def _is_torch_tensor(value: object) -> bool:
+    torch_module = sys.modules.get("torch")
+    return torch_module is not None and isinstance(value, torch_module.Tensor)
+
+
+def _from_npy(data: Buffer) -> npt.NDArray[Any]:
+    try:
+        loaded = np.load(io.BytesIO(bytes(data)), allow_pickle=False)
+    except ValueError as exc:
+        raise InvalidArgument(f"data is not a valid {NPY} (.npy) buffer: {exc}") from exc
+    if not isinstance(loaded, np.ndarray):
+        raise InvalidArgument(f"data is not a single {NPY} (.npy) array")
+    return loaded
+
+
 class Array:
     """An immutable tensor: ``dtype`` (NumPy name), ``shape`` and raw ``data``.
 
-    Build one from a NumPy array (``Array(ndarray)`` or `Array.from_numpy_ndarray`), a torch
-    tensor (`Array.from_torch_tensor`), or from its parts (``Array(dtype=, shape=, data=)``).
-    The data is always little-endian and C-ordered, so any machine reads it back the same way.
+    Build one like Flower's: ``Array(ndarray)`` (a NumPy scalar or 0-d array is fine),
+    ``Array(torch_tensor)``, or ``Array(dtype, shape, stype, data)`` (``stype`` may be left out;
+    Flower's ``"numpy.ndarray"`` data is read and stored raw). The data is always little-endian
+    and C-ordered, so any machine reads it back the same way. `numpy` gives the user a writable
+    copy; `view` gives internal code a read-only view of the stored bytes.
     """
 
-    __slots__ = ("_data", "_dtype", "_object_id", "_shape")
+    __slots__ = ("_data", "_data_id", "_dirty", "_dtype", "_object_id", "_shape")
 
-    stype = "raw"  # serialization type; kept for API familiarity, Corolla has only one
+    stype = RAW
 
     _dtype: str
     _shape: tuple[int, ...]
     _data: Buffer
+    _data_id: str | None
     _object_id: str | None
+    _dirty: bool
 
     def __init__(
         self,
-        ndarray: npt.NDArray[Any] | None = None,
-        /,
-        *,
+        *args: Any,
         dtype: str | None = None,
         shape: Sequence[int] | None = None,
+        stype: str | None = None,
         data: Buffer | None = None,
+        ndarray: npt.NDArray[Any] | None = None,
+        torch_tensor: torch.Tensor | None = None,
     ) -> None:
-        if ndarray is not None:
-            if dtype is not None or shape is not None or data is not None:
-                raise TypeError("give either an ndarray or dtype/shape/data, not both")
-            if not isinstance(ndarray, np.ndarray):
-                raise TypeError(f"Array() takes a numpy.ndarray, got {type(ndarray).__name__}")
-            other = Array.from_numpy_ndarray(ndarray)
-            self._dtype, self._shape, self._data = other._dtype, other._shape, other._data
-            self._object_id = None
+        self._data_id = self._object_id = None
+        self._dirty = True
+        parts = (dtype, shape, stype, data)
+        given = [v for v in (*parts, ndarray, torch_tensor) if v is not None]
+        if len(args) == 1 and not given:
+            self._adopt(_from_value(args[0]))
+        elif not args and ndarray is not None and len(given) == 1:
+            self._adopt(_from_value(ndarray, accept_torch=False))
+        elif not args and torch_tensor is not None and len(given) == 1:
+            if not _is_torch_tensor(torch_tensor):
+                raise TypeError(f"torch_tensor= takes a torch.Tensor, got {_kind(torch_tensor)}")
+            self._adopt(Array.from_torch_tensor(torch_tensor))
+        elif len(args) in (0, 4) and ndarray is None and torch_tensor is None:
+            if args and any(v is not None for v in parts):
+                raise TypeError("give dtype, shape, stype and data by position or by name")
+            dtype, shape, stype, data = args or parts
+            if dtype is None or shape is None or data is None:
+                raise TypeError("Array() needs an ndarray, a tensor, or dtype, shape and data")
+            self._set_parts(dtype, shape, RAW if stype is None else stype, data)
+        else:
+            raise TypeError(
+                "Array() takes one NumPy array or torch tensor, or dtype, shape, stype and data"
+            )
+
+    def _adopt(self, other: Array) -> None:
+        self._dtype, self._shape, self._data = other._dtype, other._shape, other._data
+
+    def _set_parts(self, dtype: str, shape: Sequence[int], stype: str, data: Buffer) -> None:
+        if stype == NPY:
+            loaded = Array.from_numpy_ndarray(_from_npy(data))
+            if (loaded.dtype, loaded.shape) != (check_dtype(dtype).name, tuple(shape)):
+                raise InvalidArgument(
+                    f"the {NPY} data holds {loaded.dtype} {loaded.shape}, "
+                    f"not {dtype} {tuple(shape)}"
+                )
+            self._adopt(loaded)
             return
-        if dtype is None or shape is None or data is None:
-            raise TypeError("Array() needs an ndarray, or all of dtype=, shape= and data=")
+        if stype != RAW:
+            raise InvalidArgument(f"stype {stype!r} unknown: Corolla reads {RAW!r} and {NPY!r}")
+        if not isinstance(dtype, str):
+            raise TypeError(f"dtype must be a str, got {_kind(dtype)}")
         np_dtype = check_dtype(dtype)
         dims = tuple(int(d) for d in shape)
         if any(d < 0 for d in dims):
@@ -93,15 +152,15 @@ class Array:
             self._data = view.cast("B") if view.format != "B" or view.ndim != 1 else view
         else:  # writable or strided buffers are copied: an Array never changes under its id
             self._data = view.tobytes()
-        self._object_id = None
 
     # -- constructors --------------------------------------------------------------------------
     @classmethod
     def from_numpy_ndarray(cls, ndarray: npt.NDArray[Any]) -> Array:
         """Copy ``ndarray`` (any layout or byte order) into a new `Array`."""
+        if not isinstance(ndarray, np.ndarray):
+            raise TypeError(f"expected a numpy.ndarray, got {_kind(ndarray)}")
         dtype = check_dtype(ndarray.dtype.str)
-        wire = _wire_dtype(dtype)
-        contiguous = np.ascontiguousarray(ndarray, dtype=wire)
+        contiguous = np.ascontiguousarray(ndarray, dtype=_wire_dtype(dtype))
         data = contiguous.tobytes()  # a copy: later edits of the caller's array cannot leak in
         return cls(dtype=dtype.name, shape=ndarray.shape, data=data)
 
@@ -132,18 +191,19 @@ class Array:
         return memoryview(self._data).nbytes
 
     @property
-    def object_id(self) -> str:
-        """Content id: the sha256 hex digest of the raw data (computed once, then cached)."""
-        if self._object_id is None:
-            self._object_id = hashlib.sha256(self._data).hexdigest()
-        return self._object_id
+    def data_id(self) -> str:
+        """The sha256 hex digest of the raw data: the id its bytes travel under (cached)."""
+        if self._data_id is None:
+            self._data_id = sha256_hex(self._data)
+        return self._data_id
 
-    def _set_known_object_id(self, object_id: str) -> None:
-        """Record an id already verified elsewhere (e.g. by the wire decoder)."""
-        self._object_id = object_id
+    def _set_known_data_id(self, data_id: str) -> None:
+        """Record a data id already verified elsewhere (e.g. by the wire decoder)."""
+        self._data_id = data_id
 
-    def numpy(self) -> npt.NDArray[Any]:
-        """The array as NumPy, without copying: a read-only view (call ``.copy()`` to edit)."""
+    def view(self) -> npt.NDArray[Any]:
+        """The array as a read-only NumPy view of the stored bytes (no copy): for code that
+        only reads. Apps get their own arrays from `numpy`."""
         wire = _wire_dtype(np.dtype(self._dtype))
         arr = np.frombuffer(self._data, dtype=wire).reshape(self._shape)
         if not _LITTLE and wire.byteorder == "<":  # pragma: no cover - big-endian hosts only
@@ -151,12 +211,63 @@ class Array:
         arr.flags.writeable = False
         return arr
 
+    def numpy(self) -> npt.NDArray[Any]:
+        """The array as a new, writable NumPy array (a copy: editing it leaves the Array as it
+        is)."""
+        return np.array(self.view(), copy=True)
+
     def torch(self) -> torch.Tensor:
         """The array as a new torch tensor (requires torch)."""
         import torch as _torch
 
-        return _torch.from_numpy(self.numpy().copy())
+        return _torch.from_numpy(self.numpy())
 
+    # -- inflatable object ---------------------------------------------------------------------
+    @property
+    def object_id(self) -> str:
+        """The sha256 hex digest of `deflate` (computed once: an Array never changes)."""
+        if self._object_id is None or self._dirty:
+            self._object_id = sha256_hex(self.deflate())
+        self._dirty = False
+        return self._object_id
+
+    @property
+    def is_dirty(self) -> bool:
+        """Whether `object_id` has to be computed (again)."""
+        return self._dirty
+
+    @is_dirty.setter
+    def is_dirty(self, value: bool) -> None:
+        self._dirty = bool(value)
+
+    @property
+    def children(self) -> dict[str, ArrayPayload]:
+        """The payload that travels next to the deflated array: none for an inline array, the
+        raw bytes (by `data_id`) for a large one."""
+        return dict(self.slice_array())
+
+    def slice_array(self) -> list[tuple[str, ArrayPayload]]:
+        """The children as ``(id, payload)`` pairs (Corolla sends a payload whole, in chunks of
+        the transfer layer, so there is at most one)."""
+        if self.nbytes <= INLINE_LIMIT:
+            return []
+        return [(self.data_id, ArrayPayload(self._data, self.data_id))]
+
+    def deflate(self) -> bytes:
+        from corolla.records import serde
+
+        return add_head("Array", serde.array_to_proto(self).SerializeToString(deterministic=True))
+
+    @classmethod
+    def inflate(cls, object_content: bytes, children: Mapping[str, object] | None = None) -> Array:
+        from corolla.proto.v1 import records_pb2 as rpb
+        from corolla.records import serde
+
+        proto = rpb.Array.FromString(body_of(object_content, "Array"))
+        objects = payload_buffers(children, [proto.object_id] if proto.object_id else [])
+        return serde.array_from_proto(proto, objects)
+
+    # -- value semantics -----------------------------------------------------------------------
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Array):
             return NotImplemented
@@ -170,3 +281,22 @@ class Array:
 
     def __repr__(self) -> str:
         return f"Array(dtype={self._dtype!r}, shape={self._shape}, nbytes={self.nbytes})"
+
+
+def _kind(value: object) -> str:
+    return type(value).__name__
+
+
+def _from_value(value: Any, *, accept_torch: bool = True) -> Array:
+    """An `Array` from one NumPy array, NumPy scalar or (``accept_torch``) torch tensor."""
+    if isinstance(value, Array):
+        return value
+    if isinstance(value, np.ndarray):
+        return Array.from_numpy_ndarray(value)
+    if isinstance(value, np.generic):
+        return Array.from_numpy_ndarray(np.asarray(value))
+    if accept_torch and _is_torch_tensor(value):
+        return Array.from_torch_tensor(value)
+    raise TypeError(
+        f"Array() takes a NumPy array, a NumPy scalar or a torch tensor, got {_kind(value)}"
+    )

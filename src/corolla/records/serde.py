@@ -13,14 +13,15 @@ from typing import Any
 from corolla.common.errors import InvalidArgument, NotFound
 from corolla.proto.v1 import message_pb2 as mpb
 from corolla.proto.v1 import records_pb2 as rpb
-from corolla.records.array import Array, Buffer
+from corolla.records._inflatable import INLINE_LIMIT as INLINE_LIMIT  # re-exported
+from corolla.records._inflatable import ArrayPayload, Buffer
+from corolla.records.array import Array
 from corolla.records.arrayrecord import ArrayRecord
 from corolla.records.context import Context, UserConfig
 from corolla.records.message import Error, Message, Metadata, restore_message
 from corolla.records.recorddict import RecordDict
 from corolla.records.typed import ConfigRecord, MetricRecord
 
-INLINE_LIMIT = 64 * 1024
 ObjectLookup = Mapping[str, Buffer]
 
 # -- values -------------------------------------------------------------------------------------
@@ -108,7 +109,7 @@ def array_to_proto(array: Array, inline_limit: int = INLINE_LIMIT) -> rpb.Array:
     if array.nbytes <= inline_limit:
         out.data = bytes(array.data)
     else:
-        out.object_id = array.object_id
+        out.object_id = array.data_id
     return out
 
 
@@ -118,7 +119,7 @@ def array_from_proto(proto: rpb.Array, objects: ObjectLookup | None = None) -> A
         if data is None:
             raise NotFound(f"array payload {proto.object_id} was not received")
         array = Array(dtype=proto.dtype, shape=tuple(proto.shape), data=data)
-        array._set_known_object_id(proto.object_id)
+        array._set_known_data_id(proto.object_id)
         return array
     return Array(dtype=proto.dtype, shape=tuple(proto.shape), data=proto.data)
 
@@ -178,9 +179,9 @@ def metadata_to_proto(md: Metadata) -> mpb.Metadata:
         dst_node_id=md.dst_node_id,
         reply_to_message_id=md.reply_to_message_id,
         group_id=md.group_id,
+        created_at=md.created_at,
         ttl=md.ttl,
         message_type=md.message_type,
-        created_at=md.created_at,
     )
 
 
@@ -192,16 +193,17 @@ def metadata_from_proto(proto: mpb.Metadata) -> Metadata:
         dst_node_id=proto.dst_node_id,
         reply_to_message_id=proto.reply_to_message_id,
         group_id=proto.group_id,
+        created_at=proto.created_at,
         ttl=proto.ttl,
         message_type=proto.message_type,
-        created_at=proto.created_at,
     )
 
 
 def message_to_proto(message: Message, inline_limit: int = INLINE_LIMIT) -> mpb.Message:
     out = mpb.Message(metadata=metadata_to_proto(message.metadata))
     if message.has_error():
-        out.error.CopyFrom(mpb.Error(code=message.error.code, reason=message.error.reason))
+        error = message.error
+        out.error.CopyFrom(mpb.Error(code=error.code, reason=error.reason or ""))
     else:
         out.content.CopyFrom(record_dict_to_proto(message.content, inline_limit))
     return out
@@ -210,7 +212,7 @@ def message_to_proto(message: Message, inline_limit: int = INLINE_LIMIT) -> mpb.
 def message_from_proto(proto: mpb.Message, objects: ObjectLookup | None = None) -> Message:
     metadata = metadata_from_proto(proto.metadata)
     if proto.HasField("error"):
-        error = Error(code=proto.error.code, reason=proto.error.reason)
+        error = Error(code=proto.error.code, reason=proto.error.reason or None)
         return restore_message(metadata, error=error)
     content = record_dict_from_proto(proto.content, objects)
     return restore_message(metadata, content=content)
@@ -246,7 +248,7 @@ def large_arrays(records: RecordDict, inline_limit: int = INLINE_LIMIT) -> dict[
         if isinstance(record, ArrayRecord):
             for array in record.values():
                 if array.nbytes > inline_limit:
-                    found.setdefault(array.object_id, array)
+                    found.setdefault(array.data_id, array)
     return found
 
 
@@ -255,9 +257,30 @@ def referenced_object_ids(protos: Iterable[mpb.Message | mpb.Context]) -> list[s
     seen: dict[str, None] = {}
     for proto in protos:
         records = proto.state if isinstance(proto, mpb.Context) else proto.content
-        for item in records.items:
-            if item.WhichOneof("record") == "array_record":
-                for entry in item.array_record.items:
-                    if entry.value.object_id:
-                        seen.setdefault(entry.value.object_id)
+        seen.update(dict.fromkeys(record_dict_refs(records)))
     return list(seen)
+
+
+# -- deflated objects (see corolla.records._inflatable) -----------------------------------------
+
+
+def payloads(records: Iterable[ArrayRecord]) -> dict[str, ArrayPayload]:
+    """The payload children of objects holding ``records``: their large arrays, by data id."""
+    found: dict[str, ArrayPayload] = {}
+    for record in records:
+        for array in record.values():
+            found.update(array.slice_array())
+    return found
+
+
+def array_record_refs(proto: rpb.ArrayRecord) -> list[str]:
+    return [item.value.object_id for item in proto.items if item.value.object_id]
+
+
+def record_dict_refs(proto: rpb.RecordDict) -> list[str]:
+    return [
+        object_id
+        for item in proto.items
+        if item.WhichOneof("record") == "array_record"
+        for object_id in array_record_refs(item.array_record)
+    ]

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, MutableMapping
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar, cast
 
 import numpy as np
+
+from corolla.proto.v1 import records_pb2 as rpb
+from corolla.records._inflatable import add_head, body_of, sha256_hex
 
 MetricScalar = int | float
 MetricValue = MetricScalar | list[int] | list[float]
@@ -61,19 +64,30 @@ class _CheckedRecord(MutableMapping[str, V]):
 
     _scalars: tuple[type, ...] = ()
 
-    def __init__(self, data: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+    def __init__(self) -> None:
         self._data: dict[str, V] = {}
-        for key, value in {**(data or {}), **kwargs}.items():
-            self[key] = value
+
+    def _fill(self, source: Mapping[str, Any] | None, keep_input: bool) -> None:
+        if not source:
+            return
+        if not isinstance(source, Mapping):
+            raise TypeError(f"{type(self).__name__}() takes a dict, got {type(source).__name__}")
+        if keep_input or not isinstance(source, MutableMapping):
+            for key, value in source.items():
+                self[key] = value
+            return
+        for key in list(source):
+            self[key] = source[key]
+            del source[key]  # the caller gives up each entry once it is stored here
 
     def __setitem__(self, key: str, value: Any) -> None:
         name = type(self).__name__
         key = _check_key(name, key)
         self._data[key] = _check_value(name, key, value, self._scalars)
 
-    def __getitem__(self, key: str) -> Any:
+    def __getitem__(self, item: str) -> Any:
         """Typed ``Any`` so that ``float(config["lr"])`` reads naturally in app code."""
-        return self._data[key]
+        return self._data[item]
 
     def __delitem__(self, key: str) -> None:
         del self._data[key]
@@ -94,6 +108,14 @@ class _CheckedRecord(MutableMapping[str, V]):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._data!r})"
 
+    def copy(self) -> Self:
+        """A new record with the same values (lists copied): editing one leaves the other."""
+        out = type(self).__new__(type(self))
+        _CheckedRecord.__init__(out)
+        for key, value in self._data.items():
+            out._data[key] = cast(V, list(value)) if isinstance(value, list) else value
+        return out
+
     def count_bytes(self) -> int:
         """Approximate payload size: keys plus values."""
         total = 0
@@ -104,14 +126,72 @@ class _CheckedRecord(MutableMapping[str, V]):
                 total += len(item) if isinstance(item, (str, bytes)) else 8
         return total
 
+    # -- inflatable object ---------------------------------------------------------------------
+    @property
+    def object_id(self) -> str:
+        """The sha256 hex digest of `deflate` (computed each time: values may be edited in
+        place, e.g. a list appended to)."""
+        return sha256_hex(self.deflate())
+
+    @property
+    def is_dirty(self) -> bool:
+        """Always true: in-place edits of list values cannot be seen, so the id is recomputed."""
+        return True
+
+    @property
+    def children(self) -> None:
+        """Metric and config records have no child objects."""
+        return None
+
+    def deflate(self) -> bytes:
+        from corolla.records import serde
+
+        proto = (
+            serde.metric_record_to_proto(self)
+            if isinstance(self, MetricRecord)
+            else serde.config_record_to_proto(self)
+        )
+        return add_head(type(self).__name__, proto.SerializeToString(deterministic=True))
+
+    @classmethod
+    def inflate(cls, object_content: bytes, children: Mapping[str, object] | None = None) -> Self:
+        from corolla.records import serde
+
+        if children:
+            raise ValueError(f"a {cls.__name__} has no children")
+        body = body_of(object_content, cls.__name__)
+        if issubclass(cls, MetricRecord):
+            record: Any = serde.metric_record_from_proto(rpb.MetricRecord.FromString(body))
+        else:
+            record = serde.config_record_from_proto(rpb.ConfigRecord.FromString(body))
+        return cast(Self, record)
+
 
 class MetricRecord(_CheckedRecord[MetricValue]):
-    """Metrics: int, float, or a list of either (one type per list)."""
+    """Metrics: int, float, or a list of either (one type per list).
+
+    ``keep_input=False`` removes each entry from ``metric_dict`` once it is stored here.
+    """
 
     _scalars = (int, float)
 
+    def __init__(
+        self, metric_dict: Mapping[str, Any] | None = None, keep_input: bool = True
+    ) -> None:
+        super().__init__()
+        self._fill(metric_dict, keep_input)
+
 
 class ConfigRecord(_CheckedRecord[ConfigValue]):
-    """Configuration: int, float, str, bool, bytes, or a list of one of them."""
+    """Configuration: int, float, str, bool, bytes, or a list of one of them.
+
+    ``keep_input=False`` removes each entry from ``config_dict`` once it is stored here.
+    """
 
     _scalars = (int, float, str, bool, bytes)
+
+    def __init__(
+        self, config_dict: Mapping[str, Any] | None = None, keep_input: bool = True
+    ) -> None:
+        super().__init__()
+        self._fill(config_dict, keep_input)

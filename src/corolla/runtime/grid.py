@@ -22,11 +22,14 @@ from corolla.common.grpc import error_from_rpc
 from corolla.common.objects import Buffer
 from corolla.common.protocol import SERVER_NODE_ID
 from corolla.common.transfer import TOKEN_KEY, ObjectClient
+from corolla.proto.v1 import run_pb2 as rpb
 from corolla.proto.v1 import serverappio_pb2 as spb
 from corolla.proto.v1.serverappio_pb2_grpc import ServerAppIoStub
 from corolla.records import Context, Message, RecordDict
+from corolla.records.serde import user_config_from_proto
 from corolla.records.wire import decode_context, decode_messages, encode_context, encode_messages
-from corolla.serverapp.grid import Grid
+from corolla.serverapp._run import Run, RunStatus, timestamp
+from corolla.serverapp.grid import Grid, check_outgoing, same_run
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +73,32 @@ class SuperLinkClient:
         return retry(once, timeout=self.retry_window, on_retry=note)
 
 
+def run_from_proto(proto: rpb.Run) -> Run:
+    """The SuperLink's description of a run, as a ServerApp sees it (`Run`)."""
+    return Run(
+        run_id=proto.run_id,
+        fab_id=proto.fab_id,
+        fab_version=proto.fab_version,
+        fab_hash=proto.fab_hash,
+        override_config=user_config_from_proto(proto.override_config),
+        pending_at=timestamp(proto.pending_at),
+        starting_at=timestamp(proto.starting_at),
+        running_at=timestamp(proto.running_at),
+        finished_at=timestamp(proto.finished_at),
+        status=RunStatus(
+            status=proto.status.status,
+            sub_status=proto.status.sub_status,
+            details=proto.status.details,
+        ),
+        flwr_aid=proto.owner,
+        federation=proto.federation,
+    )
+
+
 class GrpcGrid(Grid):
+    """``run`` is what the SuperLink says of the run (asked once, on first use), unless the
+    runtime gave it (``run=``, or `set_run`)."""
+
     def __init__(
         self,
         channel: grpc.Channel,
@@ -79,16 +107,42 @@ class GrpcGrid(Grid):
         *,
         retry_window: float = RETRY_WINDOW,
         client: SuperLinkClient | None = None,
+        run: Run | None = None,
     ) -> None:
         self._link = client or SuperLinkClient(channel, token, retry_window)
         self._stub = self._link.stub
         self._token = token
         self._run_id = run_id
+        self._run = None if run is None else same_run(run_id, run)
         self._unacked: list[str] = []  # replies received, to acknowledge on the next pull
+        self._saved_here = False  # a checkpoint this process saved is not resumed from
 
     @property
     def run_id(self) -> int:
         return self._run_id
+
+    @property
+    def run(self) -> Run:
+        if self._run is None:
+            request = rpb.GetRunRequest(run_id=self._run_id, token=self._token)
+            reply = self._link.call(
+                "GetRun", lambda: self._stub.GetRun(request, timeout=RPC_TIMEOUT)
+            )
+            self._run = same_run(self._run_id, run_from_proto(reply.run))
+        return self._run.copy()
+
+    def set_run(self, run: Run) -> None:
+        self._run = same_run(self._run_id, run)
+
+    def create_message(
+        self,
+        content: RecordDict,
+        message_type: str,
+        dst_node_id: int,
+        group_id: str,
+        ttl: float | None = None,
+    ) -> Message:
+        return super().create_message(content, message_type, dst_node_id, group_id, ttl)
 
     def get_node_ids(self) -> list[int]:
         request = spb.GetNodesRequest(run_id=self._run_id, token=self._token)
@@ -98,7 +152,9 @@ class GrpcGrid(Grid):
         return list(reply.node_ids)
 
     def push_messages(self, messages: Iterable[Message]) -> list[str]:
-        batch = list(messages)
+        batch = check_outgoing(messages)
+        if not batch:
+            return []
         for message in batch:
             message.metadata.run_id = self._run_id
             message.metadata.src_node_id = SERVER_NODE_ID
@@ -147,6 +203,11 @@ class GrpcGrid(Grid):
     def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
         return self._pull(list(message_ids), 0.0)
 
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> list[Message]:
+        return super().send_and_receive(messages, timeout=timeout)
+
     def receive(
         self, message_ids: Iterable[str], timeout: float | None = None
     ) -> Iterator[Message]:
@@ -173,8 +234,11 @@ class GrpcGrid(Grid):
         self._link.call(
             "PushCheckpoint", lambda: self._stub.PushCheckpoint(request, timeout=RPC_TIMEOUT)
         )
+        self._saved_here = True
 
     def load_checkpoint(self) -> tuple[int, RecordDict] | None:
+        if self._saved_here:
+            return None
         request = spb.PullCheckpointRequest(run_id=self._run_id, token=self._token)
         reply = self._link.call(
             "PullCheckpoint", lambda: self._stub.PullCheckpoint(request, timeout=RPC_TIMEOUT)

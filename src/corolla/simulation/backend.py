@@ -363,6 +363,7 @@ class WorkerPool:
             if reason is not None and self._broken is None:
                 self._broken = Error(ErrorCode.LOAD_CLIENT_APP_EXCEPTION, str(reason))
                 log.error("%s", reason)
+                self._ready.set()  # nothing left to wait for: every task fails with the reason
             if all(w.ready for w in self._workers):
                 self._ready.set()
             return
@@ -406,7 +407,9 @@ class WorkerPool:
                     ErrorCode.LOAD_CLIENT_APP_EXCEPTION, f"{reason} before it was ready"
                 )
                 self._ready.set()
-        if not self._stopping.is_set():
+        if self._broken is not None:  # the app cannot load: a new worker would fail again
+            self._workers = [w for w in self._workers if w is not worker]
+        elif not self._stopping.is_set():
             self._workers[worker.slot] = self._spawn(worker.slot)
 
     def _check_starts(self) -> None:

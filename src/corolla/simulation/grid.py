@@ -20,7 +20,8 @@ from corolla.proto.v1 import message_pb2 as mpb
 from corolla.records import Context, Error, ErrorCode, Message, Metadata, RecordDict, UserConfig
 from corolla.records.message import restore_message
 from corolla.records.wire import decode_messages, encode_messages
-from corolla.serverapp.grid import Grid
+from corolla.serverapp._run import Run, local_run
+from corolla.serverapp.grid import Grid, check_outgoing, same_run
 from corolla.simulation.backend import (
     BackendConfig,
     ClientAppSource,
@@ -62,6 +63,8 @@ class SimulationGrid(Grid):
     A message whose TTL runs out (by ``clock``, wall-clock seconds) before its reply gets a
     ``TTL_EXPIRED`` error reply, as from a SuperLink; a late reply is then dropped (the node's
     context still keeps what the call did). Use as a context manager, or call `close`.
+    `run` describes a running run with ``run_config`` as its overrides and no FAB, until
+    `set_run` gives a fuller description of the same run.
     """
 
     def __init__(
@@ -86,6 +89,7 @@ class SimulationGrid(Grid):
         )
         resources = BackendConfig.parse(backend_config, max_workers=num_supernodes)
         self._run_id = run_id
+        self._run = local_run(run_id, run_config or {})
         self._num = num_supernodes
         self._run_config = dict(run_config or {})
         self._node_configs = {int(k): dict(v) for k, v in (node_configs or {}).items()}
@@ -101,7 +105,8 @@ class SimulationGrid(Grid):
         self._closed = False
         self._checkpoint: Checkpoint | None = None
         if checkpoint is not None:
-            self.save_checkpoint(*checkpoint)
+            self._checkpoint = (checkpoint[0], records_roundtrip(checkpoint[1]))
+        self._saved_here = False  # a checkpoint saved by this grid is not resumed from
         self._store = ContextStore(context_dir)
         try:
             self._pool = start_backend(source, self._on_result, resources)
@@ -114,16 +119,31 @@ class SimulationGrid(Grid):
     def run_id(self) -> int:
         return self._run_id
 
+    @property
+    def run(self) -> Run:
+        return self._run.copy()
+
+    def set_run(self, run: Run) -> None:
+        self._run = same_run(self._run_id, run)
+
+    def create_message(
+        self,
+        content: RecordDict,
+        message_type: str,
+        dst_node_id: int,
+        group_id: str,
+        ttl: float | None = None,
+    ) -> Message:
+        return super().create_message(content, message_type, dst_node_id, group_id, ttl)
+
     def get_node_ids(self) -> list[int]:
         return list(range(1, self._num + 1))
 
     def push_messages(self, messages: Iterable[Message]) -> list[str]:
-        batch = list(messages)
+        batch = check_outgoing(messages)
         for message in batch:
             if not 1 <= message.metadata.dst_node_id <= self._num:
                 raise InvalidArgument(f"unknown destination node {message.metadata.dst_node_id}")
-            if message.has_error():
-                raise InvalidArgument("a message from the ServerApp carries content, not an error")
         encoded = []
         for message in batch:
             message.metadata.run_id = self._run_id
@@ -140,6 +160,11 @@ class SimulationGrid(Grid):
 
     def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
         return self._take(set(message_ids))
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> list[Message]:
+        return super().send_and_receive(messages, timeout=timeout)
 
     def receive(
         self, message_ids: Iterable[str], timeout: float | None = None
@@ -164,9 +189,10 @@ class SimulationGrid(Grid):
 
     def save_checkpoint(self, server_round: int, checkpoint: RecordDict) -> None:
         self._checkpoint = (server_round, records_roundtrip(checkpoint))
+        self._saved_here = True
 
     def load_checkpoint(self) -> Checkpoint | None:
-        return self._checkpoint
+        return None if self._saved_here else self._checkpoint
 
     # -- simulation extras ---------------------------------------------------------------------
     @property

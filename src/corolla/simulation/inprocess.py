@@ -21,7 +21,8 @@ from corolla.records.serde import (
     record_dict_from_proto,
     record_dict_to_proto,
 )
-from corolla.serverapp.grid import Grid
+from corolla.serverapp._run import Run, local_run
+from corolla.serverapp.grid import Grid, check_outgoing, same_run
 
 Checkpoint = tuple[int, RecordDict]
 
@@ -51,7 +52,9 @@ class InProcessGrid(Grid):
     """A `Grid` over ``num_nodes`` in-process nodes (ids 1..N) all running ``client_app``.
 
     Checkpoints are kept in memory (`saved_checkpoint`); pass ``checkpoint`` to start as if a
-    ServerApp of this run had saved it before (a restart).
+    ServerApp of this run had saved it before (a restart). `run` describes a running run with
+    ``run_config`` as its overrides and no FAB (the app is in this process); `set_run` may
+    replace that description with another of the same run id.
     """
 
     def __init__(
@@ -68,6 +71,7 @@ class InProcessGrid(Grid):
             raise InvalidArgument("num_nodes must be at least 1")
         self._app = client_app
         self._run_id = run_id
+        self._run = local_run(run_id, run_config or {})
         self._contexts = {
             node_id: Context(
                 run_id=run_id,
@@ -80,11 +84,29 @@ class InProcessGrid(Grid):
         self._replies: dict[str, Message] = {}
         self._checkpoint: Checkpoint | None = None
         if checkpoint is not None:
-            self.save_checkpoint(*checkpoint)
+            self._checkpoint = (checkpoint[0], records_roundtrip(checkpoint[1]))
+        self._saved_here = False  # a checkpoint saved by this grid is not resumed from
 
     @property
     def run_id(self) -> int:
         return self._run_id
+
+    @property
+    def run(self) -> Run:
+        return self._run.copy()
+
+    def set_run(self, run: Run) -> None:
+        self._run = same_run(self._run_id, run)
+
+    def create_message(
+        self,
+        content: RecordDict,
+        message_type: str,
+        dst_node_id: int,
+        group_id: str,
+        ttl: float | None = None,
+    ) -> Message:
+        return super().create_message(content, message_type, dst_node_id, group_id, ttl)
 
     def context(self, node_id: int) -> Context:
         """The context a node keeps between messages (for inspection in tests)."""
@@ -94,7 +116,7 @@ class InProcessGrid(Grid):
         return list(self._contexts)
 
     def push_messages(self, messages: Iterable[Message]) -> list[str]:
-        batch = list(messages)
+        batch = check_outgoing(messages)
         for message in batch:
             if message.metadata.dst_node_id not in self._contexts:
                 raise InvalidArgument(f"unknown destination node {message.metadata.dst_node_id}")
@@ -111,11 +133,17 @@ class InProcessGrid(Grid):
     def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
         return [self._replies.pop(mid) for mid in message_ids if mid in self._replies]
 
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> list[Message]:
+        return super().send_and_receive(messages, timeout=timeout)
+
     def save_checkpoint(self, server_round: int, checkpoint: RecordDict) -> None:
         self._checkpoint = (server_round, records_roundtrip(checkpoint))
+        self._saved_here = True
 
     def load_checkpoint(self) -> Checkpoint | None:
-        return self._checkpoint
+        return None if self._saved_here else self._checkpoint
 
     @property
     def saved_checkpoint(self) -> Checkpoint | None:

@@ -202,36 +202,56 @@ def test_platform_int_alias_normalised() -> None:
 # -- immutability and zero copy ------------------------------------------------------------------
 
 
-def test_numpy_is_read_only() -> None:
-    back = Array(np.arange(4.0)).numpy()
+def test_numpy_is_a_writable_copy() -> None:
+    array = Array(np.arange(4.0))
+    back = array.numpy()
+    assert back.flags.writeable
+    back += 1  # in place, as Flower apps do (a += noise)
+    back[0] = 99.0
+    np.testing.assert_array_equal(back, [99.0, 2.0, 3.0, 4.0])
+    np.testing.assert_array_equal(array.numpy(), [0.0, 1.0, 2.0, 3.0])
+    assert not np.shares_memory(array.numpy(), array.numpy())
+
+
+def test_view_is_read_only() -> None:
+    back = Array(np.arange(4.0)).view()
     assert not back.flags.writeable
     with pytest.raises(ValueError):
         back[0] = 99.0
 
 
-def test_numpy_is_zero_copy() -> None:
+def test_view_is_zero_copy() -> None:
     array = Array(np.arange(1000, dtype=np.int32))
-    first, second = array.numpy(), array.numpy()
+    first, second = array.view(), array.view()
     assert np.shares_memory(first, second)
     data_address = np.frombuffer(array.data, dtype=np.uint8).ctypes.data
     assert first.ctypes.data == data_address
 
 
-def test_copy_of_numpy_is_editable_and_detached() -> None:
-    array = Array(np.arange(4.0))
-    copy = array.numpy().copy()
-    copy[0] = 42.0
-    assert array.numpy()[0] == 0.0
+def test_numpy_does_not_share_the_stored_bytes() -> None:
+    array = Array(np.arange(1000, dtype=np.int32))
+    stored = np.frombuffer(array.data, dtype=np.int32)
+    assert not np.shares_memory(array.numpy(), stored)
+
+
+def test_torch_is_independent_of_the_array() -> None:
+    import torch
+
+    array = Array(np.arange(3.0))
+    tensor = array.torch()
+    tensor += 1
+    assert torch.equal(tensor, torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64))
+    np.testing.assert_array_equal(array.numpy(), [0.0, 1.0, 2.0])
 
 
 def test_source_edits_do_not_leak_in() -> None:
     source = np.arange(10, dtype=np.float32)
     array = Array(source)
-    object_id = array.object_id
+    data_id = array.data_id
     source[:] = -1.0
     np.testing.assert_array_equal(array.numpy(), np.arange(10, dtype=np.float32))
-    assert array.object_id == object_id
-    assert hashlib.sha256(array.data).hexdigest() == object_id
+    assert array.data_id == data_id
+    assert hashlib.sha256(array.data).hexdigest() == data_id
 
 
 def test_source_edits_do_not_leak_in_contiguous_same_dtype() -> None:
@@ -295,7 +315,7 @@ def test_non_numeric_dtype_name_refused(name: str) -> None:
         Array(dtype=name, shape=(0,), data=b"")
 
 
-@pytest.mark.parametrize("value", [[1.0, 2.0], (1, 2), 3.0, np.float64(1.0), "abc"])
+@pytest.mark.parametrize("value", [[1.0, 2.0], (1, 2), 3.0, "abc", None, b"\0" * 8])
 def test_non_ndarray_positional_refused(value: Any) -> None:
     with pytest.raises(TypeError):
         Array(value)
@@ -327,30 +347,31 @@ def test_non_contiguous_data_buffer_refused_or_usable() -> None:
     except InvalidArgument:
         return
     np.testing.assert_array_equal(array.numpy(), np.arange(10.0)[::2])
-    assert array.object_id == hashlib.sha256(np.arange(10.0)[::2].tobytes()).hexdigest()
+    assert array.data_id == hashlib.sha256(np.arange(10.0)[::2].tobytes()).hexdigest()
 
 
 # -- identity and equality -----------------------------------------------------------------------
 
 
-def test_object_id_is_sha256_of_data() -> None:
+def test_data_id_is_sha256_of_data() -> None:
     original = np.arange(100, dtype=np.float64)
     array = Array(original)
-    assert array.object_id == hashlib.sha256(original.tobytes()).hexdigest()
-    assert array.object_id == objects.object_id_of(array.data)
-    assert len(array.object_id) == 64
+    assert array.data_id == hashlib.sha256(original.tobytes()).hexdigest()
+    assert array.data_id == objects.object_id_of(array.data)
+    assert len(array.data_id) == 64
 
 
-def test_object_id_of_empty_array() -> None:
-    assert Array(np.zeros(0)).object_id == hashlib.sha256(b"").hexdigest()
+def test_data_id_of_empty_array() -> None:
+    assert Array(np.zeros(0)).data_id == hashlib.sha256(b"").hexdigest()
 
 
-def test_object_id_ignores_dtype_and_shape() -> None:
-    # content-addressed: the id covers the payload bytes only
+def test_data_id_ignores_dtype_and_shape_object_id_does_not() -> None:
+    # the payload is content-addressed by its bytes; the object id covers dtype and shape too
     data = bytes(range(16))
     a = Array(dtype="uint8", shape=(16,), data=data)
     b = Array(dtype="float64", shape=(2,), data=data)
-    assert a.object_id == b.object_id
+    assert a.data_id == b.data_id
+    assert a.object_id != b.object_id
     assert a != b
 
 
@@ -499,13 +520,13 @@ def test_property_proto_round_trip_via_objects(
         assert not proto.object_id  # nothing to send separately
         back = serde.array_from_proto(proto)
     else:
-        assert proto.object_id == array.object_id
+        assert proto.object_id == array.data_id
         assert proto.data == b""
-        frames = list(objects.encode_chunks(array.object_id, array.data, chunk_size))
+        frames = list(objects.encode_chunks(array.data_id, array.data, chunk_size))
         store = objects.assemble(frames)
-        assert list(store) == [array.object_id]
+        assert list(store) == [array.data_id]
         wire = type(proto).FromString(proto.SerializeToString())
         back = serde.array_from_proto(wire, store)
-        assert back.object_id == array.object_id
+        assert back.data_id == array.data_id
     assert back == array
     assert_bit_exact(back, original)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -24,6 +23,7 @@ from corolla.records import (
 )
 from corolla.records.message import restore_message, validate_message_type
 from corolla.serverapp import Grid, ServerApp
+from corolla.serverapp._run import Run
 
 
 def make_message(
@@ -274,21 +274,41 @@ def test_error_on_content_message_raises() -> None:
         _ = make_message().error
 
 
-def test_content_setter_replaces_error() -> None:
-    reply = Message(error=Error(ErrorCode.UNKNOWN, "x"), reply_to=make_message())
-    reply.content = RecordDict({"m": MetricRecord({"x": 1})})
-    assert reply.has_content()
-    assert not reply.has_error()
-    assert reply.content["m"] == MetricRecord({"x": 1})
+def test_content_setter_replaces_content_but_not_an_error() -> None:
+    message = make_message()
+    message.content = RecordDict({"m": MetricRecord({"x": 1})})
+    assert message.content["m"] == MetricRecord({"x": 1})
     with pytest.raises(TypeError):
-        reply.content = {"m": MetricRecord()}  # type: ignore[assignment]
+        message.content = {"m": MetricRecord()}  # type: ignore[assignment]
+    reply = Message(error=Error(ErrorCode.UNKNOWN, "x"), reply_to=make_message())
+    with pytest.raises(ValueError, match="error"):  # Flower: an error message takes no content
+        reply.content = RecordDict()
+    assert reply.has_error() and not reply.has_content()
 
 
-def test_error_is_frozen() -> None:
+def test_error_setter_replaces_error_but_not_content() -> None:
+    reply = Message(error=Error(ErrorCode.UNKNOWN, "x"), reply_to=make_message())
+    reply.error = Error(ErrorCode.NODE_UNAVAILABLE, "gone")
+    assert reply.error == Error(ErrorCode.NODE_UNAVAILABLE, "gone")
+    with pytest.raises(TypeError):
+        reply.error = "gone"  # type: ignore[assignment]
+    message = make_message()
+    with pytest.raises(ValueError, match="content"):
+        message.error = Error(ErrorCode.UNKNOWN)
+    assert message.has_content() and not message.has_error()
+
+
+def test_error_is_immutable_with_optional_reason() -> None:
     error = Error(ErrorCode.UNKNOWN, "x")
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError):
         error.reason = "y"  # type: ignore[misc]
-    assert Error(3) == Error(3, "")
+    with pytest.raises(AttributeError):
+        error.code = 1  # type: ignore[misc]
+    assert Error(3).reason is None
+    assert Error(3) == Error(3, "")  # no reason and an empty one look the same on the wire
+    assert Error(3, "a") != Error(3, "b")
+    assert Error(3, "a") != Error(4, "a")
+    assert hash(Error(3)) == hash(Error(3, ""))
 
 
 def test_expired() -> None:
@@ -393,7 +413,7 @@ def test_unknown_type_gives_error_reply(message_type: str) -> None:
     message = make_message(message_type)
     reply = app(message, CONTEXT)
     assert reply.has_error()
-    assert reply.error.code == ErrorCode.UNKNOWN_MESSAGE_TYPE
+    assert reply.error.code == ErrorCode.CLIENT_APP_RAISED_EXCEPTION
     assert repr(message_type) in reply.error.reason
     assert "train.fedprox" in reply.error.reason  # lists what is registered
     assert reply.metadata.reply_to_message_id == message.metadata.message_id
@@ -404,19 +424,19 @@ def test_base_handler_does_not_catch_named_types() -> None:
     app = ClientApp()
     app.train()(reply_with("train"))
     reply = app(make_message("train.fedprox"), CONTEXT)
-    assert reply.error.code == ErrorCode.UNKNOWN_MESSAGE_TYPE
+    assert reply.error.code == ErrorCode.CLIENT_APP_RAISED_EXCEPTION
 
 
 def test_named_handler_does_not_catch_base_type() -> None:
     app = ClientApp()
     app.train("fedprox")(reply_with("fedprox"))
     reply = app(make_message("train"), CONTEXT)
-    assert reply.error.code == ErrorCode.UNKNOWN_MESSAGE_TYPE
+    assert reply.error.code == ErrorCode.CLIENT_APP_RAISED_EXCEPTION
 
 
 def test_empty_app_reports_none_registered() -> None:
     reply = ClientApp()(make_message("query"), CONTEXT)
-    assert reply.error.code == ErrorCode.UNKNOWN_MESSAGE_TYPE
+    assert reply.error.code == ErrorCode.CLIENT_APP_RAISED_EXCEPTION
     assert "none" in reply.error.reason
 
 
@@ -535,10 +555,29 @@ class LoopbackGrid(Grid):
         self._answer = answer
         self._replies: list[Message] = []
         self.pushed: list[Message] = []
+        self._run = Run.create_empty(77)
+
+    def set_run(self, run: Run) -> None:
+        self._run = run
 
     @property
-    def run_id(self) -> int:
-        return 77
+    def run(self) -> Run:
+        return self._run
+
+    def create_message(
+        self,
+        content: RecordDict,
+        message_type: str,
+        dst_node_id: int,
+        group_id: str,
+        ttl: float | None = None,
+    ) -> Message:
+        return super().create_message(content, message_type, dst_node_id, group_id, ttl)
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> list[Message]:
+        return super().send_and_receive(messages, timeout=timeout)
 
     def get_node_ids(self) -> list[int]:
         return [1, 2]

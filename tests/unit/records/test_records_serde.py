@@ -182,7 +182,9 @@ def test_record_dict_keeps_kinds_apart() -> None:
 
 
 def test_empty_list_round_trips_as_empty_list() -> None:
-    back = serde.config_record_from_proto(wire(serde.config_record_to_proto(ConfigRecord(e=[]))))
+    back = serde.config_record_from_proto(
+        wire(serde.config_record_to_proto(ConfigRecord({"e": []})))
+    )
     assert back["e"] == []
     assert isinstance(back["e"], list)
 
@@ -203,7 +205,7 @@ def test_record_without_type_refused() -> None:
 
 def test_metric_proto_with_config_values_refused() -> None:
     # a peer may send anything: decoding re-checks types
-    proto = serde.config_record_to_proto(ConfigRecord(s="text"))
+    proto = serde.config_record_to_proto(ConfigRecord({"s": "text"}))
     with pytest.raises(TypeError):
         serde.metric_record_from_proto(rpb.MetricRecord.FromString(proto.SerializeToString()))
 
@@ -221,7 +223,7 @@ def test_array_inline_limit_boundary() -> None:
     assert serde.array_to_proto(array, inline_limit=8).data == bytes(8)
     assert not serde.array_to_proto(array, inline_limit=8).object_id
     outlined = serde.array_to_proto(array, inline_limit=7)
-    assert outlined.object_id == array.object_id
+    assert outlined.object_id == array.data_id
     assert outlined.data == b""
     assert outlined.nbytes == 8
     assert list(outlined.shape) == [8]
@@ -265,7 +267,7 @@ def test_property_metadata_round_trip_exact(metadata: Metadata) -> None:
 
 
 def test_constructed_message_and_reply_round_trip() -> None:
-    message = Message(RecordDict({"c": ConfigRecord(x=1)}), 7, "train.fedprox", group_id="g1")
+    message = Message(RecordDict({"c": ConfigRecord({"x": 1})}), 7, "train.fedprox", group_id="g1")
     message.metadata.run_id = 42
     reply = Message(error=Error(ErrorCode.INVALID_REPLY, "nope"), reply_to=message)
     for original in (message, reply):
@@ -304,7 +306,7 @@ def test_property_context_round_trip(
 
 def test_user_config_refuses_lists_and_bytes_from_the_wire() -> None:
     for value in ([1, 2], b"raw"):
-        proto = serde.config_record_to_proto(ConfigRecord(k=value))
+        proto = serde.config_record_to_proto(ConfigRecord({"k": value}))
         with pytest.raises(InvalidArgument, match="'k'"):
             serde.user_config_from_proto(proto)
 
@@ -358,7 +360,7 @@ def test_message_with_large_arrays_via_objects(chunk_size: int) -> None:
     assert back.metadata == message.metadata
     assert same_record_dict(back.content, content)
     np.testing.assert_array_equal(back.content["model"]["w"].numpy(), big)
-    assert back.content["model"]["w"].object_id == big_id
+    assert back.content["model"]["w"].data_id == big_id
 
 
 def test_missing_object_is_not_found() -> None:

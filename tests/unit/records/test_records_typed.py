@@ -106,14 +106,22 @@ def test_metric_record_numpy_lists_become_python(value: Any, expected: list[Any]
     assert all(type(x) is type(y) for x, y in zip(record["m"], expected, strict=True))
 
 
-def test_metric_record_kwargs_and_mapping_api() -> None:
-    record = MetricRecord({"a": 1}, b=2.0)
+def test_metric_record_mapping_api() -> None:
+    record = MetricRecord({"a": 1, "b": 2.0})
     assert dict(record) == {"a": 1, "b": 2.0}
     assert len(record) == 2
     del record["a"]
     assert list(record) == ["b"]
     with pytest.raises(KeyError):
         record["a"]
+
+
+@pytest.mark.parametrize("cls", [MetricRecord, ConfigRecord])
+def test_records_take_no_keyword_entries(cls: Any) -> None:
+    # Flower's (dict, keep_input) signature: a stray keyword is an error, never a stored key
+    with pytest.raises(TypeError):
+        cls({"a": 1}, b=2)
+    assert "keep_input" not in cls({"a": 1}, keep_input=False)
 
 
 def test_metric_record_equality() -> None:
@@ -265,9 +273,16 @@ def test_array_record_copies_ndarrays() -> None:
     np.testing.assert_array_equal(record["0"].numpy(), np.arange(4.0))
 
 
-def test_array_record_to_numpy_ndarrays_read_only() -> None:
-    (arr,) = ArrayRecord([np.arange(3)]).to_numpy_ndarrays()
-    assert not arr.flags.writeable
+def test_array_record_to_numpy_ndarrays_writable_and_independent() -> None:
+    record = ArrayRecord([np.arange(3), np.ones((2, 2))])
+    first, second = record.to_numpy_ndarrays()
+    assert first.flags.writeable and second.flags.writeable
+    first += 1
+    second *= 5
+    np.testing.assert_array_equal(record["0"].numpy(), [0, 1, 2])
+    np.testing.assert_array_equal(record["1"].numpy(), np.ones((2, 2)))
+    again, _ = record.to_numpy_ndarrays()
+    assert not np.shares_memory(first, again)
 
 
 @pytest.mark.parametrize(
@@ -357,14 +372,34 @@ def test_record_dict_typed_views() -> None:
     assert rd.metric_records["metrics"] is rd["metrics"]
 
 
-def test_record_dict_views_are_snapshots() -> None:
+def test_record_dict_views_write_through() -> None:
     rd = make_record_dict()
     view = rd.config_records
-    view["other"] = ConfigRecord()
-    assert "other" not in rd
+    view["other"] = ConfigRecord({"y": 2})
+    assert rd["other"] == ConfigRecord({"y": 2})
+    rd.array_records["extra"] = ArrayRecord([np.zeros(1)])
+    assert list(rd.array_records) == ["model", "opt", "extra"]
+    del rd.metric_records["metrics"]
+    assert "metrics" not in rd
     rd["later"] = ConfigRecord({"x": 1})
-    assert "later" in rd.config_records
-    assert "later" not in view
+    assert "later" in view  # the view reads the RecordDict as it is now
+
+
+def test_record_dict_views_check_the_kind() -> None:
+    rd = make_record_dict()
+    with pytest.raises(TypeError):
+        rd.array_records["bad"] = MetricRecord({"x": 1})  # type: ignore[assignment]
+    assert "bad" not in rd
+    with pytest.raises(KeyError):
+        rd.array_records["metrics"]  # a MetricRecord: not in the ArrayRecord view
+    with pytest.raises(KeyError):
+        del rd.array_records["metrics"]
+    assert "metrics" in rd
+    assert "metrics" not in rd.array_records
+    assert rd.array_records.get("metrics") is None
+    # a view may replace a record of another kind under the same key (the RecordDict warns)
+    rd.array_records["metrics"] = ArrayRecord([np.ones(1)])
+    assert isinstance(rd["metrics"], ArrayRecord)
 
 
 def test_record_dict_empty_views() -> None:

@@ -125,6 +125,6 @@ def test_unknown_message_type_gets_error_reply_not_crash() -> None:
     msg = Message(RecordDict(), dst_node_id=1, message_type="query.unknown")
     (reply,) = grid.send_and_receive([msg], timeout=5)
     assert reply.has_error()
-    assert "query.unknown" in reply.error.reason
+    assert "query.unknown" in (reply.error.reason or "")
     assert reply.metadata.reply_to_message_id == msg.metadata.message_id
     assert reply.metadata.run_id == grid.run_id

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from corolla.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+from corolla.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from corolla.clientapp import ClientApp
 from corolla.serverapp import Grid
+from corolla.serverapp._run import Run
 from corolla.simulation import InProcessGrid
 
 pytestmark = pytest.mark.timeout(30)
@@ -29,24 +30,43 @@ def test_a_saved_checkpoint_is_loaded_back_as_sent_over_the_wire() -> None:
     assert grid.load_checkpoint() is None
     saved = checkpoint()
     grid.save_checkpoint(2, saved)
-    loaded = grid.load_checkpoint()
+    loaded = grid.saved_checkpoint
     assert loaded is not None
     server_round, records = loaded
     assert server_round == 2
     assert records == saved
     assert records is not saved and records["arrays"] is not saved["arrays"]
     grid.save_checkpoint(3, RecordDict())  # replaces the previous one
-    assert grid.load_checkpoint() == (3, RecordDict())
+    assert grid.saved_checkpoint == (3, RecordDict())
+    # What this grid saved is not offered back to it: a second strategy.start() of the same
+    # ServerApp starts afresh; only a new grid (a restarted ServerApp) resumes from it.
+    assert grid.load_checkpoint() is None
+    resumed = InProcessGrid(ClientApp(), num_nodes=1, checkpoint=grid.saved_checkpoint)
+    assert resumed.load_checkpoint() == (3, RecordDict())
 
 
 def test_a_grid_can_start_with_a_checkpoint() -> None:
     grid = InProcessGrid(ClientApp(), num_nodes=1, checkpoint=(2, checkpoint()))
     assert grid.saved_checkpoint == (2, checkpoint())
+    assert grid.load_checkpoint() == (2, checkpoint())
 
 
 def test_the_base_grid_keeps_no_checkpoint() -> None:
     class Bare(Grid):
-        run_id = 1  # a plain attribute stands in for the property
+        @property
+        def run(self) -> Run:
+            return Run.create_empty(1)
+
+        def set_run(self, run: Run) -> None:
+            raise NotImplementedError
+
+        def send_and_receive(
+            self, messages: object, *, timeout: float | None = None
+        ) -> list[Message]:  # type: ignore[override]
+            return []
+
+        def create_message(self, *args: object, **kwargs: object) -> Message:  # type: ignore[override]
+            raise NotImplementedError
 
         def get_node_ids(self) -> list[int]:
             return []

@@ -76,6 +76,19 @@ def test_a_clientapp_that_cannot_be_loaded_answers_every_message_with_the_reason
         assert "no_such_module_here" in reply.error.reason
 
 
+def test_workers_that_cannot_load_the_clientapp_are_not_started_again() -> None:
+    """A worker that fails to load the app exits; starting another would fail the same way,
+    over and over (a loop that once starved a loaded machine), so the pool stops at none."""
+    before = sim_apps.child_pids()
+    source = ClientAppSource.from_reference("no_such_module_here:app")
+    with SimulationGrid(source, 4, backend_config={"num-workers": 2}) as grid:
+        assert grid.wait_ready(30)
+        wait_for(lambda: grid.num_workers == 0, timeout=30)  # each exited, none replaced
+        assert sim_apps.child_pids() - before == set()
+        (reply,) = grid.send_and_receive([message(1)], timeout=20)  # still answered
+        assert reply.error.code == ErrorCode.LOAD_CLIENT_APP_EXCEPTION
+
+
 def test_a_reference_and_a_directory_load_like_the_deployment_runtime() -> None:
     here = Path(sim_apps.__file__).parent
     source = ClientAppSource.from_reference("sim_apps:app", here)

@@ -166,9 +166,10 @@ def test_receive_stops_at_its_timeout(grid: SimulationGrid) -> None:
 def test_checkpoints_are_kept_through_the_wire_encoding(grid: SimulationGrid) -> None:
     saved = RecordDict({"arrays": ArrayRecord({"w": np.arange(30_000, dtype=np.float32)})})
     grid.save_checkpoint(2, saved)
-    loaded = grid.load_checkpoint()
+    loaded = grid.saved_checkpoint
     assert loaded is not None and loaded[0] == 2
     assert loaded[1] == saved and loaded[1] is not saved
+    assert grid.load_checkpoint() is None  # not resumed from by the process that saved it
 
 
 def test_a_closed_grid_refuses_work_and_leaves_no_process() -> None:

@@ -165,3 +165,15 @@ def test_a_finished_run_restarted_returns_its_result_without_new_rounds() -> Non
     assert seen_rounds == []
     assert again.arrays == done.arrays
     assert again.train_metrics_clientapp == done.train_metrics_clientapp
+
+
+def test_a_second_start_in_the_same_serverapp_runs_its_own_rounds() -> None:
+    """Two trainings in one ServerApp: the second is not "resumed" from the first's
+    checkpoint (same strategy class, same number of rounds), as in Flower."""
+    seen_rounds: list[int] = []
+    grid = InProcessGrid(make_app(seen_rounds), num_nodes=2)
+    first = run(grid, [])
+    second = run(grid, [])
+    assert seen_rounds == [1, 1, 2, 2, 3, 3] * 2  # each start ran its 3 rounds on both nodes
+    assert sorted(second.train_metrics_clientapp) == [1, 2, 3]
+    assert second.arrays == first.arrays  # same seed, same data: the same training again

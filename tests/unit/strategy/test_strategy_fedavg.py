@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-import corolla.serverapp.strategy as strategy_pkg
 from corolla.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from corolla.clientapp import ClientApp
 from corolla.common.errors import DeadlineExceeded, InvalidArgument
@@ -474,13 +473,3 @@ def test_aggregate_train_takes_a_one_pass_iterator() -> None:
     assert sorted(consumed) == [1, 2, 3]
     assert arrays is not None and metrics is not None
     assert metrics["num-examples"] == 6
-
-
-def test_public_names_are_pinned() -> None:
-    assert sorted(strategy_pkg.__all__) == [
-        "FedAvg",
-        "Result",
-        "Strategy",
-        "WeightedArrayMean",
-        "aggregate_metricrecords",
-    ]

@@ -1,13 +1,14 @@
 """A strategy's state after a finished round as a `RecordDict`, and back.
 
 A checkpoint holds the current arrays (``"arrays"``), the progress (``"progress"``: round,
-number of rounds, strategy class) and every `Result` metric so far (``"<history>.<round>"``).
+number of rounds, strategy class), every `Result` metric so far (``"<history>.<round>"``)
+and the strategy's own state (``"state.<name>"``, see `Strategy.checkpoint_state`).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from corolla.records import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from corolla.serverapp.strategy.result import Result
@@ -16,6 +17,7 @@ log = logging.getLogger(__name__)
 
 ARRAYS_KEY = "arrays"
 PROGRESS_KEY = "progress"
+STATE_PREFIX = "state."
 
 
 def _histories(result: Result) -> dict[str, dict[int, MetricRecord]]:
@@ -26,8 +28,15 @@ def _histories(result: Result) -> dict[str, dict[int, MetricRecord]]:
     }
 
 
-def to_checkpoint(result: Result, server_round: int, num_rounds: int, strategy: str) -> RecordDict:
-    """The checkpoint of ``result`` after round ``server_round`` of ``num_rounds``."""
+def to_checkpoint(
+    result: Result,
+    server_round: int,
+    num_rounds: int,
+    strategy: str,
+    state: RecordDict | None = None,
+) -> RecordDict:
+    """The checkpoint of ``result`` (and the strategy's ``state``) after round
+    ``server_round`` of ``num_rounds``."""
     progress = ConfigRecord(
         {"server-round": server_round, "num-rounds": num_rounds, "strategy": strategy}
     )
@@ -35,15 +44,19 @@ def to_checkpoint(result: Result, server_round: int, num_rounds: int, strategy: 
     for name, by_round in _histories(result).items():
         for server_round_, metrics in by_round.items():
             records[f"{name}.{server_round_}"] = metrics
+    for name, record in (state or RecordDict()).items():
+        records[STATE_PREFIX + name] = record
     return records
 
 
 @dataclass(frozen=True)
 class Resume:
-    """Where a run picks up: after ``server_round``, with ``result`` as it was then."""
+    """Where a run picks up: after ``server_round``, with ``result`` and the strategy's
+    ``state`` as they were then."""
 
     server_round: int
     result: Result
+    state: RecordDict = field(default_factory=RecordDict)
 
 
 def resume_from(
@@ -72,8 +85,12 @@ def resume_from(
         return None
     result = Result(arrays=arrays)
     histories = _histories(result)
+    state = RecordDict()
     for key, record in records.items():
+        if key.startswith(STATE_PREFIX):
+            state[key.removeprefix(STATE_PREFIX)] = record
+            continue
         name, _, number = key.rpartition(".")
         if name in histories and number.isdigit() and isinstance(record, MetricRecord):
             histories[name][int(number)] = record
-    return Resume(server_round, result)
+    return Resume(server_round, result, state)

@@ -1,9 +1,13 @@
-"""Weighted averaging of arrays and metrics, folded one reply at a time."""
+"""Weighted averaging of arrays and metrics, folded one reply at a time.
+
+Also Flower's strategy helpers `aggregate_arrayrecords` and `aggregate_metricrecords`, and
+the dtype rules strategies that keep server-side state (momentum, moments) share.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -60,6 +64,29 @@ def _sum_dtype(dtype: np.dtype[Any]) -> np.dtype[Any]:
     return np.result_type(dtype, np.float64)
 
 
+def state_dtype(dtype: str | np.dtype[Any]) -> np.dtype[Any]:
+    """The dtype server-side state of an array of ``dtype`` is kept in: the dtype itself for
+    floating and complex arrays (as much memory as the model), float64 for the others."""
+    dtype = np.dtype(dtype)
+    return dtype if dtype.kind in "fc" else np.dtype(np.float64)
+
+
+def cast_to(values: npt.NDArray[Any], dtype: str | np.dtype[Any]) -> npt.NDArray[Any]:
+    """``values`` as an ndarray (0-d included) of ``dtype``; rounded first for integers and
+    bools."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in "iub":
+        values = np.rint(values)
+    return np.asarray(values).astype(dtype, copy=False)
+
+
+def arrays_like(values: Mapping[str, npt.NDArray[Any]], layout: Layout) -> ArrayRecord:
+    """An `ArrayRecord` of ``values`` cast to the dtypes of ``layout``, in its order."""
+    return ArrayRecord(
+        {key: Array(cast_to(values[key], dtype)) for key, (_, dtype) in layout.items()}
+    )
+
+
 class WeightedArrayMean:
     """The weighted mean of `ArrayRecord`s, added one at a time.
 
@@ -85,7 +112,7 @@ class WeightedArrayMean:
         if weight > 0:
             for key, array in arrays.items():
                 total = self._sums[key]
-                total += weight * array.numpy()  # one temporary the size of this array
+                total += weight * array.view()  # one temporary the size of this array
         self._total += weight
         self.count += 1
 
@@ -93,15 +120,18 @@ class WeightedArrayMean:
     def total_weight(self) -> float:
         return self._total
 
+    @property
+    def layout(self) -> Layout:
+        """Names, shapes and dtypes of the records added (empty before the first)."""
+        return dict(self._layout)
+
     def result(self) -> ArrayRecord | None:
         """The weighted mean, or None if nothing (or only zero weight) was added."""
         if self.count == 0 or self._total <= 0:
             return None
-        return ArrayRecord(
-            {
-                key: Array(_cast(total / self._total, np.dtype(self._layout[key][1])))
-                for key, total in self._sums.items()
-            }
+        # A 0-d sum divided gives a NumPy scalar: `cast_to` makes it an ndarray again.
+        return arrays_like(
+            {key: total / self._total for key, total in self._sums.items()}, self._layout
         )
 
     def _start(self, arrays: ArrayRecord) -> None:
@@ -110,24 +140,52 @@ class WeightedArrayMean:
             self._sums[key] = np.zeros(array.shape, dtype=_sum_dtype(np.dtype(array.dtype)))
 
 
-def _cast(mean: npt.NDArray[Any], dtype: np.dtype[Any]) -> npt.NDArray[Any]:
-    if dtype.kind in "iub":
-        mean = np.rint(mean)
-    return mean.astype(dtype, copy=False)
+def aggregate_arrayrecords(records: list[RecordDict], weighting_metric_name: str) -> ArrayRecord:
+    """The weighted mean of the arrays in ``records`` (replies' contents).
+
+    Each content's arrays (those of all its ArrayRecords, taken together) are weighted by
+    the ``weighting_metric_name`` entry of its first `MetricRecord` that has one; every
+    content needs such a weight (non-negative, finite) and the same array names, shapes and
+    dtypes, else `InvalidArgument`. If every weight is zero, the mean is unweighted; no
+    contents give an empty `ArrayRecord`.
+    """
+    weighted = [
+        (_all_arrays(record), read_weight(record, weighting_metric_name)[1]) for record in records
+    ]
+    if sum(w for _, w in weighted) <= 0:
+        weighted = [(arrays, 1.0) for arrays, _ in weighted]
+    mean = WeightedArrayMean()
+    for arrays, weight in weighted:
+        mean.add(arrays, weight)
+    return mean.result() or ArrayRecord()
 
 
-def aggregate_metricrecords(contents: list[RecordDict], weighted_by_key: str) -> MetricRecord:
-    """Weighted average of every numeric metric in the replies' contents.
+def _all_arrays(content: RecordDict) -> ArrayRecord:
+    records = list(content.array_records.values())
+    if len(records) == 1:
+        return records[0]
+    merged = ArrayRecord()
+    for record in records:
+        for key, array in record.items():
+            if key in merged:
+                raise InvalidArgument(f"array {key!r} is in more than one ArrayRecord")
+            merged[key] = array
+    return merged
 
-    Each content contributes the first `MetricRecord` holding ``weighted_by_key``, weighted by
-    that entry (contents without one are skipped). A metric is averaged over the replies that
-    report it; lists are averaged item by item (when their lengths agree). ``weighted_by_key``
-    itself becomes the total weight. If every weight is zero, the average is unweighted.
+
+def aggregate_metricrecords(records: list[RecordDict], weighting_metric_name: str) -> MetricRecord:
+    """Weighted average of every numeric metric in ``records`` (replies' contents).
+
+    Each content contributes the first `MetricRecord` holding ``weighting_metric_name``,
+    weighted by that entry (contents without one are skipped). A metric is averaged over the
+    replies that report it; lists are averaged item by item (when their lengths agree). The
+    weighting entry itself becomes the total weight. If every weight is zero, the average is
+    unweighted.
     """
     weighted: list[tuple[MetricRecord, float]] = []
-    for content in contents:
+    for content in records:
         try:
-            weighted.append(read_weight(content, weighted_by_key))
+            weighted.append(read_weight(content, weighting_metric_name))
         except InvalidArgument:
             continue  # no usable weight: this content does not take part
     if not weighted:
@@ -137,13 +195,13 @@ def aggregate_metricrecords(contents: list[RecordDict], weighted_by_key: str) ->
 
     result = MetricRecord()
     for key in _keys_in_order(record for record, _ in weighted):
-        if key == weighted_by_key:
+        if key == weighting_metric_name:
             continue
         mean = _weighted_mean([(r[key], w) for r, w in weighted if key in r])
         if mean is not None:
             result[key] = mean
-    total = sum(r[weighted_by_key] for r, _ in weighted)
-    result[weighted_by_key] = total
+    total = sum(r[weighting_metric_name] for r, _ in weighted)
+    result[weighting_metric_name] = total
     return result
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from corolla.common.errors import InvalidArgument
 from corolla.records import (
@@ -24,7 +24,7 @@ from corolla.serverapp.strategy.aggregate import (
     layout_of,
     read_weight,
 )
-from corolla.serverapp.strategy.strategy import DEFAULT_TIMEOUT, Strategy, check_tolerance
+from corolla.serverapp.strategy.strategy import Strategy, check_tolerance, folds_replies
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +46,13 @@ class FedAvg(Strategy):
     else the run ends with `RoundFailed` (see `Strategy`).
 
     ``rng`` (a `random.Random`) draws the samples; seed it for reproducible sampling.
-    Subclasses can override any hook: ``configure_*``, ``check_*_reply``, ``aggregate_*``.
+    Subclasses can override any hook: ``configure_*``, ``check_*_reply``, ``aggregate_*``
+    and ``summary``. FedAvg's own ``aggregate_*`` fold the replies as they arrive (see
+    `folds_replies`); an override receives a list, and may pass it on to ``super()``.
     """
 
     def __init__(
         self,
-        *,
         fraction_train: float = 1.0,
         fraction_evaluate: float = 1.0,
         min_train_nodes: int = 2,
@@ -62,6 +63,7 @@ class FedAvg(Strategy):
         configrecord_key: str = "config",
         train_metrics_aggr_fn: MetricsAggrFn | None = None,
         evaluate_metrics_aggr_fn: MetricsAggrFn | None = None,
+        *,
         min_usable_replies: int = 1,
         min_usable_fraction: float = 0.0,
     ) -> None:
@@ -96,16 +98,33 @@ class FedAvg(Strategy):
             f"min_usable_fraction={self.min_usable_fraction})"
         )
 
+    def summary(self) -> None:
+        """Log the sampling settings, the record keys and the reply tolerance."""
+        log.info(
+            "  sampling: fraction train %g, evaluate %g; at least %d train and %d evaluate "
+            "nodes of %d available",
+            self.fraction_train,
+            self.fraction_evaluate,
+            self.min_train_nodes,
+            self.min_evaluate_nodes,
+            self.min_available_nodes,
+        )
+        log.info(
+            "  records: weighted by %r, arrays under %r, config under %r",
+            self.weighted_by_key,
+            self.arrayrecord_key,
+            self.configrecord_key,
+        )
+        log.info(
+            "  tolerance: at least %d usable replies and %g of those sent",
+            self.min_usable_replies,
+            self.min_usable_fraction,
+        )
+
     # -- hooks -----------------------------------------------------------------------------------
     def configure_train(
-        self,
-        server_round: int,
-        arrays: ArrayRecord,
-        config: ConfigRecord,
-        grid: Grid,
-        *,
-        timeout: float = DEFAULT_TIMEOUT,
-    ) -> list[Message]:
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
         """The ``train`` messages of a round, one per sampled node."""
         return self._sampled_messages(
             MessageType.TRAIN,
@@ -115,18 +134,11 @@ class FedAvg(Strategy):
             arrays,
             config,
             grid,
-            timeout,
         )
 
     def configure_evaluate(
-        self,
-        server_round: int,
-        arrays: ArrayRecord,
-        config: ConfigRecord,
-        grid: Grid,
-        *,
-        timeout: float = DEFAULT_TIMEOUT,
-    ) -> list[Message]:
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
         """The ``evaluate`` messages of a round (none if ``fraction_evaluate`` is 0)."""
         if self.fraction_evaluate == 0:
             return []
@@ -138,7 +150,6 @@ class FedAvg(Strategy):
             arrays,
             config,
             grid,
-            timeout,
         )
 
     def _sampled_messages(
@@ -150,8 +161,8 @@ class FedAvg(Strategy):
         arrays: ArrayRecord,
         config: ConfigRecord,
         grid: Grid,
-        timeout: float,
     ) -> list[Message]:
+        timeout = self._round_timeout  # the timeout of the running `start`
         node_ids, online = sample_nodes(
             grid,
             fraction=fraction,
@@ -189,29 +200,32 @@ class FedAvg(Strategy):
             return f"invalid reply: {exc}"
         return None
 
+    @folds_replies
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """The weighted mean of the replies' arrays and their aggregated metrics.
 
-        ``replies`` are folded one by one as they arrive, so only the running sum stays in memory;
-        ``train_metrics_aggr_fn`` gets the replies' contents without their ArrayRecords.
+        ``replies`` are folded one by one (as they arrive, in a run), so only the running sum
+        stays in memory; ``train_metrics_aggr_fn`` gets the replies' contents without their
+        ArrayRecords. Each reply must have passed `check_train_reply`.
         """
         mean = WeightedArrayMean()
         contents: list[RecordDict] = []
-        for reply in replies:
+        for reply in skip_error_replies(replies):
             _, weight = read_weight(reply.content, self.weighted_by_key)
             mean.add(reply.content[self.arrayrecord_key], weight)
-            contents.append(_without_arrays(reply.content))
+            contents.append(without_arrays(reply.content))
         if not contents:
             return None, None
         return mean.result(), self.train_metrics_aggr_fn(contents, self.weighted_by_key)
 
+    @folds_replies
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
         """The replies' metrics, aggregated by ``evaluate_metrics_aggr_fn``."""
-        contents = [_without_arrays(reply.content) for reply in replies]
+        contents = [without_arrays(reply.content) for reply in skip_error_replies(replies)]
         if not contents:
             return None
         return self.evaluate_metrics_aggr_fn(contents, self.weighted_by_key)
@@ -238,7 +252,22 @@ class FedAvg(Strategy):
         ]
 
 
-def _without_arrays(content: RecordDict) -> RecordDict:
+def skip_error_replies(replies: Iterable[Message]) -> Iterator[Message]:
+    """``replies`` but those carrying an error (`Strategy.start` has left them out already;
+    replies gathered by other means may still have them)."""
+    for reply in replies:
+        if reply.has_error():
+            log.warning(
+                "Skipping the error reply of node %d: %s",
+                reply.metadata.src_node_id,
+                reply.error.reason,
+            )
+            continue
+        yield reply
+
+
+def without_arrays(content: RecordDict) -> RecordDict:
+    """``content`` without its ArrayRecords (what the metrics aggregation functions get)."""
     return RecordDict({k: v for k, v in content.items() if not isinstance(v, ArrayRecord)})
 
 

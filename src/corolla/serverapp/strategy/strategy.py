@@ -1,4 +1,10 @@
-"""`Strategy`: the round loop every strategy shares; subclasses supply the hooks."""
+"""`Strategy`: the round loop every strategy shares; subclasses supply the hooks.
+
+The hooks have Flower's signatures. What ``aggregate_*`` receive depends on the method: a
+plain override gets the round's usable replies as a `list`; one decorated with
+`folds_replies` gets a one-pass iterator fed as the replies arrive, so a strategy that folds
+(FedAvg and the strategies built on its mean) holds one reply at a time.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +12,11 @@ import logging
 import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
-from typing import TypeVar
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
 from corolla.common.errors import InvalidArgument, RoundFailed
-from corolla.records import ArrayRecord, ConfigRecord, Message, MetricRecord
+from corolla.records import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from corolla.serverapp.grid import Grid
 from corolla.serverapp.strategy._checkpoint import resume_from, to_checkpoint
 from corolla.serverapp.strategy._errors import ErrorDigest, distinct_errors
@@ -21,18 +27,37 @@ log = logging.getLogger(__name__)
 
 EvaluateFn = Callable[[int, ArrayRecord], MetricRecord | None]
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
-DEFAULT_TIMEOUT = 3600.0
+DEFAULT_TIMEOUT = 3600  # seconds, as in Flower
+_FOLDS = "_corolla_folds_replies"
+
+
+def folds_replies(method: F) -> F:
+    """Mark an ``aggregate_*`` method as folding its replies in one pass.
+
+    `Strategy.start` then hands it an iterator that yields each usable reply as it arrives
+    (and is exhausted after one pass) instead of a list of all of them. An override of a
+    marked method is not marked unless it is decorated too.
+    """
+    setattr(method, _FOLDS, True)
+    return method
+
+
+def is_folding(method: Callable[..., Any]) -> bool:
+    """True if ``method`` (a function or bound method) was decorated with `folds_replies`."""
+    return bool(getattr(method, _FOLDS, False))
 
 
 class Strategy(ABC):
     """Runs rounds of train -> evaluate -> ``evaluate_fn`` over a `Grid`.
 
-    Each phase sends the messages ``configure_*`` builds, then feeds the replies to
-    ``aggregate_*`` *as they arrive*. Replies that carry an error, fail ``check_*_reply`` or do
-    not come before the timeout are logged (with node id and reason) and left out; an error
-    seen before (same text but for node ids, addresses and numbers) is logged in one line, and
-    the run's distinct errors are summed up at its end.
+    Each phase sends the messages ``configure_*`` builds and hands the usable replies to
+    ``aggregate_*``: as a list, or *as they arrive* if the method is marked `folds_replies`.
+    Replies that carry an error, fail ``check_*_reply`` or do not come before the timeout
+    are logged (with node id and reason) and left out; an error seen before (same text but
+    for node ids, addresses and numbers) is logged in one line, and the run's distinct errors
+    are summed up at its end.
 
     Tolerance: a phase that sent ``n`` messages needs at least
     ``max(min_usable_replies, ceil(min_usable_fraction * n))`` usable replies, else `start`
@@ -43,18 +68,14 @@ class Strategy(ABC):
 
     min_usable_replies: int = 1
     min_usable_fraction: float = 0.0
+    # How long ``configure_*`` may wait for nodes: `start` sets it to its ``timeout``.
+    _round_timeout: float = DEFAULT_TIMEOUT
 
     @abstractmethod
     def configure_train(
-        self,
-        server_round: int,
-        arrays: ArrayRecord,
-        config: ConfigRecord,
-        grid: Grid,
-        *,
-        timeout: float = DEFAULT_TIMEOUT,
-    ) -> list[Message]:
-        """The ``train`` messages of a round (may wait up to ``timeout`` for nodes)."""
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """The ``train`` messages of a round (none: the phase is skipped)."""
 
     @abstractmethod
     def aggregate_train(
@@ -64,21 +85,28 @@ class Strategy(ABC):
 
     @abstractmethod
     def configure_evaluate(
-        self,
-        server_round: int,
-        arrays: ArrayRecord,
-        config: ConfigRecord,
-        grid: Grid,
-        *,
-        timeout: float = DEFAULT_TIMEOUT,
-    ) -> list[Message]:
-        """The ``evaluate`` messages of a round (an empty list skips the phase)."""
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """The ``evaluate`` messages of a round (none: the phase is skipped)."""
 
     @abstractmethod
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
         """Evaluation metrics from the good replies."""
+
+    @abstractmethod
+    def summary(self) -> None:
+        """Log the strategy's settings (`start` calls it first)."""
+
+    def checkpoint_state(self) -> RecordDict:
+        """State the strategy keeps across rounds (e.g. optimizer moments), saved with each
+        checkpoint so that a resumed run goes on exactly; none by default."""
+        return RecordDict()
+
+    def restore_checkpoint_state(self, state: RecordDict) -> None:
+        """Take back what `checkpoint_state` returned, when a run resumes from a checkpoint."""
+        return None
 
     def check_train_reply(self, reply: Message, arrays: ArrayRecord) -> str | None:
         """Why a train reply (to ``arrays``) cannot be used, or None if it can."""
@@ -108,16 +136,19 @@ class Strategy(ABC):
 
         With ``checkpoint`` (default), the state after each round (arrays, round, metrics) goes
         to ``grid.save_checkpoint``; a run whose grid has a checkpoint of the same number of
-        rounds and strategy class resumes after that round, with the arrays and earlier
-        metrics restored (round 0's ``evaluate_fn`` is not run again; sampling is not replayed).
+        rounds and strategy class resumes after that round, with the arrays, the earlier
+        metrics and the strategy's `checkpoint_state` restored (round 0's ``evaluate_fn`` is
+        not run again; sampling is not replayed).
         """
         if num_rounds < 0:
             raise InvalidArgument(f"num_rounds must not be negative, got {num_rounds}")
         if not timeout > 0:
             raise InvalidArgument(f"timeout must be positive, got {timeout}")
         check_tolerance(self.min_usable_replies, self.min_usable_fraction)
-        log.info("Starting %r for %d rounds", self, num_rounds)
+        log.info("Starting %s for %d rounds", type(self).__name__, num_rounds)
         log.info("Initial arrays: %s", describe_arrays(initial_arrays))
+        self.summary()
+        self._round_timeout = timeout
         started = time.monotonic()
         name = type(self).__name__
         resume = resume_from(grid.load_checkpoint(), num_rounds, name) if checkpoint else None
@@ -128,6 +159,7 @@ class Strategy(ABC):
                 self._evaluate_centrally(0, result, evaluate_fn)
             else:
                 first, result = resume.server_round + 1, resume.result
+                self.restore_checkpoint_state(resume.state)
                 log.info("resumed from round %d of %d", resume.server_round, num_rounds)
             for server_round in range(first, num_rounds + 1):
                 round_started = time.monotonic()
@@ -137,9 +169,10 @@ class Strategy(ABC):
                 self._evaluate(grid, server_round, result, phases[1], timeout, digest)
                 self._evaluate_centrally(server_round, result, evaluate_fn)
                 if checkpoint:
-                    grid.save_checkpoint(
-                        server_round, to_checkpoint(result, server_round, num_rounds, name)
+                    saved = to_checkpoint(
+                        result, server_round, num_rounds, name, self.checkpoint_state()
                     )
+                    grid.save_checkpoint(server_round, saved)
                 elapsed = time.monotonic() - round_started
                 log.info("[ROUND %d/%d] done in %.3f s", server_round, num_rounds, elapsed)
         finally:
@@ -160,7 +193,7 @@ class Strategy(ABC):
         digest: ErrorDigest,
     ) -> None:
         sent = result.arrays
-        messages = self.configure_train(server_round, sent, config, grid, timeout=timeout)
+        messages = list(self.configure_train(server_round, sent, config, grid))
         if not messages:
             log.info("[ROUND %d] train: no messages, phase skipped", server_round)
             return
@@ -172,7 +205,7 @@ class Strategy(ABC):
             timeout,
             digest,
             lambda reply: self.check_train_reply(reply, sent),
-            lambda replies: self.aggregate_train(server_round, replies),
+            self.aggregate_train,
         )
         if arrays is None:
             log.warning(
@@ -194,9 +227,7 @@ class Strategy(ABC):
         timeout: float,
         digest: ErrorDigest,
     ) -> None:
-        messages = self.configure_evaluate(
-            server_round, result.arrays, config, grid, timeout=timeout
-        )
+        messages = list(self.configure_evaluate(server_round, result.arrays, config, grid))
         if not messages:
             return
         metrics = self._phase(
@@ -207,7 +238,7 @@ class Strategy(ABC):
             timeout,
             digest,
             self.check_evaluate_reply,
-            lambda replies: self.aggregate_evaluate(server_round, replies),
+            self.aggregate_evaluate,
         )
         if metrics is not None:
             result.evaluate_metrics_clientapp[server_round] = metrics
@@ -222,14 +253,18 @@ class Strategy(ABC):
         timeout: float,
         digest: ErrorDigest,
         check: Check,
-        aggregate: Callable[[Iterable[Message]], T],
+        aggregate: Callable[[int, Iterable[Message]], T],
     ) -> T:
-        """Send ``messages``; feed the good replies to ``aggregate`` as they arrive; raise
-        `RoundFailed` if too few were usable."""
+        """Send ``messages``; hand the good replies to ``aggregate`` (as they arrive if it
+        folds them, else as a list); raise `RoundFailed` if too few were usable."""
         started = time.monotonic()
         ids = grid.push_messages(messages)
         tally = start_tally(phase, server_round, messages, ids, digest)
-        outcome = aggregate(screen(grid.receive(ids, timeout), tally, check))
+        replies: Iterator[Message] = screen(grid.receive(ids, timeout), tally, check)
+        if is_folding(aggregate):
+            outcome = aggregate(server_round, replies)
+        else:
+            outcome = aggregate(server_round, list(replies))
         tally.finish()
         log.info(
             "[ROUND %d] %s: %d of %d replies ok, %d failed (%.3f s)",

@@ -1,0 +1,80 @@
+"""`FedAdam`: adaptive federated optimization with Adam on the server (Reddi et al., 2020,
+arxiv.org/abs/2003.00295)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from corolla.records import ArrayRecord, Message, MetricRecord
+from corolla.serverapp.strategy.fedavg import MetricsAggrFn
+from corolla.serverapp.strategy.fedopt import FedOpt
+from corolla.serverapp.strategy.strategy import folds_replies
+
+
+class FedAdam(FedOpt):
+    """FedOpt with Adam's second moment ``v = beta_2 * v + (1 - beta_2) * delta**2``.
+
+    The step is ``x + eta_t * m / (sqrt(v) + tau)`` with the bias-corrected rate
+    ``eta_t = eta * sqrt(1 - beta_2**(t + 1)) / (1 - beta_1**(t + 1))``, ``t`` being the
+    server round (Kingma and Ba's correction, as Flower applies it). Parameters: `FedOpt`'s,
+    with ``beta_1 = 0.9`` and ``beta_2 = 0.99`` by default.
+    """
+
+    def __init__(
+        self,
+        *,
+        fraction_train: float = 1.0,
+        fraction_evaluate: float = 1.0,
+        min_train_nodes: int = 2,
+        min_evaluate_nodes: int = 2,
+        min_available_nodes: int = 2,
+        weighted_by_key: str = "num-examples",
+        arrayrecord_key: str = "arrays",
+        configrecord_key: str = "config",
+        train_metrics_aggr_fn: MetricsAggrFn | None = None,
+        evaluate_metrics_aggr_fn: MetricsAggrFn | None = None,
+        eta: float = 1e-1,
+        eta_l: float = 1e-1,
+        beta_1: float = 0.9,
+        beta_2: float = 0.99,
+        tau: float = 1e-3,
+        min_usable_replies: int = 1,
+        min_usable_fraction: float = 0.0,
+    ) -> None:
+        super().__init__(
+            fraction_train=fraction_train,
+            fraction_evaluate=fraction_evaluate,
+            min_train_nodes=min_train_nodes,
+            min_evaluate_nodes=min_evaluate_nodes,
+            min_available_nodes=min_available_nodes,
+            weighted_by_key=weighted_by_key,
+            arrayrecord_key=arrayrecord_key,
+            configrecord_key=configrecord_key,
+            train_metrics_aggr_fn=train_metrics_aggr_fn,
+            evaluate_metrics_aggr_fn=evaluate_metrics_aggr_fn,
+            eta=eta,
+            eta_l=eta_l,
+            beta_1=beta_1,
+            beta_2=beta_2,
+            tau=tau,
+            min_usable_replies=min_usable_replies,
+            min_usable_fraction=min_usable_fraction,
+        )
+
+    @folds_replies
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """FedAvg's mean of the replies (folded as they arrive), then one Adam step."""
+        aggregated, metrics = super().aggregate_train(server_round, replies)
+        if aggregated is None:
+            return None, metrics
+        delta_t, _, _ = self._compute_deltat_and_mt(aggregated)
+        for key, v in self._second_moment(delta_t).items():
+            v *= self.beta_2
+            v += (1.0 - self.beta_2) * np.square(delta_t[key])
+        t = server_round + 1.0
+        eta_t = self.eta * np.sqrt(1.0 - self.beta_2**t) / (1.0 - self.beta_1**t)
+        return self._step(float(eta_t)), metrics
