@@ -77,6 +77,8 @@ def test_a_simulation_run_is_a_run(link: LocalFederation, tmp_path: Path) -> Non
     log = log_of(cli, run_id)
     assert f"run {run_id}: simulating 3 virtual SuperNodes on 2 worker processes" in log
     assert CHECKSUM.search(log), log
+    # The simulation's grid describes the run as the SuperLink does (Flower's `grid.run`).
+    assert f"simapp run={run_id} fab={cli.run_info(run_id)['fab_hash']}" in log, (info, log)
     # Each virtual node keeps its context across rounds: its counter is the round number.
     calls = {(int(r), int(p)): int(c) for r, p, c in REPLY.findall(log)}
     expected = {(r, p): r for r in range(1, ROUNDS + 1) for p in range(3)}

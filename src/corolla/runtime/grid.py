@@ -29,7 +29,7 @@ from corolla.records import Context, Message, RecordDict
 from corolla.records.serde import user_config_from_proto
 from corolla.records.wire import decode_context, decode_messages, encode_context, encode_messages
 from corolla.serverapp._run import Run, RunStatus, timestamp
-from corolla.serverapp.grid import Grid, check_outgoing, same_run
+from corolla.serverapp.grid import RunBoundGrid, check_outgoing, same_run
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def run_from_proto(proto: rpb.Run) -> Run:
     )
 
 
-class GrpcGrid(Grid):
+class GrpcGrid(RunBoundGrid):
     """``run`` is what the SuperLink says of the run (asked once, on first use), unless the
     runtime gave it (``run=``, or `set_run`)."""
 
@@ -117,32 +117,11 @@ class GrpcGrid(Grid):
         self._unacked: list[str] = []  # replies received, to acknowledge on the next pull
         self._saved_here = False  # a checkpoint this process saved is not resumed from
 
-    @property
-    def run_id(self) -> int:
-        return self._run_id
-
-    @property
-    def run(self) -> Run:
-        if self._run is None:
-            request = rpb.GetRunRequest(run_id=self._run_id, token=self._token)
-            reply = self._link.call(
-                "GetRun", lambda: self._stub.GetRun(request, timeout=RPC_TIMEOUT)
-            )
-            self._run = same_run(self._run_id, run_from_proto(reply.run))
-        return self._run.copy()
-
-    def set_run(self, run: Run) -> None:
-        self._run = same_run(self._run_id, run)
-
-    def create_message(
-        self,
-        content: RecordDict,
-        message_type: str,
-        dst_node_id: int,
-        group_id: str,
-        ttl: float | None = None,
-    ) -> Message:
-        return super().create_message(content, message_type, dst_node_id, group_id, ttl)
+    def describe_run(self) -> Run:
+        """The run as the SuperLink describes it (asked once, on first use of `run`)."""
+        request = rpb.GetRunRequest(run_id=self._run_id, token=self._token)
+        reply = self._link.call("GetRun", lambda: self._stub.GetRun(request, timeout=RPC_TIMEOUT))
+        return run_from_proto(reply.run)
 
     def get_node_ids(self) -> list[int]:
         request = spb.GetNodesRequest(run_id=self._run_id, token=self._token)

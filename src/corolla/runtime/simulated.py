@@ -74,6 +74,7 @@ def run_grid(
     except CorollaError as exc:
         raise AppError(f"cannot start the simulation: {exc}") from exc
     with grid:
+        grid.set_run(deployed.run)  # what the SuperLink knows: FAB id, version, hash, times
         log.info(
             "run %d: simulating %d virtual SuperNodes on %d worker processes",
             run_id,

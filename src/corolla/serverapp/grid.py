@@ -125,6 +125,45 @@ class Grid(ABC):
         return None
 
 
+class RunBoundGrid(Grid):
+    """The part Corolla's own grids share: each serves the one run it was made for.
+
+    A subclass sets ``_run_id`` and ``_run`` (the description of the run, or None to have
+    `describe_run` fetch it on first use) in its constructor.
+    """
+
+    _run_id: int
+    _run: Run | None
+
+    @property
+    def run_id(self) -> int:
+        return self._run_id
+
+    @property
+    def run(self) -> Run:
+        if self._run is None:
+            self._run = same_run(self._run_id, self.describe_run())
+        return self._run.copy()
+
+    def describe_run(self) -> Run:
+        """The run's description when none was given (this default: an empty one)."""
+        return Run.create_empty(self._run_id)
+
+    def set_run(self, run: Run) -> None:
+        """Take a fuller description of the same run; another run is `InvalidArgument`."""
+        self._run = same_run(self._run_id, run)
+
+    def create_message(
+        self,
+        content: RecordDict,
+        message_type: str,
+        dst_node_id: int,
+        group_id: str,
+        ttl: float | None = None,
+    ) -> Message:
+        return super().create_message(content, message_type, dst_node_id, group_id, ttl)
+
+
 def check_outgoing(messages: Iterable[Message]) -> list[Message]:
     """``messages`` as a list, each one a message a ServerApp may push: a new message (not a
     reply, no error) with an id, a valid message type, an integer node id to go to and a

@@ -20,8 +20,8 @@ from corolla.proto.v1 import message_pb2 as mpb
 from corolla.records import Context, Error, ErrorCode, Message, Metadata, RecordDict, UserConfig
 from corolla.records.message import restore_message
 from corolla.records.wire import decode_messages, encode_messages
-from corolla.serverapp._run import Run, local_run
-from corolla.serverapp.grid import Grid, check_outgoing, same_run
+from corolla.serverapp._run import local_run
+from corolla.serverapp.grid import RunBoundGrid, check_outgoing
 from corolla.simulation.backend import (
     BackendConfig,
     ClientAppSource,
@@ -47,7 +47,7 @@ class _Queued:
 _Done = Message | TaskResult  # an error reply made here, or a worker's encoded reply
 
 
-class SimulationGrid(Grid):
+class SimulationGrid(RunBoundGrid):
     """A `Grid` over ``num_supernodes`` virtual SuperNodes on this machine.
 
     Node ids are ``1..num_supernodes`` (stable, so a seeded strategy samples the same nodes as
@@ -115,27 +115,6 @@ class SimulationGrid(Grid):
             raise
 
     # -- Grid ----------------------------------------------------------------------------------
-    @property
-    def run_id(self) -> int:
-        return self._run_id
-
-    @property
-    def run(self) -> Run:
-        return self._run.copy()
-
-    def set_run(self, run: Run) -> None:
-        self._run = same_run(self._run_id, run)
-
-    def create_message(
-        self,
-        content: RecordDict,
-        message_type: str,
-        dst_node_id: int,
-        group_id: str,
-        ttl: float | None = None,
-    ) -> Message:
-        return super().create_message(content, message_type, dst_node_id, group_id, ttl)
-
     def get_node_ids(self) -> list[int]:
         return list(range(1, self._num + 1))
 

@@ -21,8 +21,8 @@ from corolla.records.serde import (
     record_dict_from_proto,
     record_dict_to_proto,
 )
-from corolla.serverapp._run import Run, local_run
-from corolla.serverapp.grid import Grid, check_outgoing, same_run
+from corolla.serverapp._run import local_run
+from corolla.serverapp.grid import RunBoundGrid, check_outgoing
 
 Checkpoint = tuple[int, RecordDict]
 
@@ -48,7 +48,7 @@ def records_roundtrip(records: RecordDict) -> RecordDict:
     return record_dict_from_proto(proto, assemble(_frames(records)))
 
 
-class InProcessGrid(Grid):
+class InProcessGrid(RunBoundGrid):
     """A `Grid` over ``num_nodes`` in-process nodes (ids 1..N) all running ``client_app``.
 
     Checkpoints are kept in memory (`saved_checkpoint`); pass ``checkpoint`` to start as if a
@@ -86,27 +86,6 @@ class InProcessGrid(Grid):
         if checkpoint is not None:
             self._checkpoint = (checkpoint[0], records_roundtrip(checkpoint[1]))
         self._saved_here = False  # a checkpoint saved by this grid is not resumed from
-
-    @property
-    def run_id(self) -> int:
-        return self._run_id
-
-    @property
-    def run(self) -> Run:
-        return self._run.copy()
-
-    def set_run(self, run: Run) -> None:
-        self._run = same_run(self._run_id, run)
-
-    def create_message(
-        self,
-        content: RecordDict,
-        message_type: str,
-        dst_node_id: int,
-        group_id: str,
-        ttl: float | None = None,
-    ) -> Message:
-        return super().create_message(content, message_type, dst_node_id, group_id, ttl)
 
     def context(self, node_id: int) -> Context:
         """The context a node keeps between messages (for inspection in tests)."""

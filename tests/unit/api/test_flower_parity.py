@@ -1,7 +1,7 @@
 """Flower parity (issue 11): every public Message-API name of Flower 1.42, and its signature.
 
 A Flower app must run after replacing the import root ``flwr`` with ``corolla``. The names
-come from ``/work/shared/reference/flower-api-diff.md`` (Flower 1.42 measured with
+come from the team's reference list of Flower 1.42's public API (measured with
 ``inspect``); the signatures from its ``flwr init:`` and member lines and, for the classes it
 only names (strategies, mods, privacy accountants), from Flower's source. Facts only: the
 tables below are written by hand and nothing here imports Flower.

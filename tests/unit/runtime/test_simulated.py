@@ -3,6 +3,7 @@ comes back nested from the flat options `flwr run` sends."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -119,8 +120,10 @@ def test_a_bad_backend_fails_the_run_with_the_reason() -> None:
 
 def test_a_simulation_run_gets_a_simulation_grid_whose_workers_end_with_the_block() -> None:
     options = {"options.num-supernodes": 3, "options.backend.num-workers": 1}
+    deployed = InProcessGrid(ClientApp(), 1, run_id=5)
+    deployed.set_run(dataclasses.replace(deployed.run, fab_id="corolla/simapp", fab_hash="ab12"))
     with run_grid(
-        InProcessGrid(ClientApp(), 1),
+        deployed,
         run_id=5,
         federation_options=options,
         run_config={"seed": 1},
@@ -128,6 +131,7 @@ def test_a_simulation_run_gets_a_simulation_grid_whose_workers_end_with_the_bloc
     ) as grid:
         assert isinstance(grid, SimulationGrid)
         assert (grid.run_id, grid.get_node_ids(), grid.num_workers) == (5, [1, 2, 3], 1)
+        assert (grid.run.fab_id, grid.run.fab_hash) == ("corolla/simapp", "ab12")  # deployed's
         workers = grid.worker_pids()
     assert workers and not any(Path(f"/proc/{pid}").exists() for pid in workers)
 

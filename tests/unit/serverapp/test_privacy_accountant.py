@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from corolla.common.errors import InvalidArgument
@@ -176,6 +176,9 @@ def test_the_published_moments_accountant_figure() -> None:
     sample=st.integers(1, 100),
     rounds=st.integers(1, 500),
 )
+# Once found by hypothesis: at small noise the fractional-order series converged too slowly
+# and the order was dropped, so a little more noise gave a larger epsilon.
+@example(sigma=0.5, factor=1.05078125, sample=76, rounds=15)
 def test_more_noise_means_a_smaller_epsilon(
     sigma: float, factor: float, sample: int, rounds: int
 ) -> None:

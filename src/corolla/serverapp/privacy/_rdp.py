@@ -33,7 +33,7 @@ DEFAULT_ORDERS: tuple[float, ...] = (
 INF = math.inf
 _LOG2 = math.log(2.0)
 _LOG4 = math.log(4.0)
-_FRACTIONAL_TERMS = 1000  # a series that has not converged by then leaves its order out (inf)
+_FRACTIONAL_TERMS = 1000  # a series not converged by then: bounded by the next integer order
 _TIGHT_WOR_ORDERS = 256  # Theorem 27's term is computed up to this order, Theorem 9's beyond
 
 
@@ -50,11 +50,14 @@ def poisson_subsampled_gaussian(q: float, noise_multiplier: float, order: float)
         return INF
     if q == 1:
         return gaussian(noise_multiplier, order)
-    if float(order).is_integer():
-        log_a = _poisson_log_a_int(q, noise_multiplier, int(order))
-    else:
+    if not float(order).is_integer():
         log_a = _poisson_log_a_frac(q, noise_multiplier, order)
-    return log_a / (order - 1)
+        if log_a is not None:
+            return log_a / (order - 1)
+        # The series did not converge (small noise): RDP does not decrease with the order
+        # (Mironov 2017, Proposition 9), so the next integer order's exact value bounds it.
+        order = math.ceil(order)
+    return _poisson_log_a_int(q, noise_multiplier, int(order)) / (order - 1)
 
 
 def _poisson_log_a_int(q: float, sigma: float, alpha: int) -> float:
@@ -71,7 +74,7 @@ def _poisson_log_a_int(q: float, sigma: float, alpha: int) -> float:
     )
 
 
-def _poisson_log_a_frac(q: float, sigma: float, alpha: float) -> float:
+def _poisson_log_a_frac(q: float, sigma: float, alpha: float) -> float | None:
     # A_a = A_0 + A_1, the integrals below and above z0, each a series over i >= 0 whose terms
     # carry the generalized binomial coefficient C(a, i); past i > a those alternate in sign.
     # Positive and negative terms are summed apart (in log space) and subtracted at the end.
@@ -100,11 +103,19 @@ def _poisson_log_a_frac(q: float, sigma: float, alpha: float) -> float:
             log_pos = _log_add(log_pos, _log_add(log_s0, log_s1))
         else:
             log_neg = _log_add(log_neg, _log_add(log_s0, log_s1))
-        if log_s0 < last0 and log_s1 < last1 and max(log_s0, log_s1) < log_pos - 30:
+        shrinking = log_s0 < last0 and log_s1 < last1
+        if shrinking and max(log_s0, log_s1) < log_pos - 30:
             break
         last0, last1 = log_s0, log_s1
     else:
-        return INF
+        # Slow (polynomial) tails at small noise. Past i > a + 1 the terms alternate in sign
+        # and shrink, so the sum lies within the last term of the partial sum: add it.
+        if not (shrinking and alpha + 2 < _FRACTIONAL_TERMS):
+            return None  # no such bound: the caller uses the next integer order
+        tail = _log_add(last0, last1)
+        if log_neg >= log_pos:
+            return _log_add(_log_add(log_pos, log_neg), tail)
+        return _log_add(log_pos + math.log1p(-math.exp(log_neg - log_pos)), tail)
     if log_neg >= log_pos:  # cancelled beyond float precision: the magnitudes bound A_a
         return _log_add(log_pos, log_neg)
     return log_pos + math.log1p(-math.exp(log_neg - log_pos))

@@ -15,6 +15,7 @@ app = ServerApp()
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     config = context.run_config
+    print(f"simapp run={grid.run.run_id} fab={grid.run.fab_hash}", flush=True)
     nodes = wait_for_nodes(grid, int(config["num-nodes"]))
     model = np.random.default_rng(int(config["seed"])).normal(size=int(config["dim"]))
     for server_round in range(1, int(config["num-server-rounds"]) + 1):
