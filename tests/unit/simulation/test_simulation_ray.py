@@ -55,7 +55,15 @@ def ray_instance() -> Iterator[Any]:
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # loopback only
     before = descendants()
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    for attempt in (1, 2):  # Ray's own node start sometimes times out (its raylet never
+        try:  # registers within 30 s): that is Ray's start-up, not what these tests check
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            break
+        except Exception as exc:
+            ray.shutdown()
+            if attempt == 2:
+                raise
+            print(f"ray.init failed ({exc}); starting Ray once more", file=sys.stderr)
     try:
         yield ray
     finally:
