@@ -16,10 +16,10 @@ import numpy.typing as npt
 
 from corolla.common.errors import InvalidArgument
 from corolla.records import ArrayRecord, Message, MetricRecord, RecordDict
-from corolla.serverapp.strategy.fedavg import FedAvg, MetricsAggrFn, without_arrays
+from corolla.serverapp.strategy.fedavg import MetricsAggrFn, without_arrays
 from corolla.serverapp.strategy.fedmedian import (
+    FiniteFedAvg,
     coordinatewise,
-    finite_reason,
     usable_replies,
 )
 from corolla.serverapp.strategy.multikrum import select_multikrum
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 SelectionRule = Callable[[list[RecordDict], int, int], list[RecordDict]]
 
 
-class Bulyan(FedAvg):
+class Bulyan(FiniteFedAvg):
     """Bulyan: MultiKrum-select ``n - 2f`` train replies, then average per coordinate the
     ``n - 4f`` selected values nearest the coordinate's median (``f = num_malicious_nodes``).
 
@@ -81,12 +81,6 @@ class Bulyan(FedAvg):
             "  Bulyan: %d malicious nodes assumed, selection rule %s",
             self.num_malicious_nodes,
             getattr(self.selection_rule, "__name__", repr(self.selection_rule)),
-        )
-
-    def check_train_reply(self, reply: Message, arrays: ArrayRecord) -> str | None:
-        """`FedAvg.check_train_reply`, and only finite values in the arrays."""
-        return super().check_train_reply(reply, arrays) or finite_reason(
-            reply.content[self.arrayrecord_key]
         )
 
     def aggregate_train(

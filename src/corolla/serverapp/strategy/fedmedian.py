@@ -25,7 +25,18 @@ log = logging.getLogger(__name__)
 Statistic = Callable[[npt.NDArray[Any]], npt.NDArray[Any]]
 
 
-class FedMedian(FedAvg):
+class FiniteFedAvg(FedAvg):
+    """What the order-statistic strategies share: a train reply must also hold only finite
+    values (one NaN would spread through a median or a distance)."""
+
+    def check_train_reply(self, reply: Message, arrays: ArrayRecord) -> str | None:
+        """`FedAvg.check_train_reply`, and only finite values in the arrays."""
+        return super().check_train_reply(reply, arrays) or finite_reason(
+            reply.content[self.arrayrecord_key]
+        )
+
+
+class FedMedian(FiniteFedAvg):
     """Federated median: the new arrays are the coordinate-wise median of the train replies'.
 
     Sampling, messages, evaluation and metrics are `FedAvg`'s; only the arrays differ. The
@@ -40,12 +51,6 @@ class FedMedian(FedAvg):
         """FedAvg's settings, then how the arrays are aggregated."""
         super().summary()
         log.info("  FedMedian: arrays are the coordinate-wise median of the train replies")
-
-    def check_train_reply(self, reply: Message, arrays: ArrayRecord) -> str | None:
-        """`FedAvg.check_train_reply`, and only finite values in the arrays."""
-        return super().check_train_reply(reply, arrays) or finite_reason(
-            reply.content[self.arrayrecord_key]
-        )
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]

@@ -11,10 +11,10 @@ import numpy.typing as npt
 
 from corolla.common.errors import InvalidArgument
 from corolla.records import ArrayRecord, Message, MetricRecord
-from corolla.serverapp.strategy.fedavg import FedAvg, MetricsAggrFn
+from corolla.serverapp.strategy.fedavg import MetricsAggrFn
 from corolla.serverapp.strategy.fedmedian import (
+    FiniteFedAvg,
     coordinatewise,
-    finite_reason,
     reply_arrays,
     train_metrics,
     usable_replies,
@@ -23,7 +23,7 @@ from corolla.serverapp.strategy.fedmedian import (
 log = logging.getLogger(__name__)
 
 
-class FedTrimmedAvg(FedAvg):
+class FedTrimmedAvg(FiniteFedAvg):
     """Trimmed-mean averaging: per coordinate, drop the ``beta`` fraction of lowest and of
     highest values among the train replies, and average the rest.
 
@@ -68,12 +68,6 @@ class FedTrimmedAvg(FedAvg):
         """FedAvg's settings, then ``beta``."""
         super().summary()
         log.info("  FedTrimmedAvg: beta %g (fraction cut from each end, per coordinate)", self.beta)
-
-    def check_train_reply(self, reply: Message, arrays: ArrayRecord) -> str | None:
-        """`FedAvg.check_train_reply`, and only finite values in the arrays."""
-        return super().check_train_reply(reply, arrays) or finite_reason(
-            reply.content[self.arrayrecord_key]
-        )
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]

@@ -23,9 +23,9 @@ from corolla.serverapp.strategy.aggregate import (
     layout_of,
     read_weight,
 )
-from corolla.serverapp.strategy.fedavg import FedAvg, MetricsAggrFn
+from corolla.serverapp.strategy.fedavg import MetricsAggrFn
 from corolla.serverapp.strategy.fedmedian import (
-    finite_reason,
+    FiniteFedAvg,
     reply_arrays,
     train_metrics,
     usable_replies,
@@ -34,7 +34,7 @@ from corolla.serverapp.strategy.fedmedian import (
 log = logging.getLogger(__name__)
 
 
-class MultiKrum(FedAvg):
+class MultiKrum(FiniteFedAvg):
     """MultiKrum: each round, average the ``num_nodes_to_select`` train replies whose arrays
     are closest to their ``n - num_malicious_nodes - 2`` nearest neighbours.
 
@@ -91,12 +91,6 @@ class MultiKrum(FedAvg):
             type(self).__name__,
             self.num_malicious_nodes,
             self.num_nodes_to_select,
-        )
-
-    def check_train_reply(self, reply: Message, arrays: ArrayRecord) -> str | None:
-        """`FedAvg.check_train_reply`, and only finite values in the arrays."""
-        return super().check_train_reply(reply, arrays) or finite_reason(
-            reply.content[self.arrayrecord_key]
         )
 
     def aggregate_train(
