@@ -25,6 +25,7 @@ from corolla.fab.build import build_fab_bytes
 pytestmark = pytest.mark.timeout(180)
 
 FAST_NODES = ["--heartbeat-interval", "0.5"]
+CLIENTAPP = "corolla.runtime.clientapp"
 
 
 def cmdline(pid: int) -> str:
@@ -175,7 +176,8 @@ def test_supernode_killed_and_restarted_keeps_its_id_and_the_run_completes(
     run_id = f.cli.submit("num-server-rounds=3 round-sleep=0.5")
     f.wait_log(run_id, "[ROUND 1/3]")
     node = f.fed.supernodes[0]
-    clientapps = app_pids(node.process.pid, "corolla.runtime.clientapp")
+    wait_until("node 0's ClientApp", lambda: app_pids(node.process.pid, CLIENTAPP))
+    clientapps = app_pids(node.process.pid, CLIENTAPP)
     node.process.send_signal(signal.SIGKILL)
     node.process.wait(timeout=10)
     f.fed.supernodes[0] = f.fed.start_supernode(0)
@@ -282,13 +284,14 @@ def test_sigterm_of_each_daemon_reaps_its_children_and_the_run_resumes(make_fed:
     f: Fed = make_fed()  # type: ignore[operator]
     run_id = f.cli.submit("num-server-rounds=6 round-sleep=0.5")  # rounds left when it is killed
     f.wait_log(run_id, "probe client pid=")
-    node = f.fed.supernodes[1]
-    clientapps = app_pids(node.process.pid, "corolla.runtime.clientapp")
-    assert clientapps
+    node = f.fed.supernodes[1]  # the pid in the log may be the other node's ClientApp
+    wait_until("node 1's ClientApp", lambda: app_pids(node.process.pid, CLIENTAPP))
+    clientapps = app_pids(node.process.pid, CLIENTAPP)
     assert terminate(node.process) == 0
     assert not any(alive(pid) for pid in clientapps)  # reaped by the SuperNode
     f.fed.supernodes[1] = f.fed.start_supernode(1)
     f.wait_log(run_id, "[ROUND 2/6]")
+    wait_until("the run's ServerApp", f.serverapp_pids)
     serverapps = f.serverapp_pids()
     assert f.fed.superlink is not None
     assert terminate(f.fed.superlink.process) == 0

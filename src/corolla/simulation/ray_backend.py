@@ -16,9 +16,11 @@ import sys
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
-from corolla.common.errors import FailedPrecondition, InvalidArgument
+from corolla.common.backoff import retry
+from corolla.common.errors import FailedPrecondition, InvalidArgument, Unavailable
 from corolla.records import Error, ErrorCode
 from corolla.simulation._resources import BackendConfig
 from corolla.simulation._worker import ClientAppSource
@@ -30,6 +32,8 @@ _POLL = 0.1  # the dispatcher's longest wait
 _JOIN = 5.0  # seconds `close` waits for the dispatcher
 _INIT_DEFAULTS: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
 _LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": node IP 127.0.0.1, loopback only
+_USAGE_ENV = "RAY_USAGE_STATS_ENABLED"  # "0": Ray reports no usage statistics (it does by default)
+_START_ATTEMPTS = 3  # Ray's local start sometimes times out on a loaded machine
 _EXTRA = "the Ray backend needs the 'simulation' extra: pip install 'corolla[simulation]'"
 
 
@@ -38,10 +42,40 @@ def _ray(local: bool) -> Any:  # Any: Ray ships no complete type stubs
     (Ray's own switch: without it, its servers listen on every interface)."""
     if local and "ray" not in sys.modules:
         os.environ.setdefault(_LOOPBACK_ENV, "0")
+    os.environ.setdefault(_USAGE_ENV, "0")  # nothing phones home
     try:
         import ray
     except ImportError as exc:
         raise FailedPrecondition(_EXTRA) from exc
+    return ray
+
+
+def start_ray(init_args: dict[str, Any], sleep: Callable[[float], object] = time.sleep) -> Any:
+    """Ray, initialized with ``init_args`` over Corolla's defaults (a local instance unless
+    they hold an ``address``). Ray's own node start gives up when its raylet has not
+    registered within 30 s, which a loaded machine sometimes takes: a start that fails is
+    shut down and tried again, up to three times in all."""
+    ray = _ray(local="address" not in init_args)
+
+    def start() -> None:
+        try:
+            ray.init(**{**_INIT_DEFAULTS, **init_args})
+        except (TypeError, ValueError) as exc:
+            raise InvalidArgument(f"Ray refused init-args {init_args}: {exc}") from exc
+        except Exception as exc:  # Ray raises bare Exception (and ConnectionError) here
+            ray.shutdown()
+            raise Unavailable(f"Ray did not start: {exc}") from exc
+
+    def on_retry(attempt: int, error: Exception, delay: float) -> None:
+        log.warning(
+            "%s; trying again in %.1f s (attempt %d of %d)",
+            error,
+            delay,
+            attempt + 1,
+            _START_ATTEMPTS,
+        )
+
+    retry(start, attempts=_START_ATTEMPTS, on_retry=on_retry, sleep=sleep)
     return ray
 
 
@@ -109,7 +143,7 @@ class RayPool:
         self._config = config
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
-            ray.init(**{**_INIT_DEFAULTS, **config.init_args})
+            start_ray(config.init_args)
         self._lock = threading.Lock()  # guards _queue, _closed; never held while waiting
         self._queue: OrderedDict[str, Task] = OrderedDict()
         self._closed = False

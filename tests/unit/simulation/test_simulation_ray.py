@@ -24,6 +24,7 @@ from corolla.serverapp.serverapp import ServerApp
 from corolla.simulation import SimulationGrid, run_simulation
 from corolla.simulation._resources import BackendConfig
 from corolla.simulation.backend import ClientAppSource, Task, TaskResult
+from corolla.simulation.ray_backend import start_ray
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -52,18 +53,8 @@ def descendants() -> set[int]:
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_instance() -> Iterator[Any]:
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # loopback only
     before = descendants()
-    ray = pytest.importorskip("ray")
-    for attempt in (1, 2):  # Ray's own node start sometimes times out (its raylet never
-        try:  # registers within 30 s): that is Ray's start-up, not what these tests check
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-            break
-        except Exception as exc:
-            ray.shutdown()
-            if attempt == 2:
-                raise
-            print(f"ray.init failed ({exc}); starting Ray once more", file=sys.stderr)
+    ray = start_ray({"num_cpus": 2, "log_to_driver": False})  # loopback only, no usage stats
     try:
         yield ray
     finally:
@@ -201,3 +192,8 @@ def test_run_simulation_on_ray() -> None:
         server_app=server_app, client_app=sim_apps.app, num_supernodes=4, backend_config=config
     )
     assert context.state["counts"]["n"] == [2, 2, 2, 2]
+
+
+def test_the_local_ray_instance_is_on_loopback_and_reports_no_usage(ray_instance: Any) -> None:
+    assert ray_instance.util.get_node_ip_address() == "127.0.0.1"
+    assert os.environ["RAY_USAGE_STATS_ENABLED"] == "0"
