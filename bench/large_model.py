@@ -1,16 +1,23 @@
-"""Memory and time for a large model through a local deployment.
+"""Time, memory and bytes of large-model rounds through a local deployment, against the floor.
 
-Runs FedAvg on the tiny app with a model of --mb megabytes (float32) over K SuperNodes and
-samples the resident memory of every process (SuperLink, SuperNodes, ServerApp and ClientApp
-processes) while it runs. Prints each role's peak RSS next to the model size, and seconds per
-round. DESIGN goal: the SuperLink stays near one model copy, not K.
+For each model size, starts a fresh SuperLink with K SuperNodes and runs FedAvg (train and
+evaluate each round, both carrying the model; every reply must be usable, so one error fails
+the run and no figure is printed) on the tiny app with a float32 model of 10 arrays. While the
+run goes it samples, every 50 ms, the resident memory of every Corolla process and the TCP
+byte counters (``ss``) of the SuperLink's ServerAppIo and Fleet ports. It prints per-round
+seconds, the peak RSS of each process (and of all together), the bytes each API moved per
+round, and the floor: the time this machine takes to copy and to SHA-256 the bytes a round
+moves (2K model copies down, K up), once.
 
-    python bench/large_model.py [--mb 100] [--nodes 2] [--rounds 3]
+    python bench/large_model.py [--sizes 100:3,1000:1,10000:1] [--nodes 2] [--arrays 10]
+
+``--sizes``: comma-separated ``MB:rounds``.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import os
 import re
@@ -20,15 +27,26 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from corolla.deploy.local import LocalFederation, app_for_federation
 
 APP = Path(__file__).resolve().parent / "apps" / "tiny"
 FLWR = Path(sys.executable).parent / "flwr"
+ROLES = (
+    ("corolla.superlink.main", "SuperLink"),
+    ("corolla.supernode.main", "SuperNode"),
+    ("corolla.runtime.serverapp", "ServerApp"),
+    ("corolla.runtime.clientapp", "ClientApp"),
+)
+_SOCKET = re.compile(r"^\S+\s+\d+\s+\d+\s+(\S+):(\d+)\s+(\S+):(\d+)")
+_COUNTER = re.compile(r"bytes_(sent|received):(\d+)")
 
 
-def rss_mb(pid: int) -> float:
+def rss_mib(pid: int) -> float:
     try:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
@@ -37,54 +55,114 @@ def rss_mb(pid: int) -> float:
     return int(match.group(1)) / 1024 if match else 0.0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def role_of(pid: int) -> str | None:
     try:
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return None
-    for marker, role in (
-        ("corolla.superlink.main", "SuperLink"),
-        ("corolla.supernode.main", "SuperNode"),
-        ("corolla.runtime.serverapp", "ServerApp process"),
-        ("corolla.runtime.clientapp", "ClientApp process"),
-    ):
-        if marker in cmd:
-            return role
-    return None
+    return next((role for marker, role in ROLES if marker in cmd), None)
 
 
+def socket_counters(ports: dict[int, str]) -> dict[tuple[str, ...], tuple[str, int, int]]:
+    """Per TCP connection whose local port is one of ``ports`` (the server side): its API,
+    bytes sent (down, to the client) and received (up)."""
+    out = subprocess.run(["ss", "-tin"], capture_output=True, text=True, timeout=30).stdout
+    found: dict[tuple[str, ...], tuple[str, int, int]] = {}
+    lines = out.splitlines()
+    for header, detail in itertools.pairwise(lines):
+        match = _SOCKET.match(header)
+        if not match or int(match.group(2)) not in ports:
+            continue
+        counters = dict((k, int(v)) for k, v in _COUNTER.findall(detail))
+        key = match.groups()
+        found[key] = (
+            ports[int(match.group(2))],
+            counters.get("sent", 0),
+            counters.get("received", 0),
+        )
+    return found
+
+
+@dataclass(eq=False)
 class Sampler(threading.Thread):
-    """Peak RSS per role over every Corolla process on the machine (sampled every 50 ms)."""
+    """Peak RSS per role (largest process) and of all processes together; the highest byte
+    counters seen per connection (a closed connection keeps its last sample)."""
 
-    def __init__(self) -> None:
+    ports: dict[int, str]
+    peaks: dict[str, float] = field(default_factory=dict)
+    total_peak: float = 0.0
+    cpu: dict[int, tuple[str, float]] = field(default_factory=dict)  # pid -> (role, last seen)
+    sockets: dict[tuple[str, ...], tuple[str, int, int]] = field(default_factory=dict)
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
         super().__init__(daemon=True)
-        self.peaks: dict[str, float] = {}
-        self.done = threading.Event()
 
     def run(self) -> None:
         while not self.done.wait(0.05):
+            total = 0.0
             for entry in os.listdir("/proc"):
-                if entry.isdigit():
-                    role = role_of(int(entry))
-                    if role is not None:
-                        self.peaks[role] = max(self.peaks.get(role, 0.0), rss_mb(int(entry)))
+                if entry.isdigit() and (role := role_of(int(entry))) is not None:
+                    rss = rss_mib(int(entry))
+                    self.cpu[int(entry)] = (role, cpu_seconds(int(entry)))
+                    total += rss
+                    self.peaks[role] = max(self.peaks.get(role, 0.0), rss)
+            self.total_peak = max(self.total_peak, total)
+            self.sockets.update(socket_counters(self.ports))
+
+    def cpu_by_role(self) -> dict[str, float]:
+        totals: dict[str, float] = {}
+        for role, seconds in self.cpu.values():
+            totals[role] = totals.get(role, 0.0) + seconds
+        return totals
+
+    def bytes_by_api(self) -> dict[str, tuple[int, int]]:
+        moved: dict[str, tuple[int, int]] = {}
+        for api, sent, received in self.sockets.values():
+            down, up = moved.get(api, (0, 0))
+            moved[api] = (down + sent, up + received)
+        return moved
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--mb", type=float, default=100.0, help="model size in MB (float32)")
-    parser.add_argument("--nodes", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
-    params = int(args.mb * 1e6 / 4)
+def floor_seconds(nbytes: int) -> tuple[float, float]:
+    """Seconds to copy ``nbytes`` once and to SHA-256 them once, measured on at most 256 MiB
+    and scaled linearly (best of three)."""
+    sample = min(nbytes, 256 * 1024**2)
+    source = np.random.default_rng(0).integers(0, 255, sample, dtype=np.uint8)
+    target = np.empty_like(source)
+    copy = hashing = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        np.copyto(target, source)
+        copy = min(copy, time.perf_counter() - start)
+        start = time.perf_counter()
+        hashlib.sha256(memoryview(source)).digest()
+        hashing = min(hashing, time.perf_counter() - start)
+    return copy * nbytes / sample, hashing * nbytes / sample
+
+
+def run_size(mb: float, rounds: int, nodes: int, arrays: int) -> None:
+    params = int(mb * 1e6 / 4)
     with (
         tempfile.TemporaryDirectory(prefix="corolla-bench-") as tmp,
-        LocalFederation(Path(tmp), num_nodes=args.nodes) as federation,
+        LocalFederation(Path(tmp), num_nodes=nodes) as federation,
     ):
         app = app_for_federation(APP, Path(tmp) / "app", federation.exec)
-        sampler = Sampler()
+        ports = {int(federation.serverappio.rsplit(":", 1)[1]): "ServerAppIo"}
+        ports[int(federation.fleet.rsplit(":", 1)[1])] = "Fleet"
+        sampler = Sampler(ports)
         sampler.start()
         start = time.perf_counter()
+        config = f"num-server-rounds={rounds} num-params={params} num-arrays={arrays}"
         result = subprocess.run(
             [
                 str(FLWR),
@@ -93,11 +171,11 @@ def main() -> None:
                 "local",
                 "--stream",
                 "--run-config",
-                f"num-server-rounds={args.rounds} num-params={params} min-nodes={args.nodes}",
+                f"{config} min-nodes={nodes}",
             ],
             capture_output=True,
             text=True,
-            timeout=1800,
+            timeout=3600,
             env=federation.env,
         )
         wall = time.perf_counter() - start
@@ -106,14 +184,55 @@ def main() -> None:
     if result.returncode != 0:
         sys.exit(f"run failed:\n{result.stdout[-3000:]}\n{result.stderr[-2000:]}")
     marks = [float(m) for m in re.findall(r"bench-round \d+ ([0-9.]+)", result.stdout)]
+    if len(marks) != rounds + 1:
+        sys.exit(f"expected {rounds + 1} round marks, found {len(marks)}:\n{result.stdout}")
     per_round = [b - a for a, b in itertools.pairwise(marks)]
-    print(f"model {args.mb:.0f} MB float32, {args.nodes} SuperNodes, {args.rounds} rounds")
-    print(f"run wall time (flwr run -> finished): {wall:.1f} s")
-    print(f"median seconds per round: {statistics.median(per_round):.2f} s")
-    print(f"peak resident memory per process (one model = {args.mb:.0f} MB):")
-    for role in ("SuperLink", "SuperNode", "ServerApp process", "ClientApp process"):
+    model = params * 4
+    moved = model * 3 * nodes  # 2K copies down (train, evaluate), K up
+    copy, hashing = floor_seconds(moved)
+    print(
+        f"\nmodel {model / 1e6:.0f} MB float32 in {arrays} arrays, {nodes} SuperNodes, "
+        f"{rounds} round(s)"
+    )
+    print(f"  run wall time (flwr run -> finished): {wall:.1f} s")
+    print(
+        "  seconds per round: "
+        + ", ".join(f"{s:.2f}" for s in per_round)
+        + f" (median {statistics.median(per_round):.2f})"
+    )
+    print(
+        f"  floor for {moved / 1e6:.0f} MB moved once: copy {copy:.2f} s, "
+        f"sha256 {hashing:.2f} s, both {copy + hashing:.2f} s"
+    )
+    for api, (down, up) in sorted(sampler.bytes_by_api().items()):
+        print(
+            f"  {api:11s} bytes per round: {down / rounds / 1e6:9.0f} MB down, "
+            f"{up / rounds / 1e6:9.0f} MB up  ({(down + up) / rounds / model:.1f} models)"
+        )
+    cpu = sampler.cpu_by_role()
+    print(
+        "  CPU seconds per round: "
+        + ", ".join(f"{role} {cpu.get(role, 0.0) / rounds:.2f}" for _, role in ROLES)
+    )
+    print(f"  peak RSS (one model = {model / 2**20:.0f} MiB):")
+    for _, role in ROLES:
         peak = sampler.peaks.get(role, 0.0)
-        print(f"  {role:18s} {peak:8.0f} MB  ({peak / args.mb:.1f} models)")
+        print(f"    {role:10s} {peak:9.0f} MiB  ({peak * 2**20 / model:.2f} models)")
+    print(
+        f"    {'all':10s} {sampler.total_peak:9.0f} MiB  "
+        f"({sampler.total_peak * 2**20 / model:.2f} models)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", default="100:3,1000:1,10000:1", help="MB:rounds,...")
+    parser.add_argument("--nodes", type=int, default=2)
+    parser.add_argument("--arrays", type=int, default=10)
+    args = parser.parse_args()
+    for item in args.sizes.split(","):
+        mb, _, rounds = item.partition(":")
+        run_size(float(mb), int(rounds or 1), args.nodes, args.arrays)
 
 
 if __name__ == "__main__":

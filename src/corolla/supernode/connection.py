@@ -181,7 +181,8 @@ class FleetConnection:
     ) -> dict[str, memoryview]:
         client, ids = self._objects(node_id, run_id)
         try:
-            return client.pull(object_ids, ids=ids, timeout=OBJECT_TIMEOUT)
+            # the SuperLink checked them on receipt (trusted hops: common/transfer.py)
+            return client.pull(object_ids, ids=ids, timeout=OBJECT_TIMEOUT, verify=False)
         except grpc.RpcError as exc:
             raise error_from_rpc(exc, self.address) from exc
 

@@ -348,8 +348,10 @@ class RunTable:
     # -- objects --------------------------------------------------------------------------------
 
     def store_object(self, state: RunState, object_id: str, data: memoryview) -> None:
+        """Keep a pushed object; one held already stays as it is (an unchecked push never
+        replaces the content other messages of the run refer to)."""
         with self._lock:
-            state.objects[object_id] = data
+            state.objects.setdefault(object_id, data)
 
     def missing_objects(self, state: RunState, object_ids: Iterable[str]) -> list[str]:
         with self._lock:

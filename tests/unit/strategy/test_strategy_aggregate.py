@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -83,3 +84,43 @@ def test_aggregate_arrayrecords_is_the_weighted_mean(values: list[tuple[float, i
     np.testing.assert_allclose(result, [expected, 2 * expected], rtol=1e-9, atol=1e-6)
     metrics = aggregate_metricrecords(records, "n")
     assert metrics["n"] == total
+
+
+def test_folding_a_large_model_holds_one_copy_of_it_plus_a_few_mib() -> None:
+    model = ArrayRecord([np.ones(8 * 2**20, dtype=np.float32)])  # 32 MiB
+    mean = WeightedArrayMean()
+    tracemalloc.start()
+    try:
+        for weight in (1.0, 2.0, 3.0):
+            mean.add(model, weight)
+        result = mean.result()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result is not None and result["0"].dtype == "float32"
+    assert peak < 32 * 2**20 + 24 * 2**20  # the mean (no float64 sums) and one piece's temps
+    assert np.array_equal(result["0"].view(), model["0"].view())
+
+
+def test_the_incremental_mean_of_many_float32_replies_is_close_to_the_exact_one() -> None:
+    rng = np.random.default_rng(7)
+    replies = [rng.normal(0, 1, 1000).astype(np.float32) for _ in range(500)]
+    weights = rng.integers(1, 100, 500).astype(float)
+    mean = WeightedArrayMean()
+    for values, weight in zip(replies, weights, strict=True):
+        mean.add(ArrayRecord([values]), weight)
+    result = mean.result()
+    assert result is not None
+    exact = np.average(np.stack(replies).astype(np.float64), axis=0, weights=weights)
+    np.testing.assert_allclose(result["0"].view(), exact, rtol=0, atol=2e-6)
+
+
+def test_a_result_given_out_does_not_change_when_more_records_are_folded() -> None:
+    mean = WeightedArrayMean()
+    mean.add(ArrayRecord([np.array([1.0, 3.0])]), 1.0)
+    first = mean.result()
+    mean.add(ArrayRecord([np.array([3.0, 5.0])]), 1.0)
+    second = mean.result()
+    assert first is not None and second is not None
+    assert first["0"].numpy().tolist() == [1.0, 3.0]
+    assert second["0"].numpy().tolist() == [2.0, 4.0]

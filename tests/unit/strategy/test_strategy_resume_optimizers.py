@@ -76,15 +76,19 @@ def test_a_resumed_run_continues_exactly(name: str) -> None:
     assert any(key.startswith("state.") for key in saved[1])
 
     resumed = run(make(), InProcessGrid(make_app(), num_nodes=2, checkpoint=saved))
-    np.testing.assert_array_equal(
-        resumed.to_numpy_ndarrays()[0], uninterrupted.to_numpy_ndarrays()[0]
+    # Equal up to rounding: the mean folds replies in arrival order, which follows the
+    # sampled node order (the sampling RNG is not part of the checkpoint).
+    np.testing.assert_allclose(
+        resumed.to_numpy_ndarrays()[0], uninterrupted.to_numpy_ndarrays()[0], rtol=1e-12
     )
 
     # Without the state the same resume lands elsewhere: the test above can fail.
     forgetful = make()
     forgetful.restore_checkpoint_state = lambda state: None  # type: ignore[method-assign]
     other = run(forgetful, InProcessGrid(make_app(), num_nodes=2, checkpoint=saved))
-    assert not np.array_equal(other.to_numpy_ndarrays()[0], uninterrupted.to_numpy_ndarrays()[0])
+    assert not np.allclose(
+        other.to_numpy_ndarrays()[0], uninterrupted.to_numpy_ndarrays()[0], rtol=1e-12, atol=0
+    )
 
 
 def test_the_checkpoint_holds_the_moments_under_their_names() -> None:

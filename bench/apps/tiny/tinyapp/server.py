@@ -1,10 +1,13 @@
-"""FedAvg over the tiny model; prints a timestamp at the end of every round."""
+"""FedAvg over the tiny model; prints a timestamp at the end of every round.
+
+Every reply must be usable (``min_usable_fraction=1.0``): one error reply fails the run, so a
+benchmark never times rounds whose ClientApps failed."""
 
 import time
 
 import numpy as np
 
-from corolla.app import ArrayRecord, Context, MetricRecord
+from corolla.app import Array, ArrayRecord, Context, MetricRecord
 from corolla.serverapp import Grid, ServerApp
 from corolla.serverapp.strategy import FedAvg
 
@@ -15,7 +18,13 @@ app = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     params = int(context.run_config["num-params"])
     nodes = int(context.run_config["min-nodes"])
-    initial = ArrayRecord([np.zeros(params, dtype=np.float32)])
+    count = int(context.run_config.get("num-arrays", 1))  # the parameters split evenly
+    sizes = [params // count + (1 if i < params % count else 0) for i in range(count)]
+    # Random, so that no two arrays share an object id (zeros would travel once, deduplicated).
+    rng = np.random.default_rng(0)
+    initial = ArrayRecord(
+        {str(i): Array(rng.random(size, dtype=np.float32)) for i, size in enumerate(sizes)}
+    )
     start = time.perf_counter()
     print(f"bench-start {start:.6f}", flush=True)
 
@@ -23,7 +32,12 @@ def main(grid: Grid, context: Context) -> None:
         print(f"bench-round {server_round} {time.perf_counter():.6f}", flush=True)
         return None
 
-    strategy = FedAvg(min_train_nodes=nodes, min_evaluate_nodes=nodes, min_available_nodes=nodes)
+    strategy = FedAvg(
+        min_train_nodes=nodes,
+        min_evaluate_nodes=nodes,
+        min_available_nodes=nodes,
+        min_usable_fraction=1.0,
+    )
     strategy.start(
         grid=grid,
         initial_arrays=initial,

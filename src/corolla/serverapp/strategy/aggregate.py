@@ -87,18 +87,26 @@ def arrays_like(values: Mapping[str, npt.NDArray[Any]], layout: Layout) -> Array
     )
 
 
+_FOLD_CHUNK = 1 << 20  # elements folded at a time: the float64 temporaries stay at 8 MiB
+
+
 class WeightedArrayMean:
     """The weighted mean of `ArrayRecord`s, added one at a time.
 
-    Keeps one running sum per array in float64 (complex128 for complex arrays), so memory stays
-    near one model copy however many records are added. The mean is cast back to the dtypes of
+    Keeps the running mean itself, one array per name in the dtype of `state_dtype` (the
+    model's own for floating and complex arrays, float64 for the others), and folds each record
+    in as ``mean += weight / total_so_far * (values - mean)`` (West's weighted incremental
+    mean), computed in float64 (complex128) pieces of a million elements. So memory stays at
+    one model copy plus a few MiB however many records are added or however large the model,
+    and each update is rounded once to the model's dtype. The mean is cast back to the dtypes of
     the first record added (integers and bools are rounded first).
     """
 
     def __init__(self) -> None:
-        self._sums: dict[str, npt.NDArray[Any]] = {}
+        self._means: dict[str, npt.NDArray[Any]] = {}
         self._layout: Layout = {}
         self._total = 0.0
+        self._handed_out = False  # `result` gave the mean buffers away: copy before folding on
         self.count = 0
 
     def add(self, arrays: ArrayRecord, weight: float) -> None:
@@ -110,10 +118,13 @@ class WeightedArrayMean:
         else:
             check_layout(arrays, self._layout)
         if weight > 0:
+            if self._handed_out:
+                self._means = {key: mean.copy() for key, mean in self._means.items()}
+                self._handed_out = False
+            self._total += weight
+            share = weight / self._total
             for key, array in arrays.items():
-                total = self._sums[key]
-                total += weight * array.view()  # one temporary the size of this array
-        self._total += weight
+                _fold(self._means[key].reshape(-1), array.view().reshape(-1), share)
         self.count += 1
 
     @property
@@ -126,18 +137,44 @@ class WeightedArrayMean:
         return dict(self._layout)
 
     def result(self) -> ArrayRecord | None:
-        """The weighted mean, or None if nothing (or only zero weight) was added."""
+        """The weighted mean, or None if nothing (or only zero weight) was added. Floating
+        and complex means are handed over without a copy."""
         if self.count == 0 or self._total <= 0:
             return None
-        # A 0-d sum divided gives a NumPy scalar: `cast_to` makes it an ndarray again.
-        return arrays_like(
-            {key: total / self._total for key, total in self._sums.items()}, self._layout
+        self._handed_out = True
+        return ArrayRecord(
+            {key: _adopt(self._means[key], dtype) for key, (_, dtype) in self._layout.items()}
         )
 
     def _start(self, arrays: ArrayRecord) -> None:
         self._layout = layout_of(arrays)
         for key, array in arrays.items():
-            self._sums[key] = np.zeros(array.shape, dtype=_sum_dtype(np.dtype(array.dtype)))
+            dtype = state_dtype(array.dtype)
+            self._means[key] = np.zeros(array.shape, dtype=dtype.newbyteorder("<"))
+
+
+def _fold(mean: npt.NDArray[Any], values: npt.NDArray[Any], share: float) -> None:
+    """``mean += share * (values - mean)`` in place, piece by piece in float64 (complex128)."""
+    wide = np.result_type(mean.dtype, np.float64)
+    for start in range(0, mean.size, _FOLD_CHUNK):
+        part = mean[start : start + _FOLD_CHUNK]
+        if share == 1.0:  # the first weighted record: the mean is its values
+            part[...] = values[start : start + _FOLD_CHUNK]
+            continue
+        step = values[start : start + _FOLD_CHUNK].astype(wide)
+        step -= part
+        step *= share
+        step += part
+        part[...] = step
+
+
+def _adopt(mean: npt.NDArray[Any], dtype: str) -> Array:
+    """An `Array` of ``dtype`` holding ``mean``: its own buffer when the dtypes agree (no copy),
+    else a rounded, cast copy."""
+    if np.dtype(dtype) != mean.dtype:
+        return Array(cast_to(mean, dtype))
+    flat = np.ascontiguousarray(mean).reshape(-1).data.toreadonly()
+    return Array(dtype=mean.dtype.name, shape=mean.shape, data=flat)
 
 
 def aggregate_arrayrecords(records: list[RecordDict], weighting_metric_name: str) -> ArrayRecord:
