@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar, overload
+from typing import Any, Generic, Protocol, TypeVar, overload, runtime_checkable
 
 from corolla.common.errors import InvalidArgument, ResourceExhausted
 from corolla.proto.v1 import objects_pb2 as opb
@@ -139,7 +139,19 @@ class ObjectSink(Protocol[_R_co]):
         """Drop what was written. Safe to call more than once, and after a failed commit."""
 
 
-SinkFactory = Callable[[str, int], ObjectSink[_R]]  # (object_id, declared size) -> its sink
+SinkFactory = Callable[[str, int], ObjectSink[_R]]
+
+
+@runtime_checkable
+class ObjectSource(Protocol):
+    """An object to send that is not in memory (e.g. an open file): its size, and its bytes
+    in pieces of at most ``chunk_size``, from the start on every call."""
+
+    size: int
+
+    def chunks(
+        self, chunk_size: int
+    ) -> Iterator[Buffer]: ...  # (object_id, declared size) -> its sink
 
 
 class BufferSink:

@@ -26,7 +26,9 @@ from corolla.common.objects import (
     CHUNK_SIZE,
     Buffer,
     ObjectAssembler,
+    ObjectSource,
     SinkFactory,
+    buffer_sink,
     encode_chunk,
     encode_chunks,
 )
@@ -69,12 +71,17 @@ def receive_objects_into(
     *,
     max_object_size: int | None = MAX_OBJECT_BYTES,
     max_stream_bytes: int | None = None,
+    verify: bool = True,
 ) -> opb.PushObjectsResponse:
     """Stream each pushed object into the sink ``open_sink(object_id, declared_size)`` gives
-    for it, hashing on the way; a sink is committed once its object is complete and verified,
-    and discarded if the stream breaks off or fails. Nothing holds a whole object here."""
+    for it, hashing on the way (unless ``verify`` is false); a sink is committed once its
+    object is complete and verified, and discarded if the stream breaks off or fails. Nothing
+    holds a whole object here."""
     assembler = ObjectAssembler(
-        sink=open_sink, max_object_size=max_object_size, max_stream_bytes=max_stream_bytes
+        sink=open_sink,
+        max_object_size=max_object_size,
+        max_stream_bytes=max_stream_bytes,
+        verify=verify,
     )
     return _receive(assembler, frames, lambda object_id, result: None)
 
@@ -138,15 +145,18 @@ class ObjectClient:
             response_deserializer=None,
         )
 
-    def push(self, objects: Mapping[str, Buffer], *, ids: dict[str, Any], timeout: float) -> int:
-        """Send the objects the server lacks; returns how many were sent."""
+    def push(
+        self, objects: Mapping[str, Buffer | ObjectSource], *, ids: dict[str, Any], timeout: float
+    ) -> int:
+        """Send the objects the server lacks (each a buffer, or a source read in chunks);
+        returns how many were sent."""
         if not objects:
             return 0
         request = opb.MissingObjectsRequest(object_ids=list(objects), **ids)
         missing = list(self._missing(request, metadata=self._metadata, timeout=timeout).object_ids)
         if not missing:
             return 0
-        frames = (frame for oid in missing for frame in encode_chunks(oid, objects[oid]))
+        frames = (frame for oid in missing for frame in _frames_of(oid, objects[oid]))
         self._push(frames, metadata=self._metadata, timeout=timeout)
         return len(missing)
 
@@ -158,14 +168,28 @@ class ObjectClient:
         timeout: float,
         verify: bool = True,
     ) -> dict[str, memoryview]:
-        """Fetch objects by id, checking each against its id unless ``verify`` is false (for a
-        server that checked every object it holds on receipt: see "trusted hops" above)."""
+        """Fetch objects by id into memory, checking each against its id unless ``verify`` is
+        false (for a server that checked every object it holds on receipt: see "trusted
+        hops" above)."""
+        return self.pull_into(object_ids, buffer_sink, ids=ids, timeout=timeout, verify=verify)
+
+    def pull_into(
+        self,
+        object_ids: Iterable[str],
+        open_sink: SinkFactory[_R],
+        *,
+        ids: dict[str, Any],
+        timeout: float,
+        verify: bool = True,
+    ) -> dict[str, _R]:
+        """Fetch objects by id, each streamed into the sink ``open_sink(object_id, size)``
+        gives for it (see `pull` for ``verify``); returns what each committed sink gave."""
         wanted = list(dict.fromkeys(object_ids))
         if not wanted:
             return {}
         request = opb.PullObjectsRequest(object_ids=wanted, **ids)
-        out: dict[str, memoryview] = {}
-        with ObjectAssembler(verify=verify) as assembler:
+        out: dict[str, _R] = {}
+        with ObjectAssembler(sink=open_sink, verify=verify) as assembler:
             for frame in self._pull(request, metadata=self._metadata, timeout=timeout):
                 done = assembler.feed(frame)
                 if done is not None:
@@ -175,3 +199,17 @@ class ObjectClient:
         if missing:
             raise InvalidArgument(f"server did not send objects {missing}")
         return out
+
+
+def _frames_of(object_id: str, source: Buffer | ObjectSource) -> Iterator[bytes]:
+    if not isinstance(source, ObjectSource):
+        yield from encode_chunks(object_id, source)
+        return
+    offset = 0
+    for piece in source.chunks(CHUNK_SIZE):
+        yield encode_chunk(object_id, offset, source.size, piece)
+        offset += memoryview(piece).nbytes
+    if source.size == 0:
+        yield encode_chunk(object_id, 0, 0, b"")
+    elif offset != source.size:
+        raise InvalidArgument(f"object {object_id}: source gave {offset} of {source.size} bytes")

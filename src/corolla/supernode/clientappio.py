@@ -15,10 +15,12 @@ from collections.abc import Iterator
 import grpc
 
 from corolla.common.appio import AppIoAuth
+from corolla.common.errors import NotFound
 from corolla.common.grpc import WaitSlots, abort_on_error
 from corolla.common.guard import Call, Credential, Policy, add_service
+from corolla.common.objectfiles import OpenObject
 from corolla.common.protocol import check_wait
-from corolla.common.transfer import receive_objects, send_objects
+from corolla.common.transfer import MAX_STREAM_BYTES, receive_objects_into, send_objects
 from corolla.proto.v1 import clientappio_pb2 as cpb
 from corolla.proto.v1 import objects_pb2 as opb
 from corolla.supernode.convert import (
@@ -134,23 +136,18 @@ class ClientAppIoServicer:
         self, request_iterator: Iterator[bytes], context: Call
     ) -> opb.PushObjectsResponse:
         state = self._run_of(context)
-        return receive_objects(  # trusted hop, see common/transfer.py
-            request_iterator,
-            lambda oid, data: self.runs.store_object(state, oid, data),
-            verify=False,
+        return receive_objects_into(  # into the run's files; trusted hop: common/transfer.py
+            request_iterator, state.objects.sink, max_stream_bytes=MAX_STREAM_BYTES, verify=False
         )
 
     @abort_on_error
     def PullObjects(self, request: opb.PullObjectsRequest, context: Call) -> Iterator[bytes]:
         state = self._run_of(context)
-        objects = self.runs.read_objects(state, request.object_ids)
-
-        def read(object_id: str, chunk_size: int) -> Iterator[memoryview]:
-            data = objects[object_id]
-            for offset in range(0, data.nbytes, chunk_size):
-                yield data[offset : offset + chunk_size]
-
-        return send_objects(objects, lambda oid: objects[oid].nbytes, read)
+        ids = list(dict.fromkeys(request.object_ids))
+        missing = state.objects.missing(ids)
+        if missing:
+            raise NotFound(f"unknown objects: {', '.join(missing)}")
+        return _stream_files({oid: state.objects.open(oid) for oid in ids})
 
     @abort_on_error
     def MissingObjects(
@@ -160,3 +157,14 @@ class ClientAppIoServicer:
         return opb.MissingObjectsResponse(
             object_ids=self.runs.missing_objects(state, request.object_ids)
         )
+
+
+def _stream_files(files: dict[str, OpenObject]) -> Iterator[bytes]:
+    """Chunk frames of opened objects (readable even if released meanwhile), then closed."""
+    try:
+        yield from send_objects(
+            files, lambda oid: files[oid].size, lambda oid, n: files[oid].chunks(n)
+        )
+    finally:
+        for file in files.values():
+            file.close()

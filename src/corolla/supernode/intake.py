@@ -91,8 +91,9 @@ class Fetcher:
             return None
         needed = self._runs.missing_objects(state, message.object_ids)
         for _ in range(OBJECT_ROUNDS):
-            objects = self._conn.pull_objects(node_id, run_id, needed) if needed else {}
-            needed = self._runs.enqueue(state, message, objects)
+            if needed:  # written to the run's files as they arrive
+                self._conn.pull_objects(node_id, run_id, needed, state.objects.sink)
+            needed = self._runs.enqueue(state, message)
             if not needed:
                 return state
         raise NotFound(f"objects of message {message.message_id} vanished")

@@ -35,6 +35,7 @@ from corolla.supernode.domain import Envelope
 from corolla.supernode.external import ExternalApps
 from corolla.supernode.identity import NodeIdFile
 from corolla.supernode.intake import Fetcher, Intake
+from corolla.supernode.objects import NodeObjects
 from corolla.supernode.outbox import Outbox
 from corolla.supernode.runs import RunTable
 from corolla.supernode.supervisor import Supervisor
@@ -67,7 +68,8 @@ class SuperNode:
             client_tls=config.client_tls,
             auth_key=config.auth_private_key,
         )
-        self._runs = RunTable(attachable=external)
+        self._objects = NodeObjects()  # payloads on disk, out of this process's memory
+        self._runs = RunTable(attachable=external, objects=self._objects)
         self._stop = threading.Event()
         self._stopped = False
         self._registration = threading.Lock()
@@ -197,6 +199,7 @@ class SuperNode:
                 log.info("could not sign off node %d at the SuperLink: %s", self._node_id, exc)
         self._server.stop(grace).wait(grace + 1)
         self._conn.close()
+        self._objects.close()
         if self._id_file is not None:
             self._id_file.release()
         log.info("SuperNode stopped")

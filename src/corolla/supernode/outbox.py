@@ -23,6 +23,7 @@ from corolla.common.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from corolla.common.objectfiles import OpenObject
 from corolla.supernode.connection import FleetConnection, Stopped
 from corolla.supernode.domain import Envelope
 from corolla.supernode.replies import error_reply
@@ -44,7 +45,7 @@ class _Again(CorollaError):
 class _Reply:
     run_id: int
     message: Envelope
-    objects: dict[str, memoryview]
+    objects: dict[str, OpenObject]  # closed once the reply is delivered or dropped
     expires_at: float
     attempts: int = 0
 
@@ -66,7 +67,7 @@ class Outbox:
         self._closed = threading.Event()  # ends the waits between attempts
         self._deadline = float("inf")
 
-    def reply(self, run_id: int, message: Envelope, objects: dict[str, memoryview]) -> None:
+    def reply(self, run_id: int, message: Envelope, objects: dict[str, OpenObject]) -> None:
         ttl = message.ttl
         expires_at = time.time() + ttl if ttl > 0 else float("inf")
         self._put(_Reply(run_id, message, objects, expires_at))
@@ -102,9 +103,14 @@ class Outbox:
                 while not self._items and not self._closing:
                     self._changed.wait(1.0)
                 if not self._items or time.monotonic() > self._deadline:
+                    for left in self._items:  # never sent: their objects' files are let go
+                        _close(left)
                     return
                 item = self._items[0]
-            self._deliver(item)
+            try:
+                self._deliver(item)
+            finally:
+                _close(item)
             with self._changed:
                 self._items.popleft()
 
@@ -152,3 +158,9 @@ class Outbox:
             return False
         log.error("run %d: dropping %s: %s", item.run_id, what, exc)
         return True
+
+
+def _close(item: _Reply | _Logs) -> None:
+    if isinstance(item, _Reply):
+        for source in item.objects.values():
+            source.close()

@@ -1,4 +1,4 @@
-"""What the SuperNode keeps per active run: token, inputs, message queue, context, object cache.
+"""What the SuperNode keeps per active run: token, inputs, message queue, context, objects.
 
 The node relays encoded messages and contexts without decoding them: the records held here
 (`domain.py`) carry them as opaque bytes. One lock, private to this module, guards the table
@@ -25,11 +25,12 @@ from typing import TYPE_CHECKING
 from corolla.common.errors import (
     FailedPrecondition,
     InvalidArgument,
-    NotFound,
     Unauthenticated,
     Unavailable,
 )
+from corolla.common.objectfiles import OpenObject
 from corolla.supernode.domain import AppContext, Envelope, Fab, RunInfo
+from corolla.supernode.objects import NodeObjects, RunObjects
 
 if TYPE_CHECKING:
     from corolla.supernode.launcher import AppProcess
@@ -51,7 +52,8 @@ class RunState:
     fab: Fab
     context: AppContext
     changed: threading.Condition
-    objects: dict[str, memoryview] = field(default_factory=dict)
+    objects: RunObjects
+    recent: tuple[str, ...] = ()  # objects of the last message answered: the next may reuse them
     queue: deque[Envelope] = field(default_factory=deque)
     inflight: dict[str, Envelope] = field(default_factory=dict)  # delivered, not answered
     active: bool = True
@@ -66,8 +68,13 @@ class RunState:
 
 class RunTable:
     def __init__(
-        self, *, attachable: bool = False, clock: Callable[[], float] = time.monotonic
+        self,
+        *,
+        attachable: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+        objects: NodeObjects | None = None,
     ) -> None:
+        self._objects = objects or NodeObjects()  # a fresh temporary directory by default
         self._lock = threading.RLock()
         self.clock = clock
         self.attachable = attachable
@@ -85,6 +92,7 @@ class RunTable:
                 fab=fab,
                 context=context,
                 changed=threading.Condition(self._lock),
+                objects=self._objects.for_run(run.run_id),
             )
             self._by_id[run.run_id] = state
             self._by_token[state.token] = state
@@ -123,6 +131,7 @@ class RunTable:
                 del self._by_id[state.run_id]
             self._by_token.pop(state.token, None)
             state.objects.clear()
+            state.recent = ()
             state.queue.clear()
             state.queued_at.clear()
 
@@ -252,14 +261,11 @@ class RunTable:
 
     # -- messages -------------------------------------------------------------------------------
 
-    def enqueue(
-        self, state: RunState, message: Envelope, objects: dict[str, memoryview]
-    ) -> list[str]:
-        """Queue ``message`` with its objects; if some it needs are missing (released since they
-        were checked), queue nothing and return their ids."""
+    def enqueue(self, state: RunState, message: Envelope) -> list[str]:
+        """Queue ``message``, its objects in ``state.objects``; if some it needs are missing
+        (released since they were fetched), queue nothing and return their ids."""
         with self._lock:
-            state.objects.update(objects)
-            missing = self.missing_objects(state, message.object_ids)
+            missing = state.objects.missing(message.object_ids)
             if not missing:
                 state.queue.append(message)
                 state.queued_at[message.message_id] = self.clock()
@@ -303,8 +309,9 @@ class RunTable:
 
     def complete(
         self, state: RunState, reply: Envelope, context: AppContext | None
-    ) -> dict[str, memoryview]:
-        """Accept a reply (and the updated context); returns the objects the reply needs."""
+    ) -> dict[str, OpenObject]:
+        """Accept a reply (and the updated context); returns the objects the reply needs,
+        opened (the caller closes them once they are sent)."""
         with self._lock:
             original = state.inflight.get(reply.reply_to_message_id)
             if original is None:
@@ -318,13 +325,14 @@ class RunTable:
             if context is not None and context.run_id != state.run_id:
                 raise InvalidArgument(f"the context belongs to run {context.run_id}")
             needed = dict.fromkeys(reply.object_ids + (context.object_ids if context else ()))
-            missing = [oid for oid in needed if oid not in state.objects]
+            missing = state.objects.missing(needed)
             if missing:
                 raise InvalidArgument(f"objects referenced but never pushed: {missing}")
+            reply_objects = {oid: state.objects.open(oid) for oid in reply.object_ids}
             del state.inflight[reply.reply_to_message_id]
             if context is not None:
                 state.context = context
-            reply_objects = {oid: state.objects[oid] for oid in reply.object_ids}
+            state.recent = original.object_ids
             self._prune(state)
             return reply_objects
 
@@ -347,29 +355,14 @@ class RunTable:
 
     # -- objects --------------------------------------------------------------------------------
 
-    def store_object(self, state: RunState, object_id: str, data: memoryview) -> None:
-        """Keep a pushed object; one held already stays as it is (an unchecked push never
-        replaces the content other messages of the run refer to)."""
-        with self._lock:
-            state.objects.setdefault(object_id, data)
-
     def missing_objects(self, state: RunState, object_ids: Iterable[str]) -> list[str]:
-        with self._lock:
-            return [oid for oid in object_ids if oid not in state.objects]
-
-    def read_objects(self, state: RunState, object_ids: Iterable[str]) -> dict[str, memoryview]:
-        object_ids = list(object_ids)
-        with self._lock:
-            found = {oid: state.objects[oid] for oid in object_ids if oid in state.objects}
-        missing = [oid for oid in object_ids if oid not in found]
-        if missing:
-            raise NotFound(f"unknown objects: {', '.join(missing)}")
-        return found
+        return state.objects.missing(object_ids)
 
     def _prune(self, state: RunState) -> None:
-        """Release objects no queued or in-flight message and not the context refers to."""
-        keep = set(state.context.object_ids)
+        """Release objects no queued or in-flight message, nor the context, nor the message
+        answered last refers to. (The last one's stay because the next message often carries
+        them again: a strategy evaluates the model it then trains next.)"""
+        keep = {*state.context.object_ids, *state.recent}
         for message in (*state.queue, *state.inflight.values()):
             keep.update(message.object_ids)
-        for oid in [oid for oid in state.objects if oid not in keep]:
-            del state.objects[oid]
+        state.objects.release(oid for oid in state.objects.ids() if oid not in keep)

@@ -133,7 +133,7 @@ def test_request_run_hands_a_waiting_run_to_one_caller_with_a_fresh_token(io: Ha
     assert 0.25 < time.monotonic() - started < 3
 
     sent, _ = message_for()
-    threading.Timer(0.2, lambda: io.runs.enqueue(io.state, sent, {})).start()
+    threading.Timer(0.2, lambda: io.runs.enqueue(io.state, sent)).start()
     old_token = io.state.token
     handed = io.stub.RequestRun(
         cpb.ClientRequestRunRequest(secret=SECRET, wait_seconds=10), timeout=15
@@ -159,7 +159,7 @@ def test_request_run_hands_a_waiting_run_to_one_caller_with_a_fresh_token(io: Ha
 
 def test_detached_process_loses_its_token_and_its_long_poll_ends(io: Harness) -> None:
     sent, _ = message_for()
-    io.runs.enqueue(io.state, sent, {})
+    io.runs.enqueue(io.state, sent)
     handed = io.runs.hand_out(1.0)
     assert handed is not None
     _, token = handed
@@ -200,7 +200,7 @@ def test_long_poll_returns_as_soon_as_a_message_is_queued(io: Harness) -> None:
     def enqueue_later() -> None:
         time.sleep(0.3)
         result["queued"] = time.monotonic()
-        io.runs.enqueue(io.state, sent, {})
+        io.runs.enqueue(io.state, sent)
 
     threading.Thread(target=enqueue_later).start()
     request = cpb.ClientPullMessageRequest(token=io.state.token, wait_seconds=10)
@@ -234,7 +234,7 @@ def test_push_message_accepts_only_replies_to_delivered_messages(io: Harness) ->
         )
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
-    io.runs.enqueue(io.state, sent, {})
+    io.runs.enqueue(io.state, sent)
     pulled = io.stub.PullMessage(
         cpb.ClientPullMessageRequest(token=io.state.token, wait_seconds=1), timeout=5
     )

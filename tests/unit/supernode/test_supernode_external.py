@@ -58,7 +58,7 @@ class Harness:
         message = Message(RecordDict({"c": ConfigRecord({"x": 1})}), 5, "train")
         message.metadata.run_id = state.run_id
         envelope = envelope_from_proto(encode_messages([message])[0][0])
-        assert self.runs.enqueue(state, envelope, {}) == []
+        assert self.runs.enqueue(state, envelope) == []
         self.apps.ensure_process(state)
         return envelope.message_id
 

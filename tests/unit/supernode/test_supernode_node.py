@@ -102,8 +102,32 @@ def test_large_arrays_travel_as_objects_both_ways_and_are_fetched_once(
     assert not reply.has_error(), reply
     (doubled,) = reply.content["arrays"].to_numpy_ndarrays()
     np.testing.assert_array_equal(doubled, weights * 2)
-    fetched = [oid for _, _, ids in pulls for oid in ids]  # type: ignore[attr-defined]
+    fetched = [oid for _, _, ids, _ in pulls for oid in ids]  # type: ignore[attr-defined]
     assert len(fetched) == 1 and len(set(fetched)) == 1  # the one object, fetched once
+
+
+def test_the_next_message_reuses_the_objects_of_the_one_answered_last(
+    link: Link, start_node: StartNode, app_fab: tuple[bytes, str]
+) -> None:
+    """A strategy evaluates the model it then trains: the node keeps the last message's
+    objects (on disk) so the next one carrying them again fetches nothing; older ones go."""
+    run_id = link.add_run(app_fab)
+    node = start_node()
+    pulls = count_calls(node, "pull_objects")
+    node_id = link.wait_node()
+    model, other = np.arange(100_000, dtype=np.float32), np.ones(100_000, dtype=np.float32)
+    for arrays in ([model], [model], [other]):
+        assert not link.reply_to(link.send(run_id, node_id, arrays=arrays)).has_error()
+    fetched = [oid for _, _, ids, _ in pulls for oid in ids]  # type: ignore[attr-defined]
+    assert len(fetched) == 2  # model once (reused by the second message), then other
+    state = node._runs.get(run_id)
+    assert state is not None
+    held = state.objects.ids()
+    assert fetched[1] in held and fetched[0] not in held  # the model is released now
+    files = [p for p in node._objects.root.rglob("*") if p.is_file()]
+    assert len(files) == len(held)  # each held object is one file, nothing else is left
+    node.stop()
+    assert not node._objects.root.exists()  # stopping removes the node's objects
 
 
 def test_app_output_reaches_the_superlink_with_the_node_prefix(

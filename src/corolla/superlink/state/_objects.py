@@ -21,8 +21,8 @@ from corolla.common.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from corolla.common.objectfiles import ObjectFiles, PartFile
 from corolla.common.objects import ObjectSink
-from corolla.superlink.state._files import ObjectFiles, PartFile
 from corolla.superlink.state._schema import existing, fetch_run
 from corolla.superlink.state.base import RunStatus, StateLimits, describe_bytes
 

@@ -1,10 +1,11 @@
-"""Object payloads as files beside a file database (``<database>.objects/``).
+"""Object payloads as files in a private directory: the SuperLink's (beside a file database,
+``<database>.objects/``) and each SuperNode's.
 
-Writing a large payload into a file costs a fraction of writing it into an SQLite blob, and it
-happens outside the database lock, so other state calls are not held up while a model lands.
-A pushed object is written, chunk by chunk as it arrives, into a temporary file in the same
-directory, then renamed into place whole. The database keeps the object's row (id, run, size);
-the file name is the sha256 of the id. The directory and the files are the owner's only.
+Writing a large payload into a file costs a fraction of writing it into an SQLite blob, it
+happens outside any lock, and the bytes stay out of the process's memory (the page cache holds
+them). A pushed object is written, chunk by chunk as it arrives, into a temporary file in the
+same directory, then renamed into place whole. The file name is the sha256 of the object id
+(so no id, however odd, names a path). The directory and the files are the owner's only.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from corolla.common.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from corolla.superlink.state._schema import PRIVATE_DIR, PRIVATE_FILE
 
+PRIVATE_FILE, PRIVATE_DIR = 0o600, 0o700
 _TMP_PREFIX = ".tmp-"
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 
@@ -81,6 +82,49 @@ class PartFile:
             os.close(fd)
 
 
+class OpenObject:
+    """An object's open file: its size and its chunks, read from the start on every call of
+    `chunks` (so a retried send reads it again), in chunks of at most ``chunk_size`` bytes."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd: int | None = fd
+        self.size = os.fstat(fd).st_size
+
+    def chunks(self, chunk_size: int) -> Iterator[bytes]:
+        offset = 0
+        while offset < self.size:
+            if self._fd is None:
+                raise Unavailable("the object's file was closed")
+            piece = os.pread(self._fd, min(chunk_size, self.size - offset), offset)
+            if not piece:
+                raise Unavailable(f"the object's file ended at {offset} of {self.size} bytes")
+            offset += len(piece)
+            yield piece
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+
+class FileSink:
+    """An `ObjectSink` that lands an object as ``target``: written into a part file, moved into
+    place once complete (an object already there stays as it is)."""
+
+    def __init__(self, part: PartFile, target: Path) -> None:
+        self._part, self._target = part, target
+
+    def write(self, data: memoryview) -> None:
+        self._part.write(data)
+
+    def commit(self) -> Path:
+        self._part.place(self._target)
+        return self._target
+
+    def discard(self) -> None:
+        self._part.discard()
+
+
 class ObjectFiles:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -101,6 +145,13 @@ class ObjectFiles:
         with self.path(object_id).open("rb") as source:
             while chunk := source.read(chunk_size):
                 yield chunk
+
+    def open(self, object_id: str) -> OpenObject:
+        """The object's file, opened now: readable until closed, even once deleted."""
+        try:
+            return OpenObject(os.open(self.path(object_id), os.O_RDONLY))
+        except OSError as exc:
+            raise _os_error(f"open object {object_id}", exc) from exc
 
     def delete(self, object_ids: Iterable[str]) -> None:
         for object_id in object_ids:
