@@ -36,6 +36,11 @@ def _os_error(action: str, exc: OSError) -> CorollaError:
     return Unavailable(f"cannot {action}: {exc}")
 
 
+def file_name(object_id: str) -> str:
+    """The name of an object's file: the sha256 hex of its id (no id, however odd, is a path)."""
+    return hashlib.sha256(object_id.encode()).hexdigest()
+
+
 class PartFile:
     """An object being received: a temporary file, appended to, then moved into place whole."""
 
@@ -135,7 +140,7 @@ class ObjectFiles:
             raise FailedPrecondition(f"cannot use {directory} for objects: {exc}") from exc
 
     def path(self, object_id: str) -> Path:
-        return self.directory / hashlib.sha256(object_id.encode()).hexdigest()
+        return self.directory / file_name(object_id)
 
     def new_part(self) -> PartFile:
         return PartFile(self.directory)

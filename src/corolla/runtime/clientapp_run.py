@@ -28,6 +28,7 @@ from corolla.records.message import restore_message
 from corolla.records.serde import metadata_from_proto
 from corolla.records.wire import decode_context, decode_messages, encode_context, encode_messages
 from corolla.runtime.loader import install, load_component, unload
+from corolla.runtime.localobjects import LocalObjects
 from corolla.runtime.logs import LogForwarder
 
 log = logging.getLogger("corolla.runtime.clientapp")
@@ -51,18 +52,26 @@ class AppIo:
         self._stub = clientappio_pb2_grpc.ClientAppIoStub(channel)
         self._objects = ObjectClient(channel, SERVICE, metadata=[(TOKEN_KEY, token)])
         self._token = token
+        self._local: LocalObjects | None = None  # the SuperNode's files, when it shares them
 
     def _fetch(self, object_ids: list[str]) -> dict[str, memoryview]:
+        found = self._local.read(object_ids) if self._local is not None else {}
+        rest = [oid for oid in object_ids if oid not in found]
+        if not rest:
+            return found
         try:
-            return self._objects.pull(  # trusted hop, see common/transfer.py
-                object_ids, ids={"token": self._token}, timeout=OBJECT_TIMEOUT, verify=False
+            return found | self._objects.pull(  # trusted hop, see common/transfer.py
+                rest, ids={"token": self._token}, timeout=OBJECT_TIMEOUT, verify=False
             )
         except grpc.RpcError as exc:
             raise error_from_rpc(exc) from exc
 
     def pull_inputs(self) -> cpb.ClientPullAppInputsResponse:
         request = cpb.ClientPullAppInputsRequest(token=self._token)
-        return _persist(lambda: self._stub.PullAppInputs(request, timeout=RPC_TIMEOUT))
+        inputs = _persist(lambda: self._stub.PullAppInputs(request, timeout=RPC_TIMEOUT))
+        if inputs.object_dir:
+            self._local = LocalObjects(Path(inputs.object_dir))
+        return inputs
 
     def context(self, inputs: cpb.ClientPullAppInputsResponse) -> Context:
         return decode_context(inputs.context, self._fetch)
@@ -91,6 +100,8 @@ class AppIo:
         request = cpb.ClientPushMessageRequest(
             token=self._token, message=protos[0], context=context_proto
         )
+        if self._local is not None:  # the SuperNode finds them there: nothing to stream
+            self._local.place(everything)
         try:
             self._objects.push(everything, ids={"token": self._token}, timeout=OBJECT_TIMEOUT)
             self._stub.PushMessage(request, timeout=RPC_TIMEOUT)

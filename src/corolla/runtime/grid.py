@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import TypeVar
 
 import grpc
@@ -28,6 +29,7 @@ from corolla.proto.v1.serverappio_pb2_grpc import ServerAppIoStub
 from corolla.records import Context, Message, RecordDict
 from corolla.records.serde import user_config_from_proto
 from corolla.records.wire import decode_context, decode_messages, encode_context, encode_messages
+from corolla.runtime.localobjects import LocalObjects
 from corolla.serverapp._run import Run, RunStatus, timestamp
 from corolla.serverapp.grid import RunBoundGrid, check_outgoing, same_run
 
@@ -108,8 +110,11 @@ class GrpcGrid(RunBoundGrid):
         retry_window: float = RETRY_WINDOW,
         client: SuperLinkClient | None = None,
         run: Run | None = None,
+        object_dir: str = "",
     ) -> None:
         self._link = client or SuperLinkClient(channel, token, retry_window)
+        # The SuperLink's checked object files, when it shares them (its own child).
+        self._local = LocalObjects(Path(object_dir)) if object_dir else None
         self._stub = self._link.stub
         self._token = token
         self._run_id = run_id
@@ -172,14 +177,20 @@ class GrpcGrid(RunBoundGrid):
         return messages
 
     def _fetch(self, object_ids: list[str]) -> dict[str, Buffer]:
+        found: dict[str, Buffer] = {}
+        if self._local is not None:
+            found.update(self._local.read(object_ids))
+        rest = [oid for oid in object_ids if oid not in found]
+        if not rest:
+            return found
         ids = {"token": self._token}
         pulled = self._link.call(
             "PullObjects",
             lambda: self._link.objects.pull(  # trusted hop, see common/transfer.py
-                object_ids, ids=ids, timeout=OBJECT_TIMEOUT, verify=False
+                rest, ids=ids, timeout=OBJECT_TIMEOUT, verify=False
             ),
         )
-        return dict(pulled)
+        return found | pulled
 
     def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
         return self._pull(list(message_ids), 0.0)

@@ -94,7 +94,7 @@ def execute_run(
         lambda: stub.PullAppInputs(spb.PullAppInputsRequest(token=token), timeout=RPC_TIMEOUT),
     )
     run_id = inputs.run.run_id
-    grid = GrpcGrid(channel, token, run_id, client=link)
+    grid = GrpcGrid(channel, token, run_id, client=link, object_dir=inputs.object_dir)
 
     def push_logs(lines: list[str]) -> None:
         request = spb.PushLogsRequest(run_id=run_id, token=token, lines=lines)

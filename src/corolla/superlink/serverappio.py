@@ -110,10 +110,13 @@ class ServerAppIoServicer:
             ctx = context_to_proto(
                 Context(run_id=run_id, node_id=SERVER_NODE_ID, run_config=dict(run.run_config))
             )
+        # Our own child (isolation subprocess: no dispatcher) may map the checked object files.
+        shared = self._state.object_directory if self._dispatcher is None else None
         return spb.PullAppInputsResponse(
             run=run_to_proto(run),
             fab=fab_to_proto(run.fab_hash, self._state.get_fab(run.fab_hash)),
             context=ctx,
+            object_dir="" if shared is None else str(shared),
         )
 
     @abort_on_error

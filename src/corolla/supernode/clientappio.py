@@ -94,7 +94,11 @@ class ClientAppIoServicer:
         state = self._run_of(context)
         run, fab, app_context = self.runs.inputs(state)
         return cpb.ClientPullAppInputsResponse(
-            run=run_to_proto(run), fab=fab_to_proto(fab), context=context_to_proto(app_context)
+            run=run_to_proto(run),
+            fab=fab_to_proto(fab),
+            context=context_to_proto(app_context),
+            # our own child (isolation subprocess) shares the run's object files
+            object_dir="" if self.runs.attachable else str(state.objects.directory),
         )
 
     @abort_on_error

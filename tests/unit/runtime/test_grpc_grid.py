@@ -8,12 +8,16 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from corolla.common.errors import Unavailable
 from corolla.common.grpc import create_channel
-from corolla.records import ConfigRecord, Message, MessageType, RecordDict
+from corolla.proto.v1 import serverappio_pb2 as spb
+from corolla.proto.v1.serverappio_pb2_grpc import ServerAppIoStub
+from corolla.records import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from corolla.records.serde import message_from_proto, message_to_proto
+from corolla.records.wire import encode_messages
 from corolla.runtime.grid import GrpcGrid
 from corolla.superlink.config import SuperLinkConfig
 from corolla.superlink.link import SuperLink
@@ -144,5 +148,45 @@ def test_calls_give_up_after_the_retry_window(tmp_path: Path) -> None:
         grid = GrpcGrid(channel, token, run_id, retry_window=1.0)
         with pytest.raises(Unavailable):  # translated, like every failure, after the window
             grid.get_node_ids()
+    finally:
+        channel.close()
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_reply_arrays_are_mapped_from_the_superlinks_files_when_it_shares_them(
+    link: SuperLink, tmp_path: Path, shared: bool
+) -> None:
+    run_id, token = running_run(link)
+    node_id = link.state.create_node(60.0)
+    channel = create_channel(link.addresses["serverappio"], insecure=True)
+    try:
+        inputs = ServerAppIoStub(channel).PullAppInputs(
+            spb.PullAppInputsRequest(token=token), timeout=10
+        )
+        assert inputs.object_dir == str(link.state.object_directory)  # our own child
+        empty = tmp_path / "elsewhere"
+        empty.mkdir()
+        grid = GrpcGrid(
+            channel, token, run_id, object_dir=inputs.object_dir if shared else str(empty)
+        )
+        pulls: list[list[str]] = []
+        real_pull = grid._link.objects.pull
+        grid._link.objects.pull = lambda wanted, **kw: (  # type: ignore[method-assign]
+            pulls.append(wanted),
+            real_pull(wanted, **kw),
+        )[1]
+        (sent,) = grid.push_messages([instruction(node_id)])
+        (stored,) = link.state.pull_instructions(node_id, limit=1)
+        original = message_from_proto(from_stored(stored), {})
+        weights = np.arange(100_000, dtype=np.float32)  # above the inline limit: an object
+        reply = Message(RecordDict({"w": ArrayRecord([weights])}), reply_to=original)
+        reply.metadata.src_node_id = node_id
+        protos, objects = encode_messages([reply])
+        for object_id, data in objects.items():
+            link.state.store_object(run_id, object_id, data)
+        link.state.store_replies(node_id, [to_stored(protos[0], link.state)])
+        (received,) = grid.pull_messages([sent])
+        np.testing.assert_array_equal(received.content["w"].to_numpy_ndarrays()[0], weights)
+        assert pulls == ([] if shared else [list(objects)])  # the files, else the RPC
     finally:
         channel.close()

@@ -23,6 +23,7 @@ from corolla.proto.v1 import objects_pb2 as opb
 from corolla.records import ArrayRecord, ConfigRecord, Message, RecordDict
 from corolla.records.serde import message_from_proto
 from corolla.records.wire import encode_messages
+from corolla.runtime.clientapp_run import AppIo
 from corolla.supernode.clientappio import ClientAppIoServicer, add_clientappio
 from corolla.supernode.connection import FleetConnection
 from corolla.supernode.convert import envelope_from_proto, new_context
@@ -286,3 +287,52 @@ def test_waits_that_are_not_finite_numbers_are_refused(io: Harness) -> None:
                 cpb.ClientRequestRunRequest(secret=SECRET, wait_seconds=wait), timeout=5
             )
         assert request_run.value.code() == grpc.StatusCode.INVALID_ARGUMENT, wait
+
+
+def test_our_own_child_moves_objects_through_the_run_files_not_the_object_rpcs() -> None:
+    """Isolation subprocess: the app process maps the message's objects from the run's
+    directory and places its reply's there; no object stream runs either way."""
+    runs = RunTable(attachable=False)
+    connection = FleetConnection("127.0.0.1:1", insecure=True)  # never dialled: outbox not run
+    outbox = Outbox(connection, lambda: 5)
+    state = runs.open(
+        RunInfo(3, "tests/app", "1.0.0", "ab" * 32, override_config={}, run_config={}),
+        Fab(hash="ab" * 32, content=b"zip"),
+        new_context(3, 5, {}, {}),
+    )
+    servicer = ClientAppIoServicer(runs, outbox, SECRET)
+    streams: list[str] = []
+    for name in ("PullObjects", "PushObjects"):
+        real = getattr(servicer, name)
+        setattr(servicer, name, lambda *a, _n=name, _r=real: (streams.append(_n), _r(*a))[1])
+    server = create_server(max_workers=8)
+    add_clientappio(server, servicer)
+    port = bind(server, "127.0.0.1:0", None)
+    server.start()
+    channel = create_channel(f"127.0.0.1:{port}", insecure=True)
+    try:
+        sent, objects = message_for(arrays=True)
+        for object_id, data in objects.items():  # as the intake leaves them
+            sink = state.objects.sink(object_id, len(data))
+            sink.write(memoryview(data))
+            sink.commit()
+        runs.enqueue(state, sent)
+        app = AppIo(channel, state.token)
+        inputs = app.pull_inputs()
+        assert inputs.object_dir == str(state.objects.directory)
+        proto, _ = app.pull_message(1.0)
+        assert proto is not None
+        received = app.decode(proto)
+        (values,) = received.content["a"].to_numpy_ndarrays()
+        assert values.tolist() == [1.0] * 50_000
+        doubled = ArrayRecord([values * 2])
+        app.push_reply(Message(RecordDict({"a": doubled}), reply_to=received), app.context(inputs))
+        assert streams == []  # neither way over PullObjects/PushObjects
+        assert not state.inflight  # the reply was accepted, its objects found in the files
+        (item,) = list(outbox._items)
+        (reply_object,) = item.objects.values()  # type: ignore[union-attr]
+        assert b"".join(reply_object.chunks(1 << 20)) == bytes(doubled["0"].data)
+    finally:
+        channel.close()
+        connection.close()
+        server.stop(0).wait(5)

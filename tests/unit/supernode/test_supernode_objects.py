@@ -7,6 +7,7 @@ import stat
 import pytest
 
 from corolla.common.errors import NotFound
+from corolla.runtime.localobjects import LocalObjects
 from corolla.supernode.objects import NodeObjects, RunObjects
 
 
@@ -79,3 +80,13 @@ def test_clearing_a_run_removes_its_directory_and_closing_removes_the_root() -> 
     assert sorted(p.name for p in node.root.iterdir()) == ["run-2"]
     node.close()
     assert not node.root.exists()
+
+
+def test_a_file_the_runs_own_app_process_placed_is_taken_in_when_asked_for() -> None:
+    node = NodeObjects()
+    run = node.for_run(1)
+    LocalObjects(run.directory).place({"e" * 64: b"reply bytes"})
+    assert run.ids() == []  # not known until asked for
+    assert run.missing(["e" * 64, "f" * 64]) == ["f" * 64]
+    assert run.size("e" * 64) == 11 and b"".join(run.read("e" * 64, 4)) == b"reply bytes"
+    node.close()

@@ -27,7 +27,7 @@ from corolla.proto.v1 import objects_pb2 as corolla_dot_proto_dot_v1_dot_objects
 from corolla.proto.v1 import run_pb2 as corolla_dot_proto_dot_v1_dot_run__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"corolla/proto/v1/clientappio.proto\x12\x10\x63orolla.proto.v1\x1a\x1e\x63orolla/proto/v1/message.proto\x1a\x1e\x63orolla/proto/v1/objects.proto\x1a\x1a\x63orolla/proto/v1/run.proto\"?\n\x17\x43lientRequestRunRequest\x12\x14\n\x0cwait_seconds\x18\x01 \x01(\x01\x12\x0e\n\x06secret\x18\x02 \x01(\t\"9\n\x18\x43lientRequestRunResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\x04\x12\r\n\x05token\x18\x02 \x01(\t\"\'\n\x16\x43lientHeartbeatRequest\x12\r\n\x05token\x18\x01 \x01(\t\"-\n\x17\x43lientHeartbeatResponse\x12\x12\n\nrun_active\x18\x01 \x01(\x08\"+\n\x1a\x43lientPullAppInputsRequest\x12\r\n\x05token\x18\x01 \x01(\t\"\x91\x01\n\x1b\x43lientPullAppInputsResponse\x12\"\n\x03run\x18\x01 \x01(\x0b\x32\x15.corolla.proto.v1.Run\x12\"\n\x03\x66\x61\x62\x18\x02 \x01(\x0b\x32\x15.corolla.proto.v1.Fab\x12*\n\x07\x63ontext\x18\x03 \x01(\x0b\x32\x19.corolla.proto.v1.Context\"?\n\x18\x43lientPullMessageRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x14\n\x0cwait_seconds\x18\x02 \x01(\x01\"[\n\x19\x43lientPullMessageResponse\x12*\n\x07message\x18\x01 \x01(\x0b\x32\x19.corolla.proto.v1.Message\x12\x12\n\nrun_active\x18\x02 \x01(\x08\"\x81\x01\n\x18\x43lientPushMessageRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12*\n\x07message\x18\x02 \x01(\x0b\x32\x19.corolla.proto.v1.Message\x12*\n\x07\x63ontext\x18\x03 \x01(\x0b\x32\x19.corolla.proto.v1.Context\"\x1b\n\x19\x43lientPushMessageResponse\"5\n\x15\x43lientPushLogsRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\r\n\x05lines\x18\x02 \x03(\t\"\x18\n\x16\x43lientPushLogsResponse2\x83\x07\n\x0b\x43lientAppIo\x12\x63\n\nRequestRun\x12).corolla.proto.v1.ClientRequestRunRequest\x1a*.corolla.proto.v1.ClientRequestRunResponse\x12`\n\tHeartbeat\x12(.corolla.proto.v1.ClientHeartbeatRequest\x1a).corolla.proto.v1.ClientHeartbeatResponse\x12l\n\rPullAppInputs\x12,.corolla.proto.v1.ClientPullAppInputsRequest\x1a-.corolla.proto.v1.ClientPullAppInputsResponse\x12\x66\n\x0bPullMessage\x12*.corolla.proto.v1.ClientPullMessageRequest\x1a+.corolla.proto.v1.ClientPullMessageResponse\x12\x66\n\x0bPushMessage\x12*.corolla.proto.v1.ClientPushMessageRequest\x1a+.corolla.proto.v1.ClientPushMessageResponse\x12]\n\x08PushLogs\x12\'.corolla.proto.v1.ClientPushLogsRequest\x1a(.corolla.proto.v1.ClientPushLogsResponse\x12U\n\x0bPushObjects\x12\x1d.corolla.proto.v1.ObjectChunk\x1a%.corolla.proto.v1.PushObjectsResponse(\x01\x12T\n\x0bPullObjects\x12$.corolla.proto.v1.PullObjectsRequest\x1a\x1d.corolla.proto.v1.ObjectChunk0\x01\x12\x63\n\x0eMissingObjects\x12\'.corolla.proto.v1.MissingObjectsRequest\x1a(.corolla.proto.v1.MissingObjectsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"corolla/proto/v1/clientappio.proto\x12\x10\x63orolla.proto.v1\x1a\x1e\x63orolla/proto/v1/message.proto\x1a\x1e\x63orolla/proto/v1/objects.proto\x1a\x1a\x63orolla/proto/v1/run.proto\"?\n\x17\x43lientRequestRunRequest\x12\x14\n\x0cwait_seconds\x18\x01 \x01(\x01\x12\x0e\n\x06secret\x18\x02 \x01(\t\"9\n\x18\x43lientRequestRunResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\x04\x12\r\n\x05token\x18\x02 \x01(\t\"\'\n\x16\x43lientHeartbeatRequest\x12\r\n\x05token\x18\x01 \x01(\t\"-\n\x17\x43lientHeartbeatResponse\x12\x12\n\nrun_active\x18\x01 \x01(\x08\"+\n\x1a\x43lientPullAppInputsRequest\x12\r\n\x05token\x18\x01 \x01(\t\"\xa5\x01\n\x1b\x43lientPullAppInputsResponse\x12\"\n\x03run\x18\x01 \x01(\x0b\x32\x15.corolla.proto.v1.Run\x12\"\n\x03\x66\x61\x62\x18\x02 \x01(\x0b\x32\x15.corolla.proto.v1.Fab\x12*\n\x07\x63ontext\x18\x03 \x01(\x0b\x32\x19.corolla.proto.v1.Context\x12\x12\n\nobject_dir\x18\x04 \x01(\t\"?\n\x18\x43lientPullMessageRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x14\n\x0cwait_seconds\x18\x02 \x01(\x01\"[\n\x19\x43lientPullMessageResponse\x12*\n\x07message\x18\x01 \x01(\x0b\x32\x19.corolla.proto.v1.Message\x12\x12\n\nrun_active\x18\x02 \x01(\x08\"\x81\x01\n\x18\x43lientPushMessageRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12*\n\x07message\x18\x02 \x01(\x0b\x32\x19.corolla.proto.v1.Message\x12*\n\x07\x63ontext\x18\x03 \x01(\x0b\x32\x19.corolla.proto.v1.Context\"\x1b\n\x19\x43lientPushMessageResponse\"5\n\x15\x43lientPushLogsRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\r\n\x05lines\x18\x02 \x03(\t\"\x18\n\x16\x43lientPushLogsResponse2\x83\x07\n\x0b\x43lientAppIo\x12\x63\n\nRequestRun\x12).corolla.proto.v1.ClientRequestRunRequest\x1a*.corolla.proto.v1.ClientRequestRunResponse\x12`\n\tHeartbeat\x12(.corolla.proto.v1.ClientHeartbeatRequest\x1a).corolla.proto.v1.ClientHeartbeatResponse\x12l\n\rPullAppInputs\x12,.corolla.proto.v1.ClientPullAppInputsRequest\x1a-.corolla.proto.v1.ClientPullAppInputsResponse\x12\x66\n\x0bPullMessage\x12*.corolla.proto.v1.ClientPullMessageRequest\x1a+.corolla.proto.v1.ClientPullMessageResponse\x12\x66\n\x0bPushMessage\x12*.corolla.proto.v1.ClientPushMessageRequest\x1a+.corolla.proto.v1.ClientPushMessageResponse\x12]\n\x08PushLogs\x12\'.corolla.proto.v1.ClientPushLogsRequest\x1a(.corolla.proto.v1.ClientPushLogsResponse\x12U\n\x0bPushObjects\x12\x1d.corolla.proto.v1.ObjectChunk\x1a%.corolla.proto.v1.PushObjectsResponse(\x01\x12T\n\x0bPullObjects\x12$.corolla.proto.v1.PullObjectsRequest\x1a\x1d.corolla.proto.v1.ObjectChunk0\x01\x12\x63\n\x0eMissingObjects\x12\'.corolla.proto.v1.MissingObjectsRequest\x1a(.corolla.proto.v1.MissingObjectsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,19 +45,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CLIENTPULLAPPINPUTSREQUEST']._serialized_start=360
   _globals['_CLIENTPULLAPPINPUTSREQUEST']._serialized_end=403
   _globals['_CLIENTPULLAPPINPUTSRESPONSE']._serialized_start=406
-  _globals['_CLIENTPULLAPPINPUTSRESPONSE']._serialized_end=551
-  _globals['_CLIENTPULLMESSAGEREQUEST']._serialized_start=553
-  _globals['_CLIENTPULLMESSAGEREQUEST']._serialized_end=616
-  _globals['_CLIENTPULLMESSAGERESPONSE']._serialized_start=618
-  _globals['_CLIENTPULLMESSAGERESPONSE']._serialized_end=709
-  _globals['_CLIENTPUSHMESSAGEREQUEST']._serialized_start=712
-  _globals['_CLIENTPUSHMESSAGEREQUEST']._serialized_end=841
-  _globals['_CLIENTPUSHMESSAGERESPONSE']._serialized_start=843
-  _globals['_CLIENTPUSHMESSAGERESPONSE']._serialized_end=870
-  _globals['_CLIENTPUSHLOGSREQUEST']._serialized_start=872
-  _globals['_CLIENTPUSHLOGSREQUEST']._serialized_end=925
-  _globals['_CLIENTPUSHLOGSRESPONSE']._serialized_start=927
-  _globals['_CLIENTPUSHLOGSRESPONSE']._serialized_end=951
-  _globals['_CLIENTAPPIO']._serialized_start=954
-  _globals['_CLIENTAPPIO']._serialized_end=1853
+  _globals['_CLIENTPULLAPPINPUTSRESPONSE']._serialized_end=571
+  _globals['_CLIENTPULLMESSAGEREQUEST']._serialized_start=573
+  _globals['_CLIENTPULLMESSAGEREQUEST']._serialized_end=636
+  _globals['_CLIENTPULLMESSAGERESPONSE']._serialized_start=638
+  _globals['_CLIENTPULLMESSAGERESPONSE']._serialized_end=729
+  _globals['_CLIENTPUSHMESSAGEREQUEST']._serialized_start=732
+  _globals['_CLIENTPUSHMESSAGEREQUEST']._serialized_end=861
+  _globals['_CLIENTPUSHMESSAGERESPONSE']._serialized_start=863
+  _globals['_CLIENTPUSHMESSAGERESPONSE']._serialized_end=890
+  _globals['_CLIENTPUSHLOGSREQUEST']._serialized_start=892
+  _globals['_CLIENTPUSHLOGSREQUEST']._serialized_end=945
+  _globals['_CLIENTPUSHLOGSRESPONSE']._serialized_start=947
+  _globals['_CLIENTPUSHLOGSRESPONSE']._serialized_end=971
+  _globals['_CLIENTAPPIO']._serialized_start=974
+  _globals['_CLIENTAPPIO']._serialized_end=1873
 # @@protoc_insertion_point(module_scope)

@@ -132,6 +132,14 @@ class ClientPullAppInputsResponse(_message.Message):
     RUN_FIELD_NUMBER: _builtins.int
     FAB_FIELD_NUMBER: _builtins.int
     CONTEXT_FIELD_NUMBER: _builtins.int
+    OBJECT_DIR_FIELD_NUMBER: _builtins.int
+    object_dir: _builtins.str
+    """Isolation subprocess only (the app process is the SuperNode's own child: same machine,
+    same user): the directory holding the run's objects as files named by the sha256 hex of
+    their id. The app process may read objects from it and place its reply's objects in it
+    (written whole, then renamed into place) instead of moving them over PullObjects and
+    PushObjects. Empty otherwise.
+    """
     @_builtins.property
     def run(self) -> _run_pb2.Run: ...
     @_builtins.property
@@ -144,10 +152,11 @@ class ClientPullAppInputsResponse(_message.Message):
         run: _run_pb2.Run | None = ...,
         fab: _run_pb2.Fab | None = ...,
         context: _message_pb2.Context | None = ...,
+        object_dir: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "fab", b"fab", "run", b"run"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "fab", b"fab", "run", b"run"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "fab", b"fab", "object_dir", b"object_dir", "run", b"run"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -132,6 +132,13 @@ class PullAppInputsResponse(_message.Message):
     RUN_FIELD_NUMBER: _builtins.int
     FAB_FIELD_NUMBER: _builtins.int
     CONTEXT_FIELD_NUMBER: _builtins.int
+    OBJECT_DIR_FIELD_NUMBER: _builtins.int
+    object_dir: _builtins.str
+    """Isolation subprocess with a file database only (the app process is the SuperLink's own
+    child: same machine, same user): the directory of the SuperLink's checked object files,
+    each named by the sha256 hex of its id. The app process may read objects from it (map
+    them) instead of pulling them over PullObjects. It never writes there. Empty otherwise.
+    """
     @_builtins.property
     def run(self) -> _run_pb2.Run: ...
     @_builtins.property
@@ -144,10 +151,11 @@ class PullAppInputsResponse(_message.Message):
         run: _run_pb2.Run | None = ...,
         fab: _run_pb2.Fab | None = ...,
         context: _message_pb2.Context | None = ...,
+        object_dir: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "fab", b"fab", "run", b"run"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "fab", b"fab", "run", b"run"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "fab", b"fab", "object_dir", b"object_dir", "run", b"run"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -102,6 +102,10 @@ class ObjectStore:
     def _db(self, *, write: bool = False) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         raise NotImplementedError  # provided by SqliteLinkState
 
+    @property
+    def object_directory(self) -> Path | None:
+        return None if self._files is None else self._files.directory
+
     def _open_objects(self, directory: Path | None) -> None:
         """Set up the payload files (None: blobs), then collect the objects of runs that
         finished before and files no row refers to."""

@@ -6,6 +6,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from corolla.common.errors import FailedPrecondition, InvalidArgument
 from corolla.common.objects import ObjectSink
@@ -141,6 +142,13 @@ class LinkState(ABC):
     limits: StateLimits = StateLimits()
 
     # -- runs ----------------------------------------------------------------------------------
+
+    @property
+    def object_directory(self) -> Path | None:
+        """Where stored objects are files (named by the sha256 hex of their id, complete and
+        checked), if they are; None for a backend that keeps them elsewhere."""
+        return None
+
     @abstractmethod
     def create_run(
         self,

@@ -1,0 +1,63 @@
+"""An app process's shortcut to its daemon's object files (isolation subprocess).
+
+The SuperNode's own children run on its machine as its user, so instead of moving a model over
+``PullObjects``/``PushObjects`` (a gRPC hop: several copies of every byte, on both sides), the
+app process maps the objects of the run from the directory the SuperNode names in
+``PullAppInputs`` (``object_dir``), and writes its reply's objects there (whole, then renamed
+into place) for the SuperNode to find. Whatever is not there travels over gRPC as before.
+A ServerApp process maps the SuperLink's checked object files likewise (read only: what it
+pushes, the SuperLink checks on the way in).
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from corolla.common.errors import CorollaError
+from corolla.common.objectfiles import PartFile, file_name
+from corolla.common.objects import Buffer
+
+
+class LocalObjects:
+    """Objects of a daemon's directory: read by mapping them, placed (if this process may
+    write there) whole."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+
+    def read(self, object_ids: Iterable[str]) -> dict[str, memoryview]:
+        """The objects found in the directory, mapped read-only (no copy; a mapping stays
+        valid after the SuperNode deletes the file). Missing ones are left out."""
+        found: dict[str, memoryview] = {}
+        for object_id in object_ids:
+            try:
+                fd = os.open(self._directory / file_name(object_id), os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                size = os.fstat(fd).st_size
+                found[object_id] = (
+                    memoryview(mmap.mmap(fd, size, access=mmap.ACCESS_READ))
+                    if size
+                    else memoryview(b"")
+                )
+            finally:
+                os.close(fd)
+        return found
+
+    def place(self, objects: Mapping[str, Buffer]) -> None:
+        """Write each object not there yet into the directory (whole, then renamed)."""
+        for object_id, data in objects.items():
+            target = self._directory / file_name(object_id)
+            if target.exists():
+                continue
+            part = PartFile(self._directory)
+            try:
+                part.write(memoryview(data).cast("B"))
+                part.place(target)
+            except CorollaError:
+                part.discard()
+                raise
