@@ -210,10 +210,14 @@ class GrpcGrid(RunBoundGrid):
             remaining = LONG_POLL if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
                 return
-            for reply in self._pull(pending, min(remaining, LONG_POLL)):
+            batch = self._pull(pending, min(remaining, LONG_POLL))
+            batch.reverse()
+            while batch:  # handed over one by one: a reply folded in is not held here
+                reply = batch.pop()
                 if reply.metadata.reply_to_message_id in pending:
                     pending.remove(reply.metadata.reply_to_message_id)
                 yield reply
+                del reply
 
     # -- checkpoints ------------------------------------------------------------------------------
     def save_checkpoint(self, server_round: int, checkpoint: RecordDict) -> None:

@@ -161,6 +161,7 @@ class Strategy(ABC):
                 first, result = resume.server_round + 1, resume.result
                 self.restore_checkpoint_state(resume.state)
                 log.info("resumed from round %d of %d", resume.server_round, num_rounds)
+            del initial_arrays, resume  # `result` holds the current arrays: the older ones go
             for server_round in range(first, num_rounds + 1):
                 round_started = time.monotonic()
                 log.info("[ROUND %d/%d]", server_round, num_rounds)
