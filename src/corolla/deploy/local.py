@@ -309,13 +309,20 @@ class LocalFederation:
             self.start_app_process("clientapp", self.clientappio_address(index))
 
     def start(self) -> LocalFederation:
+        """Start every process; if that fails or is interrupted, stop those already started."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.start_superlink()
-        self.supernodes = [self.start_supernode(i, wait=False) for i in range(self.num_nodes)]
-        for node in self.supernodes:
-            _wait_ready(node)
-        if self.isolation == "process":
-            self.start_app_processes()
+        try:
+            self.start_superlink()
+            self.supernodes = []
+            for index in range(self.num_nodes):  # recorded one by one: `stop` finds each
+                self.supernodes.append(self.start_supernode(index, wait=False))
+            for node in self.supernodes:
+                _wait_ready(node)
+            if self.isolation == "process":
+                self.start_app_processes()
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:

@@ -81,3 +81,21 @@ def test_a_restarted_supernode_keeps_its_id(tmp_path: Path) -> None:
         assert fed.node_id(0) == first
     finally:
         fed.stop()
+
+
+def test_a_start_that_fails_midway_stops_what_it_started(tmp_path: Path) -> None:
+    """The second SuperNode refuses its flags: the SuperLink and the first node are stopped."""
+    federation = LocalFederation(tmp_path / "fed", num_nodes=2)
+    real = federation.start_supernode
+
+    def start_supernode(index: int, wait: bool = True) -> Daemon:
+        if index == 1:
+            federation.supernode_args = ["--no-such-flag"]
+        return real(index, wait)
+
+    federation.start_supernode = start_supernode  # type: ignore[method-assign]
+    with pytest.raises(Unavailable):
+        federation.start()
+    assert federation.superlink is not None and len(federation.supernodes) == 2
+    for daemon in (federation.superlink, *federation.supernodes):
+        assert daemon.process.poll() is not None  # stopped and reaped
