@@ -16,6 +16,8 @@ not on every hop.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
@@ -40,6 +42,46 @@ TOKEN_KEY = "corolla-token"
 MAX_OBJECT_BYTES = 64 * 1024**3
 MAX_STREAM_BYTES = 64 * 1024**3  # declared by one push stream, all its objects together
 _R = TypeVar("_R")
+
+
+# After each frame: (bytes moved so far, bytes to move as far as known, whether it is over)
+Progress = Callable[[int, int, bool], None]
+
+
+class TransferLog:
+    """A `Progress` that logs a long transfer: a line every ``interval`` seconds while it runs
+    (bytes so far, of how many, percent) and one at the end if it took that long. A transfer
+    shorter than ``interval`` logs nothing. ``clock`` is injectable."""
+
+    def __init__(
+        self,
+        what: str,
+        logger: logging.Logger,
+        *,
+        interval: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._what, self._log, self._interval, self._clock = what, logger, interval, clock
+        self._started = self._last = clock()
+
+    def __call__(self, done: int, total: int, finished: bool) -> None:
+        now = self._clock()
+        if finished:
+            if now - self._started >= self._interval:
+                self._log.info(
+                    "%s: %s in %.1f s", self._what, _megabytes(total), now - self._started
+                )
+            return
+        if now - self._last >= self._interval:
+            self._last = now
+            percent = 100 * done // total if total else 100
+            self._log.info(
+                "%s: %s of %s (%d %%)", self._what, _megabytes(done), _megabytes(total), percent
+            )
+
+
+def _megabytes(count: int) -> str:
+    return f"{count / 1e6:.0f} MB"
 
 
 def call_metadata(context: grpc.ServicerContext) -> dict[str, str]:
@@ -146,17 +188,27 @@ class ObjectClient:
         )
 
     def push(
-        self, objects: Mapping[str, Buffer | ObjectSource], *, ids: dict[str, Any], timeout: float
+        self,
+        objects: Mapping[str, Buffer | ObjectSource],
+        *,
+        ids: dict[str, Any],
+        timeout: float,
+        progress: Progress | None = None,
     ) -> int:
         """Send the objects the server lacks (each a buffer, or a source read in chunks);
-        returns how many were sent."""
+        returns how many were sent. ``progress`` hears of every frame sent."""
         if not objects:
             return 0
         request = opb.MissingObjectsRequest(object_ids=list(objects), **ids)
         missing = list(self._missing(request, metadata=self._metadata, timeout=timeout).object_ids)
         if not missing:
             return 0
-        frames = (frame for oid in missing for frame in _frames_of(oid, objects[oid]))
+        frames: Iterator[bytes] = (
+            frame for oid in missing for frame in _frames_of(oid, objects[oid])
+        )
+        if progress is not None:
+            total = sum(_size_of(objects[oid]) for oid in missing)
+            frames = _counted(frames, total, progress)
         self._push(frames, metadata=self._metadata, timeout=timeout)
         return len(missing)
 
@@ -181,9 +233,11 @@ class ObjectClient:
         ids: dict[str, Any],
         timeout: float,
         verify: bool = True,
+        progress: Progress | None = None,
     ) -> dict[str, _R]:
         """Fetch objects by id, each streamed into the sink ``open_sink(object_id, size)``
-        gives for it (see `pull` for ``verify``); returns what each committed sink gave."""
+        gives for it (see `pull` for ``verify``); returns what each committed sink gave.
+        ``progress`` hears of every frame received (of the sizes declared so far)."""
         wanted = list(dict.fromkeys(object_ids))
         if not wanted:
             return {}
@@ -194,11 +248,28 @@ class ObjectClient:
                 done = assembler.feed(frame)
                 if done is not None:
                     out[done[0]] = done[1]
+                if progress is not None:
+                    progress(assembler.bytes_received, assembler.bytes_declared, False)
             assembler.finish()
+            if progress is not None:
+                progress(assembler.bytes_received, assembler.bytes_declared, True)
         missing = [oid for oid in wanted if oid not in out]
         if missing:
             raise InvalidArgument(f"server did not send objects {missing}")
         return out
+
+
+def _size_of(source: Buffer | ObjectSource) -> int:
+    return source.size if isinstance(source, ObjectSource) else memoryview(source).nbytes
+
+
+def _counted(frames: Iterator[bytes], total: int, progress: Progress) -> Iterator[bytes]:
+    sent = 0
+    for frame in frames:
+        yield frame
+        sent = min(total, sent + len(frame))
+        progress(sent, total, False)
+    progress(total, total, True)
 
 
 def _frames_of(object_id: str, source: Buffer | ObjectSource) -> Iterator[bytes]:

@@ -22,7 +22,7 @@ from corolla.common.errors import CorollaError
 from corolla.common.grpc import error_from_rpc
 from corolla.common.objects import Buffer
 from corolla.common.protocol import SERVER_NODE_ID
-from corolla.common.transfer import TOKEN_KEY, ObjectClient
+from corolla.common.transfer import TOKEN_KEY, ObjectClient, TransferLog
 from corolla.proto.v1 import run_pb2 as rpb
 from corolla.proto.v1 import serverappio_pb2 as spb
 from corolla.proto.v1.serverappio_pb2_grpc import ServerAppIoStub
@@ -152,9 +152,14 @@ class GrpcGrid(RunBoundGrid):
 
     def _push_objects(self, objects: dict[str, Buffer]) -> None:
         ids = {"token": self._token}
-        self._link.call(
-            "PushObjects", lambda: self._link.objects.push(objects, ids=ids, timeout=OBJECT_TIMEOUT)
-        )
+
+        def push() -> int:  # a long push shows its progress in the run's log
+            progress = TransferLog(f"pushing {len(objects)} objects to the SuperLink", log)
+            return self._link.objects.push(
+                objects, ids=ids, timeout=OBJECT_TIMEOUT, progress=progress
+            )
+
+        self._link.call("PushObjects", push)
 
     def _pull(self, message_ids: list[str], wait: float) -> list[Message]:
         request = spb.PullMessagesRequest(

@@ -20,7 +20,7 @@ from corolla.common.grpc import create_channel, error_from_rpc
 from corolla.common.nodekeys import PrivateKey, SigningInterceptor
 from corolla.common.objects import Buffer, ObjectSource, SinkFactory
 from corolla.common.tls import ClientTls
-from corolla.common.transfer import NODE_ID_KEY, RUN_ID_KEY, ObjectClient
+from corolla.common.transfer import NODE_ID_KEY, RUN_ID_KEY, ObjectClient, Progress
 from corolla.proto.v1 import fleet_pb2 as fpb
 from corolla.proto.v1 import fleet_pb2_grpc
 from corolla.proto.v1 import run_pb2 as rpb
@@ -177,22 +177,38 @@ class FleetConnection:
         return client, {"node_id": node_id, "run_id": run_id}
 
     def pull_objects(
-        self, node_id: int, run_id: int, object_ids: list[str], open_sink: SinkFactory[object]
+        self,
+        node_id: int,
+        run_id: int,
+        object_ids: list[str],
+        open_sink: SinkFactory[object],
+        progress: Progress | None = None,
     ) -> None:
         """Fetch objects, each streamed into the sink ``open_sink(object_id, size)`` gives."""
         client, ids = self._objects(node_id, run_id)
         try:
             # the SuperLink checked them on receipt (trusted hops: common/transfer.py)
-            client.pull_into(object_ids, open_sink, ids=ids, timeout=OBJECT_TIMEOUT, verify=False)
+            client.pull_into(
+                object_ids,
+                open_sink,
+                ids=ids,
+                timeout=OBJECT_TIMEOUT,
+                verify=False,
+                progress=progress,
+            )
         except grpc.RpcError as exc:
             raise error_from_rpc(exc, self.address) from exc
 
     def push_objects(
-        self, node_id: int, run_id: int, objects: Mapping[str, Buffer | ObjectSource]
+        self,
+        node_id: int,
+        run_id: int,
+        objects: Mapping[str, Buffer | ObjectSource],
+        progress: Progress | None = None,
     ) -> int:
         """Send those of ``objects`` the SuperLink lacks; returns how many were sent."""
         client, ids = self._objects(node_id, run_id)
         try:
-            return client.push(objects, ids=ids, timeout=OBJECT_TIMEOUT)
+            return client.push(objects, ids=ids, timeout=OBJECT_TIMEOUT, progress=progress)
         except grpc.RpcError as exc:
             raise error_from_rpc(exc, self.address) from exc

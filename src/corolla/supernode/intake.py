@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from corolla.common.backoff import retry
 from corolla.common.errors import CorollaError, NotFound
+from corolla.common.transfer import TransferLog
 from corolla.records import ErrorCode
 from corolla.records.context import UserConfig
 from corolla.supernode.connection import FleetConnection, Stopped
@@ -92,7 +93,9 @@ class Fetcher:
         needed = self._runs.missing_objects(state, message.object_ids)
         for _ in range(OBJECT_ROUNDS):
             if needed:  # written to the run's files as they arrive
-                self._conn.pull_objects(node_id, run_id, needed, state.objects.sink)
+                what = f"run {run_id}: fetching {len(needed)} objects"
+                progress = TransferLog(what, log)
+                self._conn.pull_objects(node_id, run_id, needed, state.objects.sink, progress)
             needed = self._runs.enqueue(state, message)
             if not needed:
                 return state

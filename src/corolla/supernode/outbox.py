@@ -24,6 +24,7 @@ from corolla.common.errors import (
     Unavailable,
 )
 from corolla.common.objectfiles import OpenObject
+from corolla.common.transfer import TransferLog
 from corolla.supernode.connection import FleetConnection, Stopped
 from corolla.supernode.domain import Envelope
 from corolla.supernode.replies import error_reply
@@ -126,7 +127,9 @@ class Outbox:
         try:
             if isinstance(item, _Reply):
                 if item.objects:
-                    self._conn.push_objects(node_id, item.run_id, item.objects)
+                    what = f"run {item.run_id}: sending a reply's {len(item.objects)} objects"
+                    progress = TransferLog(what, log)
+                    self._conn.push_objects(node_id, item.run_id, item.objects, progress)
                 self._conn.push_messages(node_id, [item.message])
                 log.debug("run %d: reply %s sent", item.run_id, item.message.message_id)
             else:

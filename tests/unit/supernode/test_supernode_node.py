@@ -102,7 +102,7 @@ def test_large_arrays_travel_as_objects_both_ways_and_are_fetched_once(
     assert not reply.has_error(), reply
     (doubled,) = reply.content["arrays"].to_numpy_ndarrays()
     np.testing.assert_array_equal(doubled, weights * 2)
-    fetched = [oid for _, _, ids, _ in pulls for oid in ids]  # type: ignore[attr-defined]
+    fetched = [oid for call in pulls for oid in call[2]]  # type: ignore[attr-defined]
     assert len(fetched) == 1 and len(set(fetched)) == 1  # the one object, fetched once
 
 
@@ -118,7 +118,7 @@ def test_the_next_message_reuses_the_objects_of_the_one_answered_last(
     model, other = np.arange(100_000, dtype=np.float32), np.ones(100_000, dtype=np.float32)
     for arrays in ([model], [model], [other]):
         assert not link.reply_to(link.send(run_id, node_id, arrays=arrays)).has_error()
-    fetched = [oid for _, _, ids, _ in pulls for oid in ids]  # type: ignore[attr-defined]
+    fetched = [oid for call in pulls for oid in call[2]]  # type: ignore[attr-defined]
     assert len(fetched) == 2  # model once (reused by the second message), then other
     state = node._runs.get(run_id)
     assert state is not None
