@@ -258,9 +258,9 @@ class SuperNode:
                 )
             except CorollaError:  # retried until the node stops
                 return 0
+            self._announce(node_id)  # kept in the node id file before anything uses it
             self._node_id, self._interval = node_id, interval
             log.info("registered as node %d with the SuperLink at %s", node_id, self._conn.address)
-            self._announce(node_id)
             return self._node_id
 
     def _announce(self, node_id: int) -> None:

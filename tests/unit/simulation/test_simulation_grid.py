@@ -201,7 +201,12 @@ def test_fedavg_on_the_simulation_equals_fedavg_in_process() -> None:
         got = run_fedavg(grid)
     assert sorted(got.arrays) == sorted(expected.arrays) == ["b", "w"]
     for key in expected.arrays:
-        np.testing.assert_allclose(got.arrays[key].numpy(), expected.arrays[key].numpy())
+        # FedAvg folds replies in arrival order into a mean kept in the model's dtype; the
+        # workers answer in either order, so float32 results agree to a few units in the
+        # last place (accumulated over 3 rounds), not bit for bit.
+        np.testing.assert_allclose(
+            got.arrays[key].numpy(), expected.arrays[key].numpy(), rtol=2e-6, atol=1e-7
+        )
     assert not np.allclose(got.arrays["w"].numpy(), 0)
     for server_round in (1, 2, 3):
         for history in ("train_metrics_clientapp", "evaluate_metrics_clientapp"):
