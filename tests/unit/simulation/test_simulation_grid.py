@@ -213,5 +213,5 @@ def test_fedavg_on_the_simulation_equals_fedavg_in_process() -> None:
             want = getattr(expected, history)[server_round]
             have = getattr(got, history)[server_round]
             assert sorted(have) == sorted(want)
-            for name in want:
-                np.testing.assert_allclose(have[name], want[name])
+            for name in want:  # metrics of those arrays: equal up to the same rounding
+                np.testing.assert_allclose(have[name], want[name], rtol=2e-6)
