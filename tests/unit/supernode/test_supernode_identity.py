@@ -39,7 +39,9 @@ def run_node(link: SuperLink, **settings: object) -> SuperNode:
     )
     node = SuperNode(config)
     node.start()
-    assert wait_for(lambda: node.node_id != 0, 20), "the node did not register"
+    if not wait_for(lambda: node.node_id != 0, 20):
+        node.stop()
+        raise AssertionError("the node did not register")
     return node
 
 
@@ -96,12 +98,14 @@ def test_a_second_node_sharing_the_file_neither_asks_for_nor_writes_it(
 def test_a_restarted_node_gets_its_id_back(link: SuperLink, tmp_path: Path) -> None:
     path = tmp_path / "state" / "node-id.json"
     node = run_node(link, node_id_file=path)
-    first_id = node.node_id
-    assert json.loads(path.read_text()) == {
-        "node_id": first_id,
-        "superlink": link.addresses["fleet"],
-    }
-    node.stop()
+    try:  # a node left running would keep pytest from exiting
+        first_id = node.node_id
+        assert json.loads(path.read_text()) == {
+            "node_id": first_id,
+            "superlink": link.addresses["fleet"],
+        }
+    finally:
+        node.stop()
     again = run_node(link, node_id_file=path)
     try:
         assert again.node_id == first_id
@@ -114,7 +118,11 @@ def test_two_nodes_sharing_a_file_get_different_ids(link: SuperLink, tmp_path: P
     path = tmp_path / "node-id.json"
     write_ready_file(path, {"node_id": 4242, "superlink": link.addresses["fleet"]})
     first = run_node(link, node_id_file=path)
-    second = run_node(link, node_id_file=path)
+    try:
+        second = run_node(link, node_id_file=path)
+    except BaseException:
+        first.stop()
+        raise
     try:
         assert first.node_id == 4242
         assert second.node_id not in (0, 4242)
