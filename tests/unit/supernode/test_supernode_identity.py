@@ -96,12 +96,15 @@ def test_a_second_node_sharing_the_file_neither_asks_for_nor_writes_it(
 def test_a_restarted_node_gets_its_id_back(link: SuperLink, tmp_path: Path) -> None:
     path = tmp_path / "state" / "node-id.json"
     node = run_node(link, node_id_file=path)
-    first_id = node.node_id
-    assert json.loads(path.read_text()) == {
-        "node_id": first_id,
-        "superlink": link.addresses["fleet"],
-    }
-    node.stop()
+    try:
+        first_id = node.node_id
+        assert wait_for(path.exists, 10)  # written just after the id is known
+        assert json.loads(path.read_text()) == {
+            "node_id": first_id,
+            "superlink": link.addresses["fleet"],
+        }
+    finally:
+        node.stop()  # even on a failure: a running node would keep the test process alive
     again = run_node(link, node_id_file=path)
     try:
         assert again.node_id == first_id
