@@ -1,7 +1,9 @@
 """Round overhead of a local deployment: SuperLink + K SuperNodes, FedAvg on a tiny model.
 
-Prints the run's wall time (from `flwr run` to finished) and the median seconds per round
-(train + evaluate), measured by the ServerApp at the end of each round.
+Prints the wall time (from `flwr run` to finished) of a 1-round and an N-round run, and the
+seconds per round (train + evaluate), measured by the ServerApp at the end of each round: the
+first round of a run apart (the one that used to wait for app processes to start) and the
+median of the later ones.
 
     python bench/round_overhead.py [--nodes 2] [--rounds 10] [--params 1000]
                                    [--isolation subprocess|process] [--secure] [--tls]
@@ -54,6 +56,8 @@ def run_once(
         sys.exit(f"run failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     # The ServerApp prints a mark after round 0 (initial evaluation) and after each round.
     marks = [float(m) for m in re.findall(r"bench-round \d+ ([0-9.]+)", result.stdout)]
+    if len(marks) != rounds + 1:
+        sys.exit(f"expected {rounds + 1} round marks, got {len(marks)}:\n{result.stdout}")
     per_round = [marks[i] - marks[i - 1] for i in range(1, len(marks))]
     return wall, per_round
 
@@ -96,17 +100,26 @@ def main() -> None:
             env = login.cli_env(federation) if login else federation.env
             # Warm-up run: FAB install and imports happen once per machine, not per run.
             run_once(federation, app, 1, args.params, env)
-            one_wall, _ = run_once(federation, app, 1, args.params, env)
+            one_wall, one_round = run_once(federation, app, 1, args.params, env)
             wall, per_round = run_once(federation, app, args.rounds, args.params, env)
     tls = args.tls or args.user_auth
     security = "mTLS + SuperNode auth" if args.secure else ("TLS" if tls else "insecure")
     if args.user_auth:
         security += " + OIDC user login"
     print(f"isolation={args.isolation} nodes={args.nodes} params={args.params} ({security})")
-    print(f"1-round run, flwr run -> finished:        {one_wall:6.2f} s")
-    print(f"{args.rounds}-round run, flwr run -> finished:       {wall:6.2f} s")
-    print(f"median seconds per round (train+evaluate): {statistics.median(per_round):6.3f} s")
-    print(f"min/max per round: {min(per_round):.3f} / {max(per_round):.3f} s")
+    n = args.rounds
+    figure("1-round run, flwr run -> finished", one_wall, 2)
+    figure("1-round run, its round (train+evaluate)", one_round[0], 3)
+    figure(f"{n}-round run, flwr run -> finished", wall, 2)
+    figure(f"{n}-round run, first round (train+evaluate)", per_round[0], 3)
+    later = per_round[1:]
+    if later:
+        figure(f"{n}-round run, median of the later rounds", statistics.median(later), 3)
+        print(f"min/max of the later rounds: {min(later):.3f} / {max(later):.3f} s")
+
+
+def figure(label: str, seconds: float, digits: int) -> None:
+    print(f"{label + ':':<46}{seconds:6.{digits}f} s")
 
 
 if __name__ == "__main__":

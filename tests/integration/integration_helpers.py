@@ -1,4 +1,10 @@
-"""Helpers of the integration tests: the flwr CLI as a user runs it, process trees."""
+"""Helpers of the integration tests: the flwr CLI as a user runs it, process trees.
+
+A daemon in isolation subprocess keeps one spare app process waiting for the next run
+(`corolla.common.spare`): it is the app process whose stdin is still its daemon's pipe. A run's
+process (a taken spare, or one started for the run) has ``/dev/null`` there. `serving` tells
+the ones serving runs from the spares.
+"""
 
 from __future__ import annotations
 
@@ -110,3 +116,21 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def is_spare(pid: int) -> bool:
+    """Whether ``pid`` is a spare app process, waiting for a run on its daemon's pipe."""
+    try:
+        return os.readlink(f"/proc/{pid}/fd/0").startswith("pipe:")
+    except OSError:
+        return False
+
+
+def serving(pids: list[int]) -> list[int]:
+    """``pids`` but the spares: the processes that serve runs (or do something else)."""
+    return [pid for pid in pids if not is_spare(pid)]
+
+
+def spares_of(pid: int) -> list[int]:
+    """The spare app processes among the live descendants of ``pid``."""
+    return [child for child in children_of(pid) if is_spare(child) and alive(child)]

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from integration_helpers import APPS, Cli, alive, children_of
+from integration_helpers import APPS, Cli, alive, children_of, is_spare, spares_of
 
 from corolla.cli.exec_client import ExecClient
 from corolla.deploy.local import LocalFederation, app_for_federation, terminate
@@ -36,7 +36,12 @@ def cmdline(pid: int) -> str:
 
 
 def app_pids(parent: int, module: str) -> list[int]:
-    return [pid for pid in children_of(parent) if module in cmdline(pid) and alive(pid)]
+    """The app processes serving runs (not the daemon's spare, waiting for the next run)."""
+    return [
+        pid
+        for pid in children_of(parent)
+        if module in cmdline(pid) and alive(pid) and not is_spare(pid)
+    ]
 
 
 def wait_until(what: str, check: object, timeout: float = 60) -> None:
@@ -106,6 +111,8 @@ def test_superlink_killed_mid_round_resumes_on_restart(make_fed: object) -> None
     assert serverapp, "the run's ServerApp process should be running"
     link = f.fed.superlink
     assert link is not None
+    spare = spares_of(link.process.pid)
+    assert spare, "the SuperLink should keep a spare ServerApp process"
     link.process.send_signal(signal.SIGKILL)
     link.process.wait(timeout=10)
     time.sleep(1.0)  # an outage: the ServerApp and the SuperNodes retry meanwhile
@@ -117,6 +124,7 @@ def test_superlink_killed_mid_round_resumes_on_restart(make_fed: object) -> None
     for server_round in range(1, 7):
         assert f"probe round={server_round} " in log
     reap_orphans(serverapp)  # the ServerApp the dead SuperLink started finished and exited
+    reap_orphans(spare)  # its spare saw EOF on its pipe and exited
 
 
 def test_superlink_killed_in_isolation_process_is_a_pause(make_fed: object) -> None:
@@ -173,11 +181,13 @@ def test_supernode_killed_and_restarted_keeps_its_id_and_the_run_completes(
     make_fed: object,
 ) -> None:
     f: Fed = make_fed()  # type: ignore[operator]
-    run_id = f.cli.submit("num-server-rounds=3 round-sleep=0.5")
+    # Rounds long enough that the run is still on when the node is seen serving it (with a
+    # spare ClientApp process ready, nothing else slows its start).
+    run_id = f.cli.submit("num-server-rounds=3 round-sleep=2.0")
     f.wait_log(run_id, "[ROUND 1/3]")
     node = f.fed.supernodes[0]
     wait_until("node 0's ClientApp", lambda: app_pids(node.process.pid, CLIENTAPP))
-    clientapps = app_pids(node.process.pid, CLIENTAPP)
+    clientapps = app_pids(node.process.pid, CLIENTAPP) + spares_of(node.process.pid)
     node.process.send_signal(signal.SIGKILL)
     node.process.wait(timeout=10)
     f.fed.supernodes[0] = f.fed.start_supernode(0)
@@ -286,16 +296,16 @@ def test_sigterm_of_each_daemon_reaps_its_children_and_the_run_resumes(make_fed:
     f.wait_log(run_id, "probe client pid=")
     node = f.fed.supernodes[1]  # the pid in the log may be the other node's ClientApp
     wait_until("node 1's ClientApp", lambda: app_pids(node.process.pid, CLIENTAPP))
-    clientapps = app_pids(node.process.pid, CLIENTAPP)
+    clientapps = app_pids(node.process.pid, CLIENTAPP) + spares_of(node.process.pid)
     assert terminate(node.process) == 0
-    assert not any(alive(pid) for pid in clientapps)  # reaped by the SuperNode
+    assert not any(alive(pid) for pid in clientapps)  # reaped by the SuperNode, its spare too
     f.fed.supernodes[1] = f.fed.start_supernode(1)
     f.wait_log(run_id, "[ROUND 2/6]")
     wait_until("the run's ServerApp", f.serverapp_pids)
-    serverapps = f.serverapp_pids()
     assert f.fed.superlink is not None
+    serverapps = f.serverapp_pids() + spares_of(f.fed.superlink.process.pid)
     assert terminate(f.fed.superlink.process) == 0
-    assert not any(alive(pid) for pid in serverapps)  # reaped by the SuperLink
+    assert not any(alive(pid) for pid in serverapps)  # reaped by the SuperLink, its spare too
     f.fed.start_superlink()  # the run was left resumable, not `running`
     info = f.cli.wait_for(run_id, "finished", timeout=90)
     log = f.log(run_id)

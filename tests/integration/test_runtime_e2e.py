@@ -12,7 +12,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from integration_helpers import APPS, FLWR, Cli, children_of, started_run_id
+from integration_helpers import APPS, FLWR, Cli, children_of, serving, started_run_id
 
 from corolla.deploy.local import LocalFederation, app_for_federation, terminate
 from corolla.proto.v1 import exec_pb2, run_pb2
@@ -28,7 +28,7 @@ def test_full_run_through_the_cli(probe_cli: Cli, federation: LocalFederation) -
     # and end its ClientApp processes.
     node_pids = [node.process.pid for node in federation.supernodes]
     deadline = time.monotonic() + 3
-    while any(children_of(pid) for pid in node_pids):
+    while any(serving(children_of(pid)) for pid in node_pids):  # (their spares stay)
         assert time.monotonic() < deadline, "ClientApp processes outlived their run"
         time.sleep(0.05)
     assert "probe final=2.0" in result.stdout  # two rounds, each node adds 1: FedAvg gives +1
@@ -91,9 +91,9 @@ def test_stop_a_running_run_ends_its_app_processes(
     time.sleep(1.0)  # a round is in progress on the nodes
     assert federation.superlink is not None
     link_pid = federation.superlink.process.pid
-    assert children_of(link_pid), "the ServerApp process should be running"
+    assert serving(children_of(link_pid)), "the ServerApp process should be running"
     node_pids = [node.process.pid for node in federation.supernodes]
-    assert all(children_of(pid) for pid in node_pids), "ClientApp processes should be running"
+    assert all(serving(children_of(pid)) for pid in node_pids), "ClientApps should be running"
 
     stop = probe_cli("stop", str(run_id), str(probe_cli.app), "local")
     assert stop.returncode == 0, stop.stderr
@@ -102,11 +102,11 @@ def test_stop_a_running_run_ends_its_app_processes(
     assert "stopped by user" in str(info["details"])
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and (
-        children_of(link_pid) or any(children_of(pid) for pid in node_pids)
+        serving(children_of(link_pid)) or any(serving(children_of(pid)) for pid in node_pids)
     ):
         time.sleep(0.2)
-    assert not children_of(link_pid)
-    assert not any(children_of(pid) for pid in node_pids)
+    assert not serving(children_of(link_pid))  # the spares wait for the next run
+    assert not any(serving(children_of(pid)) for pid in node_pids)
     follow = probe_cli("log", str(run_id), str(probe_cli.app), "local", "--follow")
     assert follow.returncode == 6  # the run was stopped
 

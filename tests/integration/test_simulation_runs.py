@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import tomli_w
-from integration_helpers import APPS, Cli, alive, children_of, started_run_id
+from integration_helpers import APPS, Cli, alive, children_of, serving, started_run_id
 
 from corolla.deploy.local import LocalFederation, app_for_federation
 from corolla.records import ErrorCode
@@ -129,8 +129,9 @@ def test_flwr_stop_ends_a_simulation_and_its_workers(link: LocalFederation, tmp_
     link_pid = link.superlink.process.pid
     cli.wait_for(run_id, "running")
     deadline = time.monotonic() + 30
-    # The ServerApp process and its two workers (the workers' ClientApps are asleep).
-    while len(started := children_of(link_pid)) < 3:
+    # The ServerApp process and its two workers (the workers' ClientApps are asleep), not the
+    # SuperLink's spare ServerApp process.
+    while len(started := serving(children_of(link_pid))) < 3:
         assert time.monotonic() < deadline, f"no workers started: {started}"
         time.sleep(0.1)
     stop = cli("stop", str(run_id), str(cli.app), "local")

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from integration_helpers import APPS, Cli, alive, children_of
+from integration_helpers import APPS, Cli, alive, children_of, serving, spares_of
 
 from corolla.deploy.local import LocalFederation, app_for_federation
 
@@ -26,11 +26,17 @@ def test_runs_survive_a_superlink_crash(tmp_path: Path) -> None:
         cli.wait_for(interrupted, "running")
         assert fed.superlink is not None
         link = fed.superlink.process
-        orphans = children_of(link.pid)
+        orphans = serving(children_of(link.pid))
         assert orphans, "the ServerApp process should be running"
+        spares = spares_of(link.pid)
+        assert spares, "the SuperLink should keep a spare ServerApp process"
         link.send_signal(signal.SIGKILL)
         link.wait(timeout=10)
         assert all(alive(pid) for pid in orphans)  # it rides out the outage, retrying
+        deadline = time.monotonic() + 30
+        while any(alive(pid) for pid in spares):  # EOF on its pipe: no run will come
+            assert time.monotonic() < deadline, "the dead SuperLink's spare lives on"
+            time.sleep(0.1)
 
         fed.start_superlink()  # same database file, same ports
         runs = {int(r["run_id"]): r for r in cli.runs()}

@@ -2,7 +2,9 @@
 
 Isolation ``subprocess`` (the SuperNode starts us with ``COROLLA_APP_TOKEN`` in the
 environment): serve that one run and exit 0 once it is over. The process also exits when its
-parent dies or the SuperNode stays unreachable for 10 s.
+parent dies or the SuperNode stays unreachable for 10 s. A spare (``COROLLA_APP_STANDBY=1``,
+started before its run) gets the token on stdin instead, then goes on the same way
+(`corolla.runtime.standby`).
 
 Isolation ``process`` (started by an operator, no token): a long-running process. It asks the
 SuperNode for work with ``RequestRun`` and the shared secret (``--appio-secret-file PATH`` or
@@ -43,6 +45,7 @@ from corolla.runtime.clientapp_run import (
 )
 from corolla.runtime.config import ClientAppProcessConfig, parse_clientapp_config
 from corolla.runtime.parent import exit_with_parent
+from corolla.runtime.standby import await_run
 
 # Named explicitly: run with `python -m`, __name__ would be "__main__" in `flwr log` lines.
 log = logging.getLogger("corolla.runtime.clientapp")
@@ -189,6 +192,7 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    await_run("flwr-clientapp")  # a spare (isolation subprocess) waits here for its run
     config = parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -9,11 +9,13 @@ import threading
 import time
 
 CHECK_INTERVAL = 0.5
+_STARTED_BY = os.getppid()  # at import, early in the process: the daemon that started it
 
 
 def exit_with_parent(name: str) -> None:
-    """Exit (code 1) as soon as the process that started us is gone (we were re-parented)."""
-    parent = os.getppid()
+    """Exit (code 1) as soon as the process that started us is gone (we were re-parented),
+    also when it went before this call (e.g. while a spare waited for its run)."""
+    parent = _STARTED_BY
 
     def watch() -> None:
         while os.getppid() == parent:

@@ -1,8 +1,9 @@
 """Entry point of ``flwr-serverapp``: run ServerApps against the SuperLink's ServerAppIo API.
 
 Isolation ``subprocess``: the SuperLink starts this process with one run's token in
-``COROLLA_APP_TOKEN``; it runs that run and exits. Isolation ``process``: an operator starts it;
-it asks for work with the shared AppIo secret (``--appio-secret-file`` or
+``COROLLA_APP_TOKEN`` (or, to a spare started ahead of its run, hands the token over on stdin:
+`corolla.runtime.standby`); it runs that run and exits. Isolation ``process``: an operator
+starts it; it asks for work with the shared AppIo secret (``--appio-secret-file`` or
 ``COROLLA_APPIO_SECRET``), runs each run it is given, and waits for the next (``--max-runs``).
 """
 
@@ -27,6 +28,7 @@ from corolla.proto.v1.serverappio_pb2_grpc import ServerAppIoStub
 from corolla.runtime.config import ServerAppConfig
 from corolla.runtime.config import parse_serverapp_config as parse_config
 from corolla.runtime.serverapp_run import execute_run
+from corolla.runtime.standby import await_run
 
 log = logging.getLogger("corolla.serverapp")
 
@@ -93,6 +95,7 @@ def serve(config: ServerAppConfig) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    await_run("flwr-serverapp")  # a spare (isolation subprocess) waits here for its run
     try:
         config = parse_config(argv)
     except UsageError as exc:

@@ -57,6 +57,9 @@ class SuperLinkConfig:
     # isolation subprocess: variables of its environment passed on to its flwr-serverapp
     # processes besides the allow-list of `corolla.common.appenv` (--app-env).
     app_env: tuple[str, ...] = ()
+    # isolation subprocess: keep a spare flwr-serverapp process, imported and waiting, for the
+    # next run (`corolla.common.spare`); off with --no-spare-app-process.
+    spare_app_process: bool = True
     # Bounds on a submitted FAB: size, unpacked size, entries, compression ratio.
     fab_limits: FabLimits = field(default_factory=FabLimits)
     # Once listening, write {"serverappio": "host:port", "fleet": ..., "exec": ...} here (JSON).
@@ -212,6 +215,13 @@ def command() -> Command:
                 repeat=True,
             ),
             Option(
+                "--no-spare-app-process",
+                "isolation subprocess: keep no spare flwr-serverapp process ready for the next "
+                "run (by default one waits, imported, so that a run does not wait for an "
+                "interpreter to start)",
+                switch=True,
+            ),
+            Option(
                 "--max-fab-bytes",
                 "refuse a submitted FAB larger than this (bytes, or e.g. 200MiB)",
                 DEFAULT_MAX_FAB_BYTES,
@@ -301,6 +311,7 @@ def parse_config(
         max_concurrent_runs=values.get("max-concurrent-runs", int),
         app_start_timeout=values.get("app-start-timeout", float),
         app_env=values.optional("app-env", tuple) or (),
+        spare_app_process=_spare(values, isolation),
         fab_limits=FabLimits(
             max_fab_bytes=values.get("max-fab-bytes", int),
             max_unpacked_bytes=values.get("max-fab-unpacked-bytes", int),
@@ -395,3 +406,8 @@ def _secret(values: Values, isolation: str) -> str | None:
         return read_secret_file(secret_file)
     except InvalidArgument as exc:
         raise UsageError(str(exc)) from exc
+
+
+def _spare(values: Values, isolation: str) -> bool:
+    """A spare app process in isolation subprocess, unless --no-spare-app-process."""
+    return isolation == "subprocess" and not values.get("no-spare-app-process", bool)

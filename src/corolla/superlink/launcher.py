@@ -6,6 +6,12 @@ process ended and its last output), ends processes of runs that finished (stoppe
 stuck starting, watches runs served by a process a previous SuperLink started (their
 heartbeats), starts queued runs in order while there is room, and tells the others their place
 in the queue. An error in a tick is logged with its traceback and the next tick goes on.
+
+With ``spare=True`` (the SuperLink's default, off with ``--no-spare-app-process``) a spare
+flwr-serverapp waits, imported, for the next run (`corolla.common.spare`): a run started while
+it is ready gets it (the token on its stdin) instead of a fresh process. Its output goes to a
+``serverapp-spare-*.log`` file that is renamed to the run's ``serverapp-<run_id>.log`` when it
+is taken (its open descriptor writes on), so a crash's last output is found as for any run.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +34,7 @@ from typing import Any, BinaryIO
 from corolla.common.appenv import app_environment
 from corolla.common.appio import TOKEN_ENV
 from corolla.common.errors import CorollaError
+from corolla.common.spare import Spare, SparePool, start_spare
 from corolla.common.tls import AppTls
 from corolla.fab.limits import FabLimits
 from corolla.superlink._worker import serve_ticks
@@ -42,6 +50,7 @@ START_TIMEOUT = 120.0
 SHUTDOWN_REASON = "the SuperLink shut down while the run was in progress"
 OUTPUT_DIR_MODE = 0o700
 OUTPUT_FILE_MODE = 0o600
+SPARE_PREFIX = "serverapp-spare-"
 
 
 @dataclass
@@ -103,6 +112,7 @@ class ServerAppLauncher:
         clock: Callable[[], float] = time.monotonic,
         app_env: tuple[str, ...] = (),
         fab_limits: FabLimits | None = None,
+        spare: bool = False,
     ) -> None:
         self._runs = runs
         self._state = runs.state
@@ -124,14 +134,28 @@ class ServerAppLauncher:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="serverapp-launcher", daemon=True)
-        self.error: BaseException | None = None
+        self._error: BaseException | None = None
+        self._spares = SparePool(self._start_spare, "ServerApp", guard=self._guarded_spares)
+        self._spare = spare
+        self._spare_error: BaseException | None = None
+
+    @property
+    def error(self) -> BaseException | None:
+        """Why the launcher (or its spare-keeping thread) cannot go on; None while it can."""
+        return self._error or self._spare_error
 
     def start(self) -> None:
-        """Start the launcher thread; the output directory is the SuperLink user's alone
-        (0700, its files 0600: a ServerApp's output may hold anything the app printed)."""
+        """Start the launcher thread (and the spare); the output directory is the SuperLink
+        user's alone (0700, its files 0600: a ServerApp's output may hold anything the app
+        printed)."""
         self._output_dir.mkdir(mode=OUTPUT_DIR_MODE, parents=True, exist_ok=True)
         os.chmod(self._output_dir, OUTPUT_DIR_MODE)
+        for stale in self._output_dir.glob(f"{SPARE_PREFIX}*.log"):  # a crashed SuperLink's
+            with contextlib.suppress(OSError):
+                stale.unlink()
         self._thread.start()
+        if self._spare:
+            self._spares.start()
 
     def notify(self) -> None:
         """Something changed (a run was submitted or stopped): look now."""
@@ -143,6 +167,7 @@ class ServerAppLauncher:
         self._wake.set()
         if self._thread.ident is not None:
             self._thread.join(timeout=TERMINATE_GRACE + 5)
+        self._spares.close()
         for app in list(self._procs.values()):
             self._terminate(app)
             with contextlib.suppress(CorollaError):
@@ -156,7 +181,7 @@ class ServerAppLauncher:
             self._wake.clear()
             return self._stop.is_set()
 
-        self.error = serve_ticks("the ServerApp launcher", self.tick, stopped)
+        self._error = serve_ticks("the ServerApp launcher", self.tick, stopped)
 
     def tick(self) -> None:
         active = {run.run_id: run for run in self._state.active_runs()}
@@ -234,27 +259,68 @@ class ServerAppLauncher:
         if not self._runs.start(run_id):
             return False
         token = self._state.create_token(run_id)
-        env = app_environment(
-            self._app_env, {**self._fab_env, "PYTHONUNBUFFERED": "1", TOKEN_ENV: token}
-        )
-        command = [*self._command, "--serverappio-api-address", self._address, *self._transport]
         output = self._output_dir / f"serverapp-{run_id}.log"
-        try:
-            with _open_output(output) as sink:
-                process = subprocess.Popen(
-                    command,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=sink,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-        except OSError as exc:
-            self._runs.fail(run_id, f"cannot start flwr-serverapp: {exc}")
-            return False
+        spare = self._spares.take({TOKEN_ENV: token}) if self._spare else None
+        if spare is not None:
+            assert spare.output is not None  # `_start_spare` gives each its file
+            try:
+                os.replace(spare.output, output)  # its open descriptor writes on
+            except OSError as exc:
+                log.warning("run %d: cannot rename %s: %s", run_id, spare.output, exc)
+                output = spare.output
+            process = spare.process
+            log.info("run %d: the spare flwr-serverapp (pid %d) takes the run", run_id, spare.pid)
+        else:
+            env = self._environment({TOKEN_ENV: token})
+            try:
+                with _open_output(output) as sink:
+                    process = subprocess.Popen(
+                        self._app_command(),
+                        env=env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=sink,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+            except OSError as exc:
+                self._runs.fail(run_id, f"cannot start flwr-serverapp: {exc}")
+                return False
+            log.info("run %d: started flwr-serverapp (pid %d)", run_id, process.pid)
         self._procs[run_id] = _AppProcess(run_id, process, output, self._clock())
-        log.info("run %d: started flwr-serverapp (pid %d)", run_id, process.pid)
         return True
+
+    def _app_command(self) -> list[str]:
+        return [*self._command, "--serverappio-api-address", self._address, *self._transport]
+
+    def _environment(self, explicit: dict[str, str]) -> dict[str, str]:
+        """An app process's environment: the allow-list, --app-env, the FAB limits, then
+        ``explicit``."""
+        return app_environment(
+            self._app_env, {**self._fab_env, "PYTHONUNBUFFERED": "1", **explicit}
+        )
+
+    def _start_spare(self) -> Spare:
+        """A spare: the command and environment of a run's process but its token; its output
+        to a new private file in the output directory (renamed when a run takes it)."""
+        fd, name = tempfile.mkstemp(prefix=SPARE_PREFIX, suffix=".log", dir=self._output_dir)
+        path = Path(name)
+        try:
+            with os.fdopen(fd, "ab") as sink:  # mkstemp: 0600, O_EXCL
+                process = start_spare(self._app_command(), self._environment({}), output=sink)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return Spare(process, path)
+
+    def _guarded_spares(self, keep: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                keep()
+            except BaseException as exc:
+                log.exception("the spare flwr-serverapp thread failed")
+                self._spare_error = exc
+
+        return run
 
     def _forget(self, app: _AppProcess) -> None:
         del self._procs[app.run_id]

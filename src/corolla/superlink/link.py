@@ -123,6 +123,7 @@ class SuperLink:
                 tls=config.app_tls,
                 app_env=config.app_env,
                 fab_limits=config.fab_limits,
+                spare=config.spare_app_process,
             )
             # Known to nobody: in subprocess mode children get per-run tokens directly.
             notify, secret = self.launcher.notify, new_secret()

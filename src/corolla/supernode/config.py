@@ -85,6 +85,9 @@ class SuperNodeConfig:
     # isolation subprocess: variables of its environment passed on to its flwr-clientapp
     # processes besides the allow-list of `corolla.common.appenv` (--app-env).
     app_env: tuple[str, ...] = ()
+    # isolation subprocess: keep a spare flwr-clientapp process, imported and waiting, for the
+    # next run (`corolla.common.spare`); off with --no-spare-app-process.
+    spare_app_process: bool = True
     # SuperNode authentication: every Fleet request is signed with this key.
     auth_private_key: PrivateKey | None = field(default=None, repr=False)
 
@@ -272,6 +275,13 @@ def command() -> Command:
                 repeat=True,
             ),
             Option(
+                "--no-spare-app-process",
+                "isolation subprocess: keep no spare flwr-clientapp process ready for the next "
+                "run (by default one waits, imported, so that a run's first message does not "
+                "wait for an interpreter to start)",
+                switch=True,
+            ),
+            Option(
                 "--node-id-file",
                 "where the node keeps its id to ask for it again after a restart (default: "
                 "$COROLLA_HOME/supernode/<hash of the addresses>.node-id; none with ClientAppIo "
@@ -324,6 +334,7 @@ def parse_args(
         node_id_file=node_id_file or default_node_id_file(superlink, clientappio),
         ready_file=values.optional("ready-file", Path),
         app_env=values.optional("app-env", tuple) or (),
+        spare_app_process=_spare(values, isolation),
         auth_private_key=_read(
             load_private_key, values.optional("auth-supernode-private-key", Path)
         ),
@@ -453,3 +464,8 @@ def local_address(bound: str, port: int) -> str:
     if host in ("", "0.0.0.0", "[::]", "::", "*"):
         host = "127.0.0.1"
     return f"{host}:{port}"
+
+
+def _spare(values: Values, isolation: str) -> bool:
+    """A spare app process in isolation subprocess, unless --no-spare-app-process."""
+    return isolation == "subprocess" and not values.get("no-spare-app-process", bool)

@@ -3,6 +3,10 @@
 One warm process per active run serves all that run's messages on this node. The app token goes
 to the child in its environment, never on the command line. A watcher thread per process reaps
 it and reports its exit; `stop` asks the process to finish, then SIGTERM, then SIGKILL.
+
+With a `SparePool` (`clientapp_spares`, on unless ``--no-spare-app-process``) a run's process
+is the node's spare when one is ready: it is already imported, gets its token on its stdin
+pipe, and from then on is watched, stopped and reaped like a process started for the run.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from collections.abc import Callable
 
 from corolla.common.appenv import app_environment
 from corolla.common.appio import TOKEN_ENV
+from corolla.common.spare import Guard, Spare, SparePool, start_spare
 from corolla.common.tls import AppTls
 
 log = logging.getLogger(__name__)
@@ -36,6 +41,19 @@ def clientapp_command(address: str, tls: AppTls | None = None) -> list[str]:
         address,
         *(["--insecure"] if tls is None else tls.args()),
     ]
+
+
+def clientapp_spares(
+    address: str, tls: AppTls | None, app_env: tuple[str, ...], guard: Guard
+) -> SparePool:
+    """The node's spare `flwr-clientapp`: the command and environment of `AppProcess.spawn`
+    without a token; ``guard`` reports a crash of the pool's thread to the node."""
+
+    def start() -> Spare:
+        env = app_environment(app_env, {"PYTHONUNBUFFERED": "1"})
+        return Spare(start_spare(clientapp_command(address, tls), env))
+
+    return SparePool(start, "ClientApp", guard=guard)
 
 
 class AppProcess:
@@ -61,11 +79,17 @@ class AppProcess:
         on_exit: OnExit,
         tls: AppTls | None = None,
         app_env: tuple[str, ...] = (),
+        spares: SparePool | None = None,
     ) -> AppProcess:
-        """Start the child; it is reaped and reported (``on_exit``) only after `watch`.
+        """The run's process: the spare of ``spares`` if one is ready, else a child started
+        now; it is reaped and reported (``on_exit``) only after `watch`.
 
         Its environment: the allow-list of `corolla.common.appenv` and ``app_env`` (the
         operator's ``--app-env``), then its run token; never the AppIo secret."""
+        spare = None if spares is None else spares.take({TOKEN_ENV: token})
+        if spare is not None:
+            log.info("run %d: the spare ClientApp process %d takes the run", run_id, spare.pid)
+            return cls(run_id, spare.process, on_exit)
         env = app_environment(app_env, {"PYTHONUNBUFFERED": "1", TOKEN_ENV: token})
         popen = subprocess.Popen(
             clientapp_command(address, tls),

@@ -3,8 +3,10 @@
 Threads: ``fleet-pull`` (registration and the PullMessages long poll), ``heartbeat``,
 ``outbox`` (replies and logs up to the SuperLink), one ``intake-run-N`` per run with pulled
 messages to take in (`Intake`), the ClientAppIo server's pool, and either
-one watcher per app process (isolation ``subprocess``, `Supervisor`) or the ``app-watchdog``
-of the attached external app processes (isolation ``process``, `ExternalApps`). A failed call is
+one watcher per app process (isolation ``subprocess``, `Supervisor`, and ``spare-clientapp``
+keeping a spare app process ready for the next run, `corolla.common.spare`) or the
+``app-watchdog`` of the attached external app processes (isolation ``process``,
+`ExternalApps`). A failed call is
 logged and retried (`corolla.common.backoff.retry`); an unexpected exception in a worker stops
 the node and is reported by `failure`. With ``node_id_file`` the node asks for its old id
 again after a restart; with ``ready_file`` it says when it first registered (`identity`).
@@ -27,6 +29,7 @@ from corolla.common.errors import (
     NotFound,
 )
 from corolla.common.grpc import bind, create_server
+from corolla.common.spare import SparePool
 from corolla.common.tls import INSECURE, security
 from corolla.supernode.clientappio import ClientAppIoServicer, add_clientappio
 from corolla.supernode.config import SuperNodeConfig, local_address
@@ -35,6 +38,7 @@ from corolla.supernode.domain import Envelope
 from corolla.supernode.external import ExternalApps
 from corolla.supernode.identity import NodeIdFile
 from corolla.supernode.intake import Fetcher, Intake
+from corolla.supernode.launcher import clientapp_spares
 from corolla.supernode.objects import NodeObjects
 from corolla.supernode.outbox import Outbox
 from corolla.supernode.runs import RunTable
@@ -97,6 +101,7 @@ class SuperNode:
             threading.Thread(target=self._guard(self._heartbeat_loop), name="heartbeat"),
             threading.Thread(target=self._guard(self._outbox.run), name="outbox"),
         ]
+        self._spares: SparePool | None = None  # isolation subprocess: the spare app process
         self._apps = self._app_runner(external)
         fetcher = Fetcher(
             self._conn,
@@ -134,8 +139,17 @@ class SuperNode:
             # leave this machine) instead of needing the certificate.
             children = f"127.0.0.1:{bind(self._server, '127.0.0.1:0', None)}"
             self._children_address = children
+        app_env = self.config.app_env
+        if self.config.spare_app_process:
+            self._spares = clientapp_spares(children, app_tls, app_env, self._guard)
         return Supervisor(
-            self._runs, self._outbox, children, self._guard, app_tls, app_env=self.config.app_env
+            self._runs,
+            self._outbox,
+            children,
+            self._guard,
+            app_tls,
+            app_env=app_env,
+            spares=self._spares,
         )
 
     @property
@@ -169,6 +183,8 @@ class SuperNode:
             self._requested = self._id_file.claim()
         for thread in self._threads:
             thread.start()
+        if self._spares is not None:  # once the API serves: the spare's run may come soon
+            self._spares.start()
 
     def request_stop(self) -> None:
         """Ask the node to stop (safe from a signal handler); `stop` does the work."""
@@ -179,7 +195,8 @@ class SuperNode:
         return self._stop.wait(timeout)
 
     def stop(self, grace: float = 2.0) -> None:
-        """Stop gracefully: app processes first (reaped), then pending replies, then the API."""
+        """Stop gracefully: app processes first (reaped, the spare too), then pending replies,
+        then the API."""
         if self._stopped:
             return
         self._stopped = True
@@ -187,6 +204,8 @@ class SuperNode:
         self._conn.cancel_pending()
         self._intake.stop()
         self._apps.stop_all()
+        if self._spares is not None:
+            self._spares.close()
         self._stay_online(grace)
         self._outbox.close(grace)
         for thread in self._threads:

@@ -11,6 +11,7 @@ import logging
 import threading
 from collections.abc import Callable
 
+from corolla.common.spare import SparePool
 from corolla.common.tls import AppTls
 from corolla.records import ErrorCode
 from corolla.supernode.domain import Envelope
@@ -32,6 +33,7 @@ class Supervisor:
         guard: Guard,
         app_tls: AppTls | None = None,
         app_env: tuple[str, ...] = (),
+        spares: SparePool | None = None,
     ) -> None:
         self._runs = runs
         self._outbox = outbox
@@ -39,6 +41,7 @@ class Supervisor:
         self._app_tls = app_tls  # None: the children connect without TLS (loopback)
         self._app_env = app_env  # the operator's --app-env, besides the allow-list
         self._guard = guard  # reports a crash in a watcher thread to the node
+        self._spares = spares  # the node's spare ClientApp process (the node starts and closes it)
         self._stopping = threading.Event()
 
     def fail(self, message: Envelope, code: int, reason: str) -> None:
@@ -58,6 +61,7 @@ class Supervisor:
                 token=state.token,
                 tls=self._app_tls,
                 app_env=self._app_env,
+                spares=self._spares,
                 on_exit=lambda process, code: self._guard(
                     lambda: self._exited(state, process, code)
                 )(),

@@ -56,6 +56,21 @@ def test_environment_and_config_file(tmp_path: Path) -> None:
     assert config.max_concurrent_runs == 1
 
 
+def test_spare_app_process_flag_env_and_file(tmp_path: Path) -> None:
+    assert parse_config(["--insecure"], environ={}).spare_app_process  # on by default
+    off = parse_config(["--insecure", "--no-spare-app-process"], environ={})
+    assert not off.spare_app_process
+    env = {"COROLLA_NO_SPARE_APP_PROCESS": "1"}
+    assert not parse_config(["--insecure"], environ=env).spare_app_process
+    file = tmp_path / "corolla.toml"
+    file.write_text("[superlink]\nno-spare-app-process = true\n")
+    assert not parse_config(["--insecure", "--config", str(file)], environ={}).spare_app_process
+    secret = tmp_path / "secret"
+    secret.write_text("a-long-enough-secret-value\n")
+    external = ["--insecure", "--isolation", "process", "--appio-secret-file", str(secret)]
+    assert not parse_config(external, environ={}).spare_app_process  # operator's processes
+
+
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [

@@ -189,6 +189,20 @@ def test_environment_and_config_file(tmp_path: Path) -> None:
         parse_args(["--insecure"], environ={"COROLLA_HEARTBEAT_INTERVAL": "nan"})
 
 
+def test_spare_app_process_flag_env_and_file(tmp_path: Path) -> None:
+    assert parse_args(["--insecure"], environ={}).spare_app_process  # on by default
+    assert not parse_args(["--insecure", "--no-spare-app-process"], environ={}).spare_app_process
+    env = {"COROLLA_NO_SPARE_APP_PROCESS": "true"}
+    assert not parse_args(["--insecure"], environ=env).spare_app_process
+    file = tmp_path / "corolla.toml"
+    file.write_text("[supernode]\nno-spare-app-process = true\n")
+    assert not parse_args(["--insecure", "--config", str(file)], environ={}).spare_app_process
+    secret = tmp_path / "secret"
+    secret.write_text("a-long-enough-secret-value\n")
+    external = ["--insecure", "--isolation", "process", "--appio-secret-file", str(secret)]
+    assert not parse_args(external, environ={}).spare_app_process  # operator's processes
+
+
 def test_backoff_doubles_to_a_cap_with_jitter() -> None:
     steady = Backoff(rng=lambda: 0.5)
     assert [steady.next_delay() for _ in range(7)] == [0.5, 1, 2, 4, 8, 10, 10]

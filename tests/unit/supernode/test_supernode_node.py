@@ -45,7 +45,8 @@ def test_warm_process_serves_a_run_and_keeps_its_state(
     link: Link, start_node: StartNode, app_fab: tuple[bytes, str]
 ) -> None:
     run_id = link.add_run(app_fab)
-    node = start_node()
+    # A process started for its run (the spare's path: test_supernode_spare.py).
+    node = start_node(spare_app_process=False)
     get_runs = count_calls(node, "get_run")
     node_id = link.wait_node()
     assert wait_for(lambda: node.node_id == node_id, 10)

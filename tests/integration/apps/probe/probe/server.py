@@ -15,6 +15,7 @@ app = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     config = context.run_config
     print(f"probe marker={config['marker']}", flush=True)
+    print(f"probe server pid={os.getpid()}", flush=True)
     if config.get("env-names"):
         print(f"probe server env-names={','.join(sorted(os.environ))}", flush=True)
     if config["server-raise"]:
