@@ -30,6 +30,7 @@ from corolla.cli.commands import (
 )
 from corolla.cli.follow import RunFailed, RunStopped
 from corolla.common import errors
+from corolla.common.exit import exit_with
 
 INTERRUPTED = 130
 
@@ -121,4 +122,4 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="flwr: %(levelname)s: %(message)s")
-    sys.exit(run_cli())
+    exit_with(run_cli())

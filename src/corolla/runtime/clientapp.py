@@ -34,6 +34,7 @@ from corolla.common.appio import SECRET_ENV, TOKEN_ENV
 from corolla.common.backoff import Backoff, retry
 from corolla.common.config import UsageError
 from corolla.common.errors import CorollaError, Unauthenticated
+from corolla.common.exit import exit_with
 from corolla.common.grpc import create_channel, error_from_rpc
 from corolla.proto.v1 import clientappio_pb2 as cpb
 from corolla.proto.v1 import clientappio_pb2_grpc
@@ -201,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     interrupter.install()
     if not config.external:
         exit_with_parent("flwr-clientapp")
-        sys.exit(run(config, interrupter))
+        exit_with(run(config, interrupter))
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)
     try:
@@ -209,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except _Stop as stop:
         log.info("flwr-clientapp stops (%s)", stop)
         code = 0
-    sys.exit(code)
+    exit_with(code)
 
 
 if __name__ == "__main__":

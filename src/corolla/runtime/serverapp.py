@@ -21,6 +21,7 @@ import grpc
 from corolla.common.backoff import retry
 from corolla.common.config import UsageError
 from corolla.common.errors import CorollaError, Unauthenticated
+from corolla.common.exit import exit_with
 from corolla.common.grpc import create_channel, error_from_rpc
 from corolla.common.tls import read_root_certificates
 from corolla.proto.v1 import serverappio_pb2 as spb
@@ -108,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        sys.exit(serve(config))
+        code = serve(config)
     except Unauthenticated as exc:
         print(f"flwr-serverapp: refused by the SuperLink: {exc}", file=sys.stderr)
         sys.exit(EXIT_UNAUTHENTICATED)
@@ -117,6 +118,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+    exit_with(code)
 
 
 if __name__ == "__main__":
