@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -48,9 +49,13 @@ class Harness:
         return ObjectClient(self.channel, SERVICE, metadata=[(TOKEN_KEY, token)])
 
 
-@pytest.fixture
-def io() -> Iterator[Harness]:
-    runs = RunTable(attachable=True)
+@contextlib.contextmanager
+def harness(
+    attachable: bool = True, wrap: Callable[[ClientAppIoServicer], None] | None = None
+) -> Iterator[Harness]:
+    """A ClientAppIo servicer on a free port with one open run; ``wrap`` may patch the
+    servicer's methods before they are registered."""
+    runs = RunTable(attachable=attachable)
     connection = FleetConnection("127.0.0.1:1", insecure=True)  # never dialled: outbox not run
     outbox = Outbox(connection, lambda: 5)
     state = runs.open(
@@ -58,15 +63,26 @@ def io() -> Iterator[Harness]:
         Fab(hash="ab" * 32, content=b"zip"),
         new_context(3, 5, {}, {}),
     )
+    servicer = ClientAppIoServicer(runs, outbox, SECRET)
+    if wrap is not None:
+        wrap(servicer)
     server = create_server(max_workers=8)
-    add_clientappio(server, ClientAppIoServicer(runs, outbox, SECRET))
+    add_clientappio(server, servicer)
     port = bind(server, "127.0.0.1:0", None)
     server.start()
     channel = create_channel(f"127.0.0.1:{port}", insecure=True)
-    yield Harness(runs, outbox, state, clientappio_pb2_grpc.ClientAppIoStub(channel), channel)
-    channel.close()
-    connection.close()
-    server.stop(0).wait(5)
+    try:
+        yield Harness(runs, outbox, state, clientappio_pb2_grpc.ClientAppIoStub(channel), channel)
+    finally:
+        channel.close()
+        connection.close()
+        server.stop(0).wait(5)
+
+
+@pytest.fixture
+def io() -> Iterator[Harness]:
+    with harness() as started:
+        yield started
 
 
 def message_for(
@@ -292,32 +308,22 @@ def test_waits_that_are_not_finite_numbers_are_refused(io: Harness) -> None:
 def test_our_own_child_moves_objects_through_the_run_files_not_the_object_rpcs() -> None:
     """Isolation subprocess: the app process maps the message's objects from the run's
     directory and places its reply's there; no object stream runs either way."""
-    runs = RunTable(attachable=False)
-    connection = FleetConnection("127.0.0.1:1", insecure=True)  # never dialled: outbox not run
-    outbox = Outbox(connection, lambda: 5)
-    state = runs.open(
-        RunInfo(3, "tests/app", "1.0.0", "ab" * 32, override_config={}, run_config={}),
-        Fab(hash="ab" * 32, content=b"zip"),
-        new_context(3, 5, {}, {}),
-    )
-    servicer = ClientAppIoServicer(runs, outbox, SECRET)
     streams: list[str] = []
-    for name in ("PullObjects", "PushObjects"):
-        real = getattr(servicer, name)
-        setattr(servicer, name, lambda *a, _n=name, _r=real: (streams.append(_n), _r(*a))[1])
-    server = create_server(max_workers=8)
-    add_clientappio(server, servicer)
-    port = bind(server, "127.0.0.1:0", None)
-    server.start()
-    channel = create_channel(f"127.0.0.1:{port}", insecure=True)
-    try:
+
+    def count_streams(servicer: ClientAppIoServicer) -> None:
+        for name in ("PullObjects", "PushObjects"):
+            real = getattr(servicer, name)
+            setattr(servicer, name, lambda *a, _n=name, _r=real: (streams.append(_n), _r(*a))[1])
+
+    with harness(attachable=False, wrap=count_streams) as io:
+        state = io.state
         sent, objects = message_for(arrays=True)
         for object_id, data in objects.items():  # as the intake leaves them
             sink = state.objects.sink(object_id, len(data))
             sink.write(memoryview(data))
             sink.commit()
-        runs.enqueue(state, sent)
-        app = AppIo(channel, state.token)
+        io.runs.enqueue(state, sent)
+        app = AppIo(io.channel, state.token)
         inputs = app.pull_inputs()
         assert inputs.object_dir == str(state.objects.directory)
         proto, _ = app.pull_message(1.0)
@@ -329,10 +335,6 @@ def test_our_own_child_moves_objects_through_the_run_files_not_the_object_rpcs()
         app.push_reply(Message(RecordDict({"a": doubled}), reply_to=received), app.context(inputs))
         assert streams == []  # neither way over PullObjects/PushObjects
         assert not state.inflight  # the reply was accepted, its objects found in the files
-        (item,) = list(outbox._items)
+        (item,) = list(io.outbox._items)
         (reply_object,) = item.objects.values()  # type: ignore[union-attr]
         assert b"".join(reply_object.chunks(1 << 20)) == bytes(doubled["0"].data)
-    finally:
-        channel.close()
-        connection.close()
-        server.stop(0).wait(5)
