@@ -9,7 +9,7 @@ import pytest
 from bounded_state import Make
 
 from corolla.superlink.state import SqliteLinkState
-from corolla.superlink.state.base import StateLimits
+from corolla.superlink.state.base import LinkState, StateLimits
 
 
 @pytest.fixture(params=["memory", "file"])
@@ -26,3 +26,11 @@ def make(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Make]:
     yield open_state
     for state in opened:
         state.close()
+
+
+@pytest.fixture
+def state() -> Iterator[LinkState]:
+    """A fresh in-memory state for tests of one component on top of it."""
+    db = SqliteLinkState(":memory:")
+    yield db
+    db.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,7 +11,7 @@ import pytest
 from corolla.common.guard import Caller, Credential
 from corolla.proto.v1 import fleet_pb2 as fpb
 from corolla.superlink.fleet import FleetServicer
-from corolla.superlink.state import LinkState, RunStatus, SqliteLinkState, SubStatus
+from corolla.superlink.state import LinkState, RunStatus, SubStatus
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -25,13 +24,6 @@ class Context:
 
     def abort(self, code: Any, details: str) -> None:
         raise AssertionError(f"aborted: {code} {details}")
-
-
-@pytest.fixture
-def state() -> Iterator[LinkState]:
-    db = SqliteLinkState(":memory:")
-    yield db
-    db.close()
 
 
 def new_run(state: LinkState) -> int:

@@ -14,7 +14,7 @@ import pytest
 from corolla.superlink.heartbeats import AppHeartbeats
 from corolla.superlink.launcher import ServerAppLauncher
 from corolla.superlink.runs import Runs
-from corolla.superlink.state import LinkState, RunRecord, RunStatus, SqliteLinkState, SubStatus
+from corolla.superlink.state import LinkState, RunRecord, RunStatus, SubStatus
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -27,13 +27,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-def state() -> Iterator[LinkState]:
-    db = SqliteLinkState(":memory:")
-    yield db
-    db.close()
 
 
 def new_run(state: LinkState) -> int:

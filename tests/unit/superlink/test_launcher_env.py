@@ -7,7 +7,6 @@ import json
 import stat
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,16 +16,9 @@ from corolla.fab import FabLimits
 from corolla.superlink.heartbeats import AppHeartbeats
 from corolla.superlink.launcher import ServerAppLauncher
 from corolla.superlink.runs import Runs
-from corolla.superlink.state import LinkState, SqliteLinkState
+from corolla.superlink.state import LinkState
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def state() -> Iterator[LinkState]:
-    db = SqliteLinkState(":memory:")
-    yield db
-    db.close()
 
 
 def new_run(state: LinkState) -> int:

@@ -20,7 +20,7 @@ from corolla.fab import FabLimits
 from corolla.superlink.heartbeats import AppHeartbeats
 from corolla.superlink.launcher import SPARE_PREFIX, ServerAppLauncher
 from corolla.superlink.runs import Runs
-from corolla.superlink.state import LinkState, RunStatus, SqliteLinkState, SubStatus
+from corolla.superlink.state import LinkState, RunStatus, SubStatus
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -49,13 +49,6 @@ def wait_for(what: str, condition: Callable[[], Any], timeout: float = 30.0) -> 
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.02)
     return value
-
-
-@pytest.fixture
-def state() -> Iterator[LinkState]:
-    db = SqliteLinkState(":memory:")
-    yield db
-    db.close()
 
 
 def new_run(state: LinkState) -> int:

@@ -9,7 +9,7 @@ import stat
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -67,13 +67,6 @@ def test_state_files_are_private_whatever_the_umask(tmp_path: Path) -> None:
     (tmp_path / "loose.db").touch(mode=0o644)  # made before: tightened on open
     SqliteLinkState(tmp_path / "loose.db").close()
     assert stat.S_IMODE(os.stat(tmp_path / "loose.db").st_mode) == 0o600
-
-
-@pytest.fixture
-def state() -> Iterator[LinkState]:
-    db = SqliteLinkState(":memory:")
-    yield db
-    db.close()
 
 
 HUGE = 2**64 - 1
