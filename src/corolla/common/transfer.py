@@ -91,22 +91,6 @@ def call_metadata(context: grpc.ServicerContext) -> dict[str, str]:
 # -- server half --------------------------------------------------------------------------------
 
 
-def receive_objects(
-    frames: Iterable[bytes],
-    store: Callable[[str, memoryview], None],
-    *,
-    max_object_size: int = MAX_OBJECT_BYTES,
-    max_stream_bytes: int = MAX_STREAM_BYTES,
-    verify: bool = True,
-) -> opb.PushObjectsResponse:
-    """Assemble pushed objects in memory (checking each against its id unless ``verify`` is
-    false), handing each complete one to ``store``."""
-    assembler = ObjectAssembler(
-        max_object_size=max_object_size, max_stream_bytes=max_stream_bytes, verify=verify
-    )
-    return _receive(assembler, frames, lambda object_id, data: store(object_id, data))
-
-
 def receive_objects_into(
     frames: Iterable[bytes],
     open_sink: SinkFactory[object],

@@ -21,7 +21,7 @@ from corolla.common.objects import (
     encode_chunks,
     object_id_of,
 )
-from corolla.common.transfer import receive_objects, receive_objects_into
+from corolla.common.transfer import receive_objects_into
 
 GiB = 1 << 30
 
@@ -228,16 +228,6 @@ def test_receive_into_discards_what_a_broken_or_short_stream_left() -> None:
     response = receive_objects_into(iter(frames), sink)
     assert (response.objects_stored, response.bytes_received) == (2, 1500)
     assert [entry.split()[0] for entry in log] == ["open", "commit", "open", "commit"]
-
-
-def test_receive_objects_in_memory_keeps_its_interface() -> None:
-    stored: dict[str, bytes] = {}
-    frames = encode_chunks(DATA_ID, DATA, 128)
-    response = receive_objects(frames, lambda oid, data: stored.update({oid: bytes(data)}))
-    assert stored == {DATA_ID: DATA}
-    assert (response.objects_stored, response.bytes_received) == (1, len(DATA))
-    with pytest.raises(ResourceExhausted):
-        receive_objects(encode_chunks(DATA_ID, DATA), stored.update, max_stream_bytes=999)
 
 
 @given(
