@@ -108,7 +108,8 @@ def _unguarded(target: Callable[[], None]) -> Callable[[], None]:
 
 
 class SparePool:
-    """Keeps one spare ready: ``start()`` makes one (`start_spare`), a thread replaces it."""
+    """Keeps one spare ready: the ``start`` callable makes one (with `start_spare`), the
+    pool's thread (`start`) makes the first and each replacement."""
 
     def __init__(
         self,
@@ -147,6 +148,7 @@ class SparePool:
     def take(self, env: Mapping[str, str]) -> Spare | None:
         """Hand the spare its assignment (``env``: what its run sets in its environment) and
         return it, now the caller's to watch and reap; None if no spare is ready."""
+        line = encode_assignment(env)
         with self._lock:
             spare, self._spare = self._spare, None
         if spare is None:
@@ -156,7 +158,7 @@ class SparePool:
         assert stdin is not None  # started with stdin=PIPE
         try:
             if spare.process.poll() is None:
-                stdin.write(encode_assignment(env))
+                stdin.write(line)
                 stdin.close()  # one run only: EOF after the assignment
                 with self._lock:
                     self._backoff.reset()

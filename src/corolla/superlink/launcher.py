@@ -136,7 +136,7 @@ class ServerAppLauncher:
         self._thread = threading.Thread(target=self._loop, name="serverapp-launcher", daemon=True)
         self._error: BaseException | None = None
         self._spares = SparePool(self._start_spare, "ServerApp", guard=self._guarded_spares)
-        self._spare = spare
+        self._use_spare = spare
         self._spare_error: BaseException | None = None
 
     @property
@@ -154,7 +154,7 @@ class ServerAppLauncher:
             with contextlib.suppress(OSError):
                 stale.unlink()
         self._thread.start()
-        if self._spare:
+        if self._use_spare:
             self._spares.start()
 
     def notify(self) -> None:
@@ -260,7 +260,7 @@ class ServerAppLauncher:
             return False
         token = self._state.create_token(run_id)
         output = self._output_dir / f"serverapp-{run_id}.log"
-        spare = self._spares.take({TOKEN_ENV: token}) if self._spare else None
+        spare = self._spares.take({TOKEN_ENV: token}) if self._use_spare else None
         if spare is not None:
             assert spare.output is not None  # `_start_spare` gives each its file
             try:

@@ -291,9 +291,15 @@ def test_a_malformed_assignment_is_refused(line: bytes) -> None:
         decode_assignment(line)
 
 
-def test_an_oversized_assignment_is_refused() -> None:
+def test_an_oversized_assignment_is_refused_and_the_spare_kept(pools: Pools) -> None:
     with pytest.raises(InvalidArgument):
         encode_assignment({"BIG": "x" * (1 << 17)})
+    pool = pools.pool()
+    pool.start()
+    pid = wait_for("a spare", lambda: pool.pid)
+    with pytest.raises(InvalidArgument):
+        pool.take({"BIG": "x" * (1 << 17)})
+    assert pool.pid == pid  # still there for the next run
 
 
 def test_start_spare_marks_the_child_gives_it_a_pipe_and_its_own_session(
