@@ -3,7 +3,8 @@
 A simulation of 10,000 nodes must not hold 10,000 decoded contexts (each with its state) in
 memory. The store keeps each node's context as its wire encoding (`context_to_bytes`) in a
 SQLite file inside a private temporary directory; SQLite's page cache (bounded) keeps the hot
-ones in memory. The file is scratch space: no journal, no fsync, removed on `close`.
+ones in memory. The file is scratch space: no journal, no fsync, removed on `close` (or, after
+a SIGKILL, by the next store made in the same parent directory: `corolla.common.scratch`).
 """
 
 from __future__ import annotations
@@ -11,15 +12,16 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import sys
-import tempfile
 import threading
 from pathlib import Path
 
 from corolla.common.errors import FailedPrecondition
+from corolla.common.scratch import make_scratch
 from corolla.proto.v1 import message_pb2 as mpb
 from corolla.records import Context
 from corolla.records.serde import context_from_proto, context_to_proto
 
+SCRATCH_PREFIX = "corolla-sim-"  # + <pid>-<random>: see corolla.common.scratch
 _CACHE_KIB = 16 * 1024  # SQLite page cache of the store: 16 MiB at most
 _ALL_INLINE = sys.maxsize  # every array inside the encoding: one blob per context
 
@@ -43,7 +45,7 @@ class ContextStore:
     """
 
     def __init__(self, directory: Path | None = None) -> None:
-        self._dir = Path(tempfile.mkdtemp(prefix="corolla-sim-", dir=directory))
+        self._dir = make_scratch(SCRATCH_PREFIX, directory)  # sweeps those of dead processes
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = sqlite3.connect(
             self._dir / "contexts.sqlite", check_same_thread=False, isolation_level=None

@@ -5,22 +5,25 @@ ClientApp process; here they never sit in memory. Each object pulled from the Su
 pushed by the ClientApp is written into a file as its chunks arrive (`sink`), served from the
 file in chunks (`read`), and sent up from a file opened at the moment the reply was accepted
 (`open`: readable until closed, even once the object is released here). `NodeObjects` is the
-node process's directory (a fresh temporary one, removed at `close` or when the process exits);
+node process's directory (a fresh temporary one, removed at `close` or when the process exits;
+one left by a node killed with SIGKILL is swept when the next node makes its own, see
+`corolla.common.scratch`);
 `RunObjects` is one run's subdirectory, removed when the run is forgotten.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 import threading
 import weakref
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from corolla.common.errors import NotFound
-from corolla.common.objectfiles import PRIVATE_DIR, FileSink, ObjectFiles, OpenObject
+from corolla.common.objectfiles import FileSink, ObjectFiles, OpenObject
+from corolla.common.scratch import make_scratch
+
+OBJECTS_PREFIX = "corolla-supernode-objects-"  # + <pid>-<random>: see corolla.common.scratch
 
 
 class RunObjects:
@@ -117,8 +120,7 @@ class NodeObjects:
     """The node process's object directory: private, fresh, one subdirectory per run."""
 
     def __init__(self, parent: Path | None = None) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="corolla-supernode-objects-", dir=parent))
-        os.chmod(self.root, PRIVATE_DIR)
+        self.root = make_scratch(OBJECTS_PREFIX, parent)  # sweeps the dirs of dead nodes
         self._cleanup = weakref.finalize(self, shutil.rmtree, self.root, True)
 
     def for_run(self, run_id: int) -> RunObjects:

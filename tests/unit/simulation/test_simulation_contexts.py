@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +12,12 @@ import pytest
 
 from corolla.app import ArrayRecord, ConfigRecord, Context, MetricRecord, RecordDict
 from corolla.common.errors import FailedPrecondition
-from corolla.simulation.contexts import ContextStore, context_from_bytes, context_to_bytes
+from corolla.simulation.contexts import (
+    SCRATCH_PREFIX,
+    ContextStore,
+    context_from_bytes,
+    context_to_bytes,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -58,3 +66,15 @@ def test_close_removes_the_database_and_refuses_more_use(tmp_path: Path) -> None
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(FailedPrecondition):
         store.get(1)
+
+
+def test_a_new_store_sweeps_the_directory_a_killed_process_left(tmp_path: Path) -> None:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # its PID is now dead, as a simulation's killed with SIGKILL
+    left = tmp_path / f"{SCRATCH_PREFIX}{child.pid}-abc123"
+    left.mkdir()
+    (left / "contexts.sqlite").write_bytes(b"stale")
+    with ContextStore(tmp_path) as store:
+        assert not left.exists()
+        assert store.path.name.startswith(f"{SCRATCH_PREFIX}{os.getpid()}-")
+        assert list(tmp_path.iterdir()) == [store.path]

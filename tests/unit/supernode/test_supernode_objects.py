@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import stat
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from corolla.common.errors import NotFound
 from corolla.runtime.localobjects import LocalObjects
-from corolla.supernode.objects import NodeObjects, RunObjects
+from corolla.supernode.objects import OBJECTS_PREFIX, NodeObjects, RunObjects
 
 
 def land(objects: RunObjects, object_id: str, data: bytes) -> None:
@@ -89,4 +93,16 @@ def test_a_file_the_runs_own_app_process_placed_is_taken_in_when_asked_for() -> 
     assert run.ids() == []  # not known until asked for
     assert run.missing(["e" * 64, "f" * 64]) == ["f" * 64]
     assert run.size("e" * 64) == 11 and b"".join(run.read("e" * 64, 4)) == b"reply bytes"
+    node.close()
+
+
+def test_a_new_node_sweeps_the_directory_a_killed_node_left(tmp_path: Path) -> None:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # its PID is now dead, as a node's killed with SIGKILL
+    left = tmp_path / f"{OBJECTS_PREFIX}{child.pid}-abc123"
+    (left / "run-1").mkdir(parents=True)
+    node = NodeObjects(tmp_path)
+    assert not left.exists()
+    assert node.root.name.startswith(f"{OBJECTS_PREFIX}{os.getpid()}-")
+    assert stat.S_IMODE(node.root.stat().st_mode) == 0o700
     node.close()
