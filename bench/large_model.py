@@ -55,13 +55,14 @@ def rss_mib(pid: int) -> float:
     return int(match.group(1)) / 1024 if match else 0.0
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of ``pid`` so far (0 once it is gone)."""
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """User and system CPU time of ``pid`` so far (zeros once it is gone)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return 0.0, 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def role_of(pid: int) -> str | None:
@@ -92,17 +93,33 @@ def socket_counters(ports: dict[int, str]) -> dict[tuple[str, ...], tuple[str, i
     return found
 
 
+def disk_bytes(directory: Path) -> int:
+    """Bytes allocated to the files under ``directory`` and its staging sibling."""
+    total = 0
+    for root in (directory, directory.with_name(f"{directory.name}.staging")):
+        for path in root.rglob("*") if root.is_dir() else ():
+            try:
+                total += path.stat().st_blocks * 512 if path.is_file() else 0
+            except OSError:
+                continue  # gone meanwhile
+    return total
+
+
 @dataclass(eq=False)
 class Sampler(threading.Thread):
     """Peak RSS per role (largest process) and of all processes together; the highest byte
     counters seen per connection (a closed connection keeps its last sample)."""
 
     ports: dict[int, str]
+    objects: Path  # the SuperLink's object directory
+    disk_peak: int = 0  # bytes of the SuperLink's object files (staged ones included)
     peaks: dict[str, float] = field(default_factory=dict)
     total_peak: float = 0.0
-    cpu: dict[int, tuple[str, float]] = field(default_factory=dict)  # pid -> (role, last seen)
+    # pid -> (role, (user, system) seconds last seen)
+    cpu: dict[int, tuple[str, tuple[float, float]]] = field(default_factory=dict)
     sockets: dict[tuple[str, ...], tuple[str, int, int]] = field(default_factory=dict)
     done: threading.Event = field(default_factory=threading.Event)
+    timeline: list[tuple[float, dict[str, float], float]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         super().__init__(daemon=True)
@@ -117,12 +134,16 @@ class Sampler(threading.Thread):
                     total += rss
                     self.peaks[role] = max(self.peaks.get(role, 0.0), rss)
             self.total_peak = max(self.total_peak, total)
+            self.disk_peak = max(self.disk_peak, disk_bytes(self.objects))
+            by_role = {role: u + s for role, (u, s) in self.cpu_by_role().items()}
+            self.timeline.append((time.perf_counter(), by_role, total))
             self.sockets.update(socket_counters(self.ports))
 
-    def cpu_by_role(self) -> dict[str, float]:
-        totals: dict[str, float] = {}
-        for role, seconds in self.cpu.values():
-            totals[role] = totals.get(role, 0.0) + seconds
+    def cpu_by_role(self) -> dict[str, tuple[float, float]]:
+        totals: dict[str, tuple[float, float]] = {}
+        for role, (user, system) in self.cpu.values():
+            had_user, had_system = totals.get(role, (0.0, 0.0))
+            totals[role] = (had_user + user, had_system + system)
         return totals
 
     def bytes_by_api(self) -> dict[str, tuple[int, int]]:
@@ -150,7 +171,22 @@ def floor_seconds(nbytes: int) -> tuple[float, float]:
     return copy * nbytes / sample, hashing * nbytes / sample
 
 
-def run_size(mb: float, rounds: int, nodes: int, arrays: int) -> None:
+def print_timeline(sampler: Sampler, start: float, step: float = 1.0) -> None:
+    """CPU use per role (in cores) and the RSS of all processes, per ``step`` seconds."""
+    print(f"  timeline (cores busy per role over each {step:.0f} s, RSS of all processes):")
+    last_t, last = start, dict.fromkeys((role for _, role in ROLES), 0.0)
+    for t, by_role, total in sampler.timeline:
+        if t - last_t < step:
+            continue
+        busy = "  ".join(
+            f"{role[:6]} {(by_role.get(role, 0.0) - last.get(role, 0.0)) / (t - last_t):4.2f}"
+            for _, role in ROLES
+        )
+        print(f"    {t - start:6.1f} s  {busy}  {total:7.0f} MiB")
+        last_t, last = t, by_role
+
+
+def run_size(mb: float, rounds: int, nodes: int, arrays: int, timeline: bool = False) -> None:
     params = int(mb * 1e6 / 4)
     with (
         tempfile.TemporaryDirectory(prefix="corolla-bench-") as tmp,
@@ -159,7 +195,7 @@ def run_size(mb: float, rounds: int, nodes: int, arrays: int) -> None:
         app = app_for_federation(APP, Path(tmp) / "app", federation.exec)
         ports = {int(federation.serverappio.rsplit(":", 1)[1]): "ServerAppIo"}
         ports[int(federation.fleet.rsplit(":", 1)[1])] = "Fleet"
-        sampler = Sampler(ports)
+        sampler = Sampler(ports, Path(tmp) / "state.db.objects")
         sampler.start()
         start = time.perf_counter()
         config = f"num-server-rounds={rounds} num-params={params} num-arrays={arrays}"
@@ -209,11 +245,15 @@ def run_size(mb: float, rounds: int, nodes: int, arrays: int) -> None:
             f"  {api:11s} bytes per round: {down / rounds / 1e6:9.0f} MB down, "
             f"{up / rounds / 1e6:9.0f} MB up  ({(down + up) / rounds / model:.1f} models)"
         )
-    cpu = sampler.cpu_by_role()
     print(
-        "  CPU seconds per round: "
-        + ", ".join(f"{role} {cpu.get(role, 0.0) / rounds:.2f}" for _, role in ROLES)
+        f"  SuperLink object files: peak {sampler.disk_peak / 1e6:.0f} MB "
+        f"({sampler.disk_peak / model:.1f} models)"
     )
+    cpu = sampler.cpu_by_role()
+    print("  CPU seconds per round (user + system):")
+    for _, role in ROLES:
+        user, system = cpu.get(role, (0.0, 0.0))
+        print(f"    {role:10s} {user / rounds:6.2f} + {system / rounds:6.2f}")
     print(f"  peak RSS (one model = {model / 2**20:.0f} MiB):")
     for _, role in ROLES:
         peak = sampler.peaks.get(role, 0.0)
@@ -222,6 +262,8 @@ def run_size(mb: float, rounds: int, nodes: int, arrays: int) -> None:
         f"    {'all':10s} {sampler.total_peak:9.0f} MiB  "
         f"({sampler.total_peak * 2**20 / model:.2f} models)"
     )
+    if timeline:
+        print_timeline(sampler, start)
 
 
 def main() -> None:
@@ -229,10 +271,11 @@ def main() -> None:
     parser.add_argument("--sizes", default="100:3,1000:1,10000:1", help="MB:rounds,...")
     parser.add_argument("--nodes", type=int, default=2)
     parser.add_argument("--arrays", type=int, default=10)
+    parser.add_argument("--timeline", action="store_true", help="print CPU use per second")
     args = parser.parse_args()
     for item in args.sizes.split(","):
         mb, _, rounds = item.partition(":")
-        run_size(float(mb), int(rounds or 1), args.nodes, args.arrays)
+        run_size(float(mb), int(rounds or 1), args.nodes, args.arrays, args.timeline)
 
 
 if __name__ == "__main__":

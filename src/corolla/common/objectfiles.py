@@ -57,6 +57,13 @@ class PartFile:
             self.discard()
             raise _os_error(f"make {self.path} private", exc) from exc
 
+    @classmethod
+    def existing(cls, path: Path) -> PartFile:
+        """A complete file made elsewhere, to `place` (or `discard`) like a part."""
+        part = cls.__new__(cls)
+        part.path, part._fd = path, None
+        return part
+
     def write(self, data: memoryview) -> None:
         if self._fd is None:
             raise Unavailable(f"{self.path} is closed")

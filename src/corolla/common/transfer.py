@@ -178,13 +178,18 @@ class ObjectClient:
         ids: dict[str, Any],
         timeout: float,
         progress: Progress | None = None,
+        stage: Callable[[list[str]], None] | None = None,
     ) -> int:
         """Send the objects the server lacks (each a buffer, or a source read in chunks);
-        returns how many were sent. ``progress`` hears of every frame sent."""
+        returns how many were sent. ``progress`` hears of every frame sent. ``stage``, if
+        given, puts those the server lacks (by id) where it can take them in (a directory it
+        shares with this process), before it is asked again which it lacks."""
         if not objects:
             return 0
-        request = opb.MissingObjectsRequest(object_ids=list(objects), **ids)
-        missing = list(self._missing(request, metadata=self._metadata, timeout=timeout).object_ids)
+        missing = self._lacking(list(objects), ids, timeout)
+        if missing and stage is not None:
+            stage(missing)
+            missing = self._lacking(missing, ids, timeout)
         if not missing:
             return 0
         frames: Iterator[bytes] = (
@@ -195,6 +200,11 @@ class ObjectClient:
             frames = _counted(frames, total, progress)
         self._push(frames, metadata=self._metadata, timeout=timeout)
         return len(missing)
+
+    def _lacking(self, object_ids: list[str], ids: dict[str, Any], timeout: float) -> list[str]:
+        request = opb.MissingObjectsRequest(object_ids=object_ids, **ids)
+        reply = self._missing(request, metadata=self._metadata, timeout=timeout)
+        return list(reply.object_ids)
 
     def pull(
         self,

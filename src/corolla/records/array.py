@@ -11,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from corolla.common.errors import InvalidArgument
+from corolla.records import _spool
 from corolla.records._inflatable import (
     INLINE_LIMIT,
     ArrayPayload,
@@ -161,7 +162,14 @@ class Array:
             raise TypeError(f"expected a numpy.ndarray, got {_kind(ndarray)}")
         dtype = check_dtype(ndarray.dtype.str)
         contiguous = np.ascontiguousarray(ndarray, dtype=_wire_dtype(dtype))
-        data = contiguous.tobytes()  # a copy: later edits of the caller's array cannot leak in
+        # A copy, so that later edits of the caller's array cannot leak in; a large one is
+        # made in the spool (see `_spool`) when the process has one.
+        spooled = _spool.allocate(contiguous.nbytes)
+        if spooled is None:
+            data: Buffer = contiguous.tobytes()
+        else:
+            np.frombuffer(spooled, dtype=np.uint8)[...] = contiguous.reshape(-1).view(np.uint8)
+            data = spooled.toreadonly()
         return cls(dtype=dtype.name, shape=ndarray.shape, data=data)
 
     @classmethod

@@ -23,7 +23,7 @@ from corolla.fab import load_app_config
 from corolla.proto.v1 import clientappio_pb2 as cpb
 from corolla.proto.v1 import clientappio_pb2_grpc
 from corolla.proto.v1 import message_pb2 as mpb
-from corolla.records import Context, Error, ErrorCode, Message, RecordDict
+from corolla.records import Context, Error, ErrorCode, Message, RecordDict, _spool
 from corolla.records.message import restore_message
 from corolla.records.serde import metadata_from_proto
 from corolla.records.wire import decode_context, decode_messages, encode_context, encode_messages
@@ -284,7 +284,10 @@ def serve_run(
     with Heartbeat(io, interrupter.interrupt) as heartbeat:
         inputs = io.pull_inputs()
         context = io.context(inputs)
-        with LogForwarder(io.push_logs):
+        # The reply's large arrays are made in the SuperNode's run directory, when it shares
+        # it: handing them over is then a link, not a copy (see `corolla.records._spool`).
+        spool = Path(inputs.object_dir) if inputs.object_dir else None
+        with _spool.using(spool), LogForwarder(io.push_logs):
             app_dir: Path | None = None
             try:
                 try:

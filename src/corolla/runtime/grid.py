@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -111,10 +112,13 @@ class GrpcGrid(RunBoundGrid):
         client: SuperLinkClient | None = None,
         run: Run | None = None,
         object_dir: str = "",
+        staging_dir: str = "",
     ) -> None:
         self._link = client or SuperLinkClient(channel, token, retry_window)
-        # The SuperLink's checked object files, when it shares them (its own child).
+        # The SuperLink's checked object files, and where it takes in the objects we push,
+        # when it shares them (its own child).
         self._local = LocalObjects(Path(object_dir)) if object_dir else None
+        self._staging = LocalObjects(Path(staging_dir)) if staging_dir else None
         self._stub = self._link.stub
         self._token = token
         self._run_id = run_id
@@ -155,11 +159,21 @@ class GrpcGrid(RunBoundGrid):
 
         def push() -> int:  # a long push shows its progress in the run's log
             progress = TransferLog(f"pushing {len(objects)} objects to the SuperLink", log)
+            stage = None if self._staging is None else partial(self._stage, objects)
             return self._link.objects.push(
-                objects, ids=ids, timeout=OBJECT_TIMEOUT, progress=progress
+                objects, ids=ids, timeout=OBJECT_TIMEOUT, progress=progress, stage=stage
             )
 
         self._link.call("PushObjects", push)
+
+    def _stage(self, objects: dict[str, Buffer], lacking: list[str]) -> None:
+        """Put the objects the SuperLink lacks in its staging directory (it takes them in
+        when asked again); any that cannot be put there are pushed as usual."""
+        assert self._staging is not None  # only called with one
+        try:
+            self._staging.place({oid: objects[oid] for oid in lacking})
+        except CorollaError as exc:
+            log.debug("staging objects failed (%s): pushing them", exc)
 
     def _pull(self, message_ids: list[str], wait: float) -> list[Message]:
         request = spb.PullMessagesRequest(

@@ -5,8 +5,10 @@ The SuperNode's own children run on its machine as its user, so instead of movin
 app process maps the objects of the run from the directory the SuperNode names in
 ``PullAppInputs`` (``object_dir``), and writes its reply's objects there (whole, then renamed
 into place) for the SuperNode to find. Whatever is not there travels over gRPC as before.
-A ServerApp process maps the SuperLink's checked object files likewise (read only: what it
-pushes, the SuperLink checks on the way in).
+A ServerApp process maps the SuperLink's checked object files likewise (read only), and puts
+what it pushes in the run's staging directory (``staging_dir``), where the SuperLink checks each
+file against its id before taking it in. An array made in the spool (`corolla.records._spool`)
+is placed by a hard link: no byte is copied.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from corolla.common.errors import CorollaError
 from corolla.common.objectfiles import PartFile, file_name
 from corolla.common.objects import Buffer
+from corolla.records import _spool
 
 
 class LocalObjects:
@@ -49,11 +52,22 @@ class LocalObjects:
         return found
 
     def place(self, objects: Mapping[str, Buffer]) -> None:
-        """Write each object not there yet into the directory (whole, then renamed)."""
+        """Put each object not there yet into the directory: a hard link to the spool file
+        that holds it (no copy, see `corolla.records._spool`), else written whole, then
+        renamed."""
         for object_id, data in objects.items():
             target = self._directory / file_name(object_id)
             if target.exists():
                 continue
+            spooled = _spool.file_of(data)
+            if spooled is not None:
+                try:
+                    os.link(spooled, target)
+                    continue
+                except FileExistsError:
+                    continue
+                except OSError:  # another file system, or the file is gone: copy it
+                    pass
             part = PartFile(self._directory)
             try:
                 part.write(memoryview(data).cast("B"))

@@ -16,6 +16,7 @@ from corolla.common.grpc import error_from_rpc
 from corolla.fab import load_app_config
 from corolla.proto.v1 import serverappio_pb2 as spb
 from corolla.proto.v1.serverappio_pb2_grpc import ServerAppIoStub
+from corolla.records import _spool
 from corolla.records.context import Context
 from corolla.records.serde import context_to_proto, user_config_from_proto
 from corolla.records.wire import decode_context
@@ -94,7 +95,14 @@ def execute_run(
         lambda: stub.PullAppInputs(spb.PullAppInputsRequest(token=token), timeout=RPC_TIMEOUT),
     )
     run_id = inputs.run.run_id
-    grid = GrpcGrid(channel, token, run_id, client=link, object_dir=inputs.object_dir)
+    grid = GrpcGrid(
+        channel,
+        token,
+        run_id,
+        client=link,
+        object_dir=inputs.object_dir,
+        staging_dir=inputs.staging_dir,
+    )
 
     def push_logs(lines: list[str]) -> None:
         request = spb.PushLogsRequest(run_id=run_id, token=token, lines=lines)
@@ -103,7 +111,14 @@ def execute_run(
     sub_status, details = "completed", ""
     context: Context | None = None
     app_dir: Path | None = None
-    with LogForwarder(push_logs), _Heartbeat(stub, token, on_stopped) as heartbeat:
+    # The large arrays the ServerApp makes (its model) go into the SuperLink's staging
+    # directory, when it shares one: pushing them is a link (see `corolla.records._spool`).
+    spool = Path(inputs.staging_dir) if inputs.staging_dir else None
+    with (
+        _spool.using(spool),
+        LogForwarder(push_logs),
+        _Heartbeat(stub, token, on_stopped) as heartbeat,
+    ):
         try:
             context = decode_context(inputs.context, grid._fetch)
             app_dir = install(inputs.fab.content, inputs.run.fab_hash)

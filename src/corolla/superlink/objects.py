@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 from corolla.common.errors import NotFound
+from corolla.common.objectfiles import file_name
 from corolla.common.objects import CHUNK_SIZE
 from corolla.common.transfer import receive_objects_into, send_objects
 from corolla.proto.v1 import objects_pb2 as opb
@@ -31,12 +33,23 @@ def stream_stored(state: LinkState, object_ids: Iterable[str]) -> Iterator[bytes
 
 
 def missing_response(
-    state: LinkState, run_id: int, object_ids: Iterable[str]
+    state: LinkState, run_id: int, object_ids: Iterable[str], staging: Path | None = None
 ) -> opb.MissingObjectsResponse:
     """Objects the caller must push: those not stored, and those stored for other runs only
-    (pushing proves the caller has the content; nothing of another run is revealed)."""
+    (pushing proves the caller has the content; nothing of another run is revealed). With a
+    ``staging`` directory (the run's own app process), an object whose file the caller put
+    there is taken in instead (its content checked against the id, as a push's would be)."""
     ids = list(object_ids)
     of_run = state.run_object_ids(run_id, ids)
-    return opb.MissingObjectsResponse(
-        object_ids=[oid for oid in dict.fromkeys(ids) if oid not in of_run]
-    )
+    missing = [oid for oid in dict.fromkeys(ids) if oid not in of_run]
+    if staging is not None:
+        missing = [oid for oid in missing if not _adopted(state, run_id, oid, staging)]
+    return opb.MissingObjectsResponse(object_ids=missing)
+
+
+def _adopted(state: LinkState, run_id: int, object_id: str, staging: Path) -> bool:
+    path = staging / file_name(object_id)
+    if not path.exists():
+        return False
+    state.adopt_file(run_id, object_id, path)
+    return True

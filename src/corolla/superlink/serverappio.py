@@ -110,13 +110,17 @@ class ServerAppIoServicer:
             ctx = context_to_proto(
                 Context(run_id=run_id, node_id=SERVER_NODE_ID, run_config=dict(run.run_config))
             )
-        # Our own child (isolation subprocess: no dispatcher) may map the checked object files.
-        shared = self._state.object_directory if self._dispatcher is None else None
+        # Our own child (isolation subprocess: no dispatcher) may map the checked object files
+        # and put the objects it pushes in a staging directory.
+        own_child = self._dispatcher is None
+        shared = self._state.object_directory if own_child else None
+        staging = self._state.staging_directory(run_id, create=True) if own_child else None
         return spb.PullAppInputsResponse(
             run=run_to_proto(run),
             fab=fab_to_proto(run.fab_hash, self._state.get_fab(run.fab_hash)),
             context=ctx,
             object_dir="" if shared is None else str(shared),
+            staging_dir="" if staging is None else str(staging),
         )
 
     @abort_on_error
@@ -207,7 +211,8 @@ class ServerAppIoServicer:
         self, request: opb.MissingObjectsRequest, context: Call
     ) -> opb.MissingObjectsResponse:
         run_id = self._run_for(context)
-        return missing_response(self._state, run_id, request.object_ids)
+        staging = self._state.staging_directory(run_id) if self._dispatcher is None else None
+        return missing_response(self._state, run_id, request.object_ids, staging)
 
     @abort_on_error
     def PushCheckpoint(

@@ -489,6 +489,7 @@ def test_instructions_round_trip_in_order_and_once(state: LinkState, clock: Fake
     node, other = state.create_node(INTERVAL), state.create_node(INTERVAL)
     sent = []
     for i in range(3):
+        state.store_object(run_id, f"o{i}", bytes([i]))
         sent.append(instruction(state, run_id, node, object_ids=(f"o{i}",), payload=bytes([i])))
         clock.advance(1)
     state.store_instructions([sent[2], sent[0], sent[1]])
@@ -866,6 +867,73 @@ def test_objects_shared_with_another_run_survive(state: LinkState) -> None:
     assert state.delete_run_objects(run_b) == 1
     assert state.delete_run_objects(run_c) == 1
     assert state.missing_objects(["shared", "referenced"]) == ["shared", "referenced"]
+
+
+def with_objects(msg: StoredMessage, *object_ids: str) -> StoredMessage:
+    return replace(msg, object_ids=object_ids)
+
+
+def test_acknowledged_rounds_give_their_objects_back(state: LinkState) -> None:
+    """A long run keeps the objects of the messages still in flight, not of every round."""
+    run_id, other_run = new_run(state), new_run(state)
+    node = state.create_node(INTERVAL)
+    state.store_object(run_id, "model-1", b"m1")
+    state.store_object(run_id, "shared", b"s")
+    state.store_object(other_run, "shared", b"s")
+    train = with_objects(instruction(state, run_id, node), "model-1", "shared")
+    state.store_instructions([train])
+    state.pull_instructions(node, limit=10)
+    state.store_object(run_id, "update", b"u")
+    state.store_replies(node, [with_objects(reply_to(state, train), "update")])
+    state.store_object(run_id, "model-2", b"m2")
+    evaluate = with_objects(instruction(state, run_id, node), "model-2")
+    state.store_instructions([evaluate])  # pushed before the train replies are acknowledged
+    state.ack_replies(run_id, [state.pull_replies(run_id, [train.message_id])[0].message_id])
+    assert state.missing_objects(["model-1", "update", "model-2", "shared"]) == [
+        "model-1",
+        "update",
+    ]
+    assert state.run_object_ids(run_id, ["shared", "model-2"]) == {"model-2"}
+    assert state.run_object_ids(other_run, ["shared"]) == {"shared"}  # the other run's still
+    next_train = with_objects(instruction(state, run_id, node), "model-2")
+    state.store_instructions([next_train])  # the same model again: kept for it
+    state.pull_instructions(node, limit=10)
+    state.store_replies(node, [reply_to(state, evaluate)])
+    state.ack_replies(run_id, [state.pull_replies(run_id, [evaluate.message_id])[0].message_id])
+    assert state.missing_objects(["model-2"]) == []
+    state.store_replies(node, [reply_to(state, next_train)])
+    state.ack_replies(run_id, [state.pull_replies(run_id, [next_train.message_id])[0].message_id])
+    assert state.missing_objects(["model-2"]) == ["model-2"]
+
+
+def test_lost_instructions_give_their_objects_back(state: LinkState, clock: FakeClock) -> None:
+    run_id = new_run(state)
+    node = state.create_node(INTERVAL)
+    state.store_object(run_id, "model", b"m")
+    msg = with_objects(instruction(state, run_id, node, ttl=5.0), "model")
+    state.store_instructions([msg])
+    clock.advance(10)
+    assert state.lost_instructions(run_id, [msg.message_id]) == [msg]
+    assert state.missing_objects(["model"]) == ["model"]
+
+
+def test_a_message_cannot_reference_an_object_not_stored(state: LinkState) -> None:
+    run_id = new_run(state)
+    node = state.create_node(INTERVAL)
+    with pytest.raises(FailedPrecondition, match="not stored: gone"):
+        state.store_instructions([with_objects(instruction(state, run_id, node), "gone")])
+    assert state.pull_instructions(node, limit=10) == []
+
+
+def test_a_checkpoint_keeps_its_objects_until_replaced(state: LinkState) -> None:
+    run_id = new_run(state)
+    for name in ("round-1", "round-2"):
+        state.store_object(run_id, name, name.encode())
+    state.set_checkpoint(run_id, 1, b"one", ["round-1"])
+    state.set_checkpoint(run_id, 2, b"two", ["round-2"])
+    assert state.missing_objects(["round-1", "round-2"]) == ["round-1"]  # no message uses it
+    state.set_checkpoint(run_id, 3, b"three", ["round-2"])
+    assert state.missing_objects(["round-2"]) == []
 
 
 def test_an_object_streamed_in_pieces_is_readable_once_committed(state: LinkState) -> None:

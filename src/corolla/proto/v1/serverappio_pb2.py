@@ -27,7 +27,7 @@ from corolla.proto.v1 import objects_pb2 as corolla_dot_proto_dot_v1_dot_objects
 from corolla.proto.v1 import run_pb2 as corolla_dot_proto_dot_v1_dot_run__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"corolla/proto/v1/serverappio.proto\x12\x10\x63orolla.proto.v1\x1a\x1e\x63orolla/proto/v1/message.proto\x1a\x1e\x63orolla/proto/v1/objects.proto\x1a\x1a\x63orolla/proto/v1/run.proto\"9\n\x11RequestRunRequest\x12\x14\n\x0cwait_seconds\x18\x01 \x01(\x01\x12\x0e\n\x06secret\x18\x02 \x01(\t\"3\n\x12RequestRunResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\x04\x12\r\n\x05token\x18\x02 \x01(\t\"$\n\x13\x41ppHeartbeatRequest\x12\r\n\x05token\x18\x01 \x01(\t\"*\n\x14\x41ppHeartbeatResponse\x12\x12\n\nrun_active\x18\x01 \x01(\x08\"%\n\x14PullAppInputsRequest\x12\r\n\x05token\x18\x01 \x01(\t\"\x9f\x01\n\x15PullAppInputsResponse\x12\"\n\x03run\x18\x01 \x01(\x0b\x32\x15.corolla.proto.v1.Run\x12\"\n\x03\x66\x61\x62\x18\x02 \x01(\x0b\x32\x15.corolla.proto.v1.Fab\x12*\n\x07\x63ontext\x18\x03 \x01(\x0b\x32\x19.corolla.proto.v1.Context\x12\x12\n\nobject_dir\x18\x04 \x01(\t\"w\n\x15PushAppOutputsRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12*\n\x07\x63ontext\x18\x02 \x01(\x0b\x32\x19.corolla.proto.v1.Context\x12\x12\n\nsub_status\x18\x03 \x01(\t\x12\x0f\n\x07\x64\x65tails\x18\x04 \x01(\t\"\x18\n\x16PushAppOutputsResponse\"0\n\x0fGetNodesRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\x04\x12\r\n\x05token\x18\x02 \x01(\t\"$\n\x10GetNodesResponse\x12\x10\n\x08node_ids\x18\x01 \x03(\x04\"a\n\x13PushMessagesRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\x04\x12\r\n\x05token\x18\x02 \x01(\t\x12+\n\x08messages\x18\x03 \x03(\x0b\x32\x19.corolla.proto.v1.Message\"+\n\x14PushMessagesResponse\x12\x13\n\x0bmessage_ids\x18\x01 \x03(\t\"x\n\x13PullMessagesRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\x04\x12\r\n\x05token\x18\x02 \x01(\t\x12\x13\n\x0bmessage_ids\x18\x03 \x03(\t\x12\x14\n\x0cwait_seconds\x18\x04 \x01(\x01\x12\x17\n\x0f\x61\x63k_message_ids\x18\x05 \x03(\t\"C\n\x14PullMessagesResponse\x12+\n\x08messages\x18\x01 \x03(\x0b\x32\x19.corolla.proto.v1.Message\"5\n\x13GetRunStatusRequest\x12\x0f\n\x07run_ids\x18\x01 \x03(\x04\x12\r\n\x05token\x18\x02 \x01(\t\"\xac\x01\n\x14GetRunStatusResponse\x12\x46\n\x08statuses\x18\x01 \x03(\x0b\x32\x34.corolla.proto.v1.GetRunStatusResponse.StatusesEntry\x1aL\n\rStatusesEntry\x12\x0b\n\x03key\x18\x01 \x01(\x04\x12*\n\x05value\x18\x02 \x01(\x0b\x32\x1b.corolla.proto.v1.RunStatus:\x02\x38\x01\"?\n\x0fPushLogsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\x04\x12\r\n\x05token\x18\x02 \x01(\t\x12\r\n\x05lines\x18\x03 \x03(\t\"\x12\n\x10PushLogsResponse\"{\n\x15PushCheckpointRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\x04\x12\r\n\x05token\x18\x02 \x01(\t\x12\x14\n\x0cserver_round\x18\x03 \x01(\x04\x12-\n\ncheckpoint\x18\x04 \x01(\x0b\x32\x19.corolla.proto.v1.Context\"\x18\n\x16PushCheckpointResponse\"6\n\x15PullCheckpointRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\x04\x12\r\n\x05token\x18\x02 \x01(\t\"]\n\x16PullCheckpointResponse\x12\x14\n\x0cserver_round\x18\x01 \x01(\x04\x12-\n\ncheckpoint\x18\x02 \x01(\x0b\x32\x19.corolla.proto.v1.Context2\xf5\n\n\x0bServerAppIo\x12W\n\nRequestRun\x12#.corolla.proto.v1.RequestRunRequest\x1a$.corolla.proto.v1.RequestRunResponse\x12Z\n\tHeartbeat\x12%.corolla.proto.v1.AppHeartbeatRequest\x1a&.corolla.proto.v1.AppHeartbeatResponse\x12`\n\rPullAppInputs\x12&.corolla.proto.v1.PullAppInputsRequest\x1a\'.corolla.proto.v1.PullAppInputsResponse\x12\x63\n\x0ePushAppOutputs\x12\'.corolla.proto.v1.PushAppOutputsRequest\x1a(.corolla.proto.v1.PushAppOutputsResponse\x12Q\n\x08GetNodes\x12!.corolla.proto.v1.GetNodesRequest\x1a\".corolla.proto.v1.GetNodesResponse\x12]\n\x0cPushMessages\x12%.corolla.proto.v1.PushMessagesRequest\x1a&.corolla.proto.v1.PushMessagesResponse\x12]\n\x0cPullMessages\x12%.corolla.proto.v1.PullMessagesRequest\x1a&.corolla.proto.v1.PullMessagesResponse\x12K\n\x06GetRun\x12\x1f.corolla.proto.v1.GetRunRequest\x1a .corolla.proto.v1.GetRunResponse\x12]\n\x0cGetRunStatus\x12%.corolla.proto.v1.GetRunStatusRequest\x1a&.corolla.proto.v1.GetRunStatusResponse\x12Q\n\x08PushLogs\x12!.corolla.proto.v1.PushLogsRequest\x1a\".corolla.proto.v1.PushLogsResponse\x12U\n\x0bPushObjects\x12\x1d.corolla.proto.v1.ObjectChunk\x1a%.corolla.proto.v1.PushObjectsResponse(\x01\x12T\n\x0bPullObjects\x12$.corolla.proto.v1.PullObjectsRequest\x1a\x1d.corolla.proto.v1.ObjectChunk0\x01\x12\x63\n\x0eMissingObjects\x12\'.corolla.proto.v1.MissingObjectsRequest\x1a(.corolla.proto.v1.MissingObjectsResponse\x12\x63\n\x0ePushCheckpoint\x12\'.corolla.proto.v1.PushCheckpointRequest\x1a(.corolla.proto.v1.PushCheckpointResponse\x12\x63\n\x0ePullCheckpoint\x12\'.corolla.proto.v1.PullCheckpointRequest\x1a(.corolla.proto.v1.PullCheckpointResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"corolla/proto/v1/serverappio.proto\x12\x10\x63orolla.proto.v1\x1a\x1e\x63orolla/proto/v1/message.proto\x1a\x1e\x63orolla/proto/v1/objects.proto\x1a\x1a\x63orolla/proto/v1/run.proto\"9\n\x11RequestRunRequest\x12\x14\n\x0cwait_seconds\x18\x01 \x01(\x01\x12\x0e\n\x06secret\x18\x02 \x01(\t\"3\n\x12RequestRunResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\x04\x12\r\n\x05token\x18\x02 \x01(\t\"$\n\x13\x41ppHeartbeatRequest\x12\r\n\x05token\x18\x01 \x01(\t\"*\n\x14\x41ppHeartbeatResponse\x12\x12\n\nrun_active\x18\x01 \x01(\x08\"%\n\x14PullAppInputsRequest\x12\r\n\x05token\x18\x01 \x01(\t\"\xb4\x01\n\x15PullAppInputsResponse\x12\"\n\x03run\x18\x01 \x01(\x0b\x32\x15.corolla.proto.v1.Run\x12\"\n\x03\x66\x61\x62\x18\x02 \x01(\x0b\x32\x15.corolla.proto.v1.Fab\x12*\n\x07\x63ontext\x18\x03 \x01(\x0b\x32\x19.corolla.proto.v1.Context\x12\x12\n\nobject_dir\x18\x04 \x01(\t\x12\x13\n\x0bstaging_dir\x18\x05 \x01(\t\"w\n\x15PushAppOutputsRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12*\n\x07\x63ontext\x18\x02 \x01(\x0b\x32\x19.corolla.proto.v1.Context\x12\x12\n\nsub_status\x18\x03 \x01(\t\x12\x0f\n\x07\x64\x65tails\x18\x04 \x01(\t\"\x18\n\x16PushAppOutputsResponse\"0\n\x0fGetNodesRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\x04\x12\r\n\x05token\x18\x02 \x01(\t\"$\n\x10GetNodesResponse\x12\x10\n\x08node_ids\x18\x01 \x03(\x04\"a\n\x13PushMessagesRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\x04\x12\r\n\x05token\x18\x02 \x01(\t\x12+\n\x08messages\x18\x03 \x03(\x0b\x32\x19.corolla.proto.v1.Message\"+\n\x14PushMessagesResponse\x12\x13\n\x0bmessage_ids\x18\x01 \x03(\t\"x\n\x13PullMessagesRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\x04\x12\r\n\x05token\x18\x02 \x01(\t\x12\x13\n\x0bmessage_ids\x18\x03 \x03(\t\x12\x14\n\x0cwait_seconds\x18\x04 \x01(\x01\x12\x17\n\x0f\x61\x63k_message_ids\x18\x05 \x03(\t\"C\n\x14PullMessagesResponse\x12+\n\x08messages\x18\x01 \x03(\x0b\x32\x19.corolla.proto.v1.Message\"5\n\x13GetRunStatusRequest\x12\x0f\n\x07run_ids\x18\x01 \x03(\x04\x12\r\n\x05token\x18\x02 \x01(\t\"\xac\x01\n\x14GetRunStatusResponse\x12\x46\n\x08statuses\x18\x01 \x03(\x0b\x32\x34.corolla.proto.v1.GetRunStatusResponse.StatusesEntry\x1aL\n\rStatusesEntry\x12\x0b\n\x03key\x18\x01 \x01(\x04\x12*\n\x05value\x18\x02 \x01(\x0b\x32\x1b.corolla.proto.v1.RunStatus:\x02\x38\x01\"?\n\x0fPushLogsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\x04\x12\r\n\x05token\x18\x02 \x01(\t\x12\r\n\x05lines\x18\x03 \x03(\t\"\x12\n\x10PushLogsResponse\"{\n\x15PushCheckpointRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\x04\x12\r\n\x05token\x18\x02 \x01(\t\x12\x14\n\x0cserver_round\x18\x03 \x01(\x04\x12-\n\ncheckpoint\x18\x04 \x01(\x0b\x32\x19.corolla.proto.v1.Context\"\x18\n\x16PushCheckpointResponse\"6\n\x15PullCheckpointRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\x04\x12\r\n\x05token\x18\x02 \x01(\t\"]\n\x16PullCheckpointResponse\x12\x14\n\x0cserver_round\x18\x01 \x01(\x04\x12-\n\ncheckpoint\x18\x02 \x01(\x0b\x32\x19.corolla.proto.v1.Context2\xf5\n\n\x0bServerAppIo\x12W\n\nRequestRun\x12#.corolla.proto.v1.RequestRunRequest\x1a$.corolla.proto.v1.RequestRunResponse\x12Z\n\tHeartbeat\x12%.corolla.proto.v1.AppHeartbeatRequest\x1a&.corolla.proto.v1.AppHeartbeatResponse\x12`\n\rPullAppInputs\x12&.corolla.proto.v1.PullAppInputsRequest\x1a\'.corolla.proto.v1.PullAppInputsResponse\x12\x63\n\x0ePushAppOutputs\x12\'.corolla.proto.v1.PushAppOutputsRequest\x1a(.corolla.proto.v1.PushAppOutputsResponse\x12Q\n\x08GetNodes\x12!.corolla.proto.v1.GetNodesRequest\x1a\".corolla.proto.v1.GetNodesResponse\x12]\n\x0cPushMessages\x12%.corolla.proto.v1.PushMessagesRequest\x1a&.corolla.proto.v1.PushMessagesResponse\x12]\n\x0cPullMessages\x12%.corolla.proto.v1.PullMessagesRequest\x1a&.corolla.proto.v1.PullMessagesResponse\x12K\n\x06GetRun\x12\x1f.corolla.proto.v1.GetRunRequest\x1a .corolla.proto.v1.GetRunResponse\x12]\n\x0cGetRunStatus\x12%.corolla.proto.v1.GetRunStatusRequest\x1a&.corolla.proto.v1.GetRunStatusResponse\x12Q\n\x08PushLogs\x12!.corolla.proto.v1.PushLogsRequest\x1a\".corolla.proto.v1.PushLogsResponse\x12U\n\x0bPushObjects\x12\x1d.corolla.proto.v1.ObjectChunk\x1a%.corolla.proto.v1.PushObjectsResponse(\x01\x12T\n\x0bPullObjects\x12$.corolla.proto.v1.PullObjectsRequest\x1a\x1d.corolla.proto.v1.ObjectChunk0\x01\x12\x63\n\x0eMissingObjects\x12\'.corolla.proto.v1.MissingObjectsRequest\x1a(.corolla.proto.v1.MissingObjectsResponse\x12\x63\n\x0ePushCheckpoint\x12\'.corolla.proto.v1.PushCheckpointRequest\x1a(.corolla.proto.v1.PushCheckpointResponse\x12\x63\n\x0ePullCheckpoint\x12\'.corolla.proto.v1.PullCheckpointRequest\x1a(.corolla.proto.v1.PullCheckpointResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,41 +47,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PULLAPPINPUTSREQUEST']._serialized_start=342
   _globals['_PULLAPPINPUTSREQUEST']._serialized_end=379
   _globals['_PULLAPPINPUTSRESPONSE']._serialized_start=382
-  _globals['_PULLAPPINPUTSRESPONSE']._serialized_end=541
-  _globals['_PUSHAPPOUTPUTSREQUEST']._serialized_start=543
-  _globals['_PUSHAPPOUTPUTSREQUEST']._serialized_end=662
-  _globals['_PUSHAPPOUTPUTSRESPONSE']._serialized_start=664
-  _globals['_PUSHAPPOUTPUTSRESPONSE']._serialized_end=688
-  _globals['_GETNODESREQUEST']._serialized_start=690
-  _globals['_GETNODESREQUEST']._serialized_end=738
-  _globals['_GETNODESRESPONSE']._serialized_start=740
-  _globals['_GETNODESRESPONSE']._serialized_end=776
-  _globals['_PUSHMESSAGESREQUEST']._serialized_start=778
-  _globals['_PUSHMESSAGESREQUEST']._serialized_end=875
-  _globals['_PUSHMESSAGESRESPONSE']._serialized_start=877
-  _globals['_PUSHMESSAGESRESPONSE']._serialized_end=920
-  _globals['_PULLMESSAGESREQUEST']._serialized_start=922
-  _globals['_PULLMESSAGESREQUEST']._serialized_end=1042
-  _globals['_PULLMESSAGESRESPONSE']._serialized_start=1044
-  _globals['_PULLMESSAGESRESPONSE']._serialized_end=1111
-  _globals['_GETRUNSTATUSREQUEST']._serialized_start=1113
-  _globals['_GETRUNSTATUSREQUEST']._serialized_end=1166
-  _globals['_GETRUNSTATUSRESPONSE']._serialized_start=1169
-  _globals['_GETRUNSTATUSRESPONSE']._serialized_end=1341
-  _globals['_GETRUNSTATUSRESPONSE_STATUSESENTRY']._serialized_start=1265
-  _globals['_GETRUNSTATUSRESPONSE_STATUSESENTRY']._serialized_end=1341
-  _globals['_PUSHLOGSREQUEST']._serialized_start=1343
-  _globals['_PUSHLOGSREQUEST']._serialized_end=1406
-  _globals['_PUSHLOGSRESPONSE']._serialized_start=1408
-  _globals['_PUSHLOGSRESPONSE']._serialized_end=1426
-  _globals['_PUSHCHECKPOINTREQUEST']._serialized_start=1428
-  _globals['_PUSHCHECKPOINTREQUEST']._serialized_end=1551
-  _globals['_PUSHCHECKPOINTRESPONSE']._serialized_start=1553
-  _globals['_PUSHCHECKPOINTRESPONSE']._serialized_end=1577
-  _globals['_PULLCHECKPOINTREQUEST']._serialized_start=1579
-  _globals['_PULLCHECKPOINTREQUEST']._serialized_end=1633
-  _globals['_PULLCHECKPOINTRESPONSE']._serialized_start=1635
-  _globals['_PULLCHECKPOINTRESPONSE']._serialized_end=1728
-  _globals['_SERVERAPPIO']._serialized_start=1731
-  _globals['_SERVERAPPIO']._serialized_end=3128
+  _globals['_PULLAPPINPUTSRESPONSE']._serialized_end=562
+  _globals['_PUSHAPPOUTPUTSREQUEST']._serialized_start=564
+  _globals['_PUSHAPPOUTPUTSREQUEST']._serialized_end=683
+  _globals['_PUSHAPPOUTPUTSRESPONSE']._serialized_start=685
+  _globals['_PUSHAPPOUTPUTSRESPONSE']._serialized_end=709
+  _globals['_GETNODESREQUEST']._serialized_start=711
+  _globals['_GETNODESREQUEST']._serialized_end=759
+  _globals['_GETNODESRESPONSE']._serialized_start=761
+  _globals['_GETNODESRESPONSE']._serialized_end=797
+  _globals['_PUSHMESSAGESREQUEST']._serialized_start=799
+  _globals['_PUSHMESSAGESREQUEST']._serialized_end=896
+  _globals['_PUSHMESSAGESRESPONSE']._serialized_start=898
+  _globals['_PUSHMESSAGESRESPONSE']._serialized_end=941
+  _globals['_PULLMESSAGESREQUEST']._serialized_start=943
+  _globals['_PULLMESSAGESREQUEST']._serialized_end=1063
+  _globals['_PULLMESSAGESRESPONSE']._serialized_start=1065
+  _globals['_PULLMESSAGESRESPONSE']._serialized_end=1132
+  _globals['_GETRUNSTATUSREQUEST']._serialized_start=1134
+  _globals['_GETRUNSTATUSREQUEST']._serialized_end=1187
+  _globals['_GETRUNSTATUSRESPONSE']._serialized_start=1190
+  _globals['_GETRUNSTATUSRESPONSE']._serialized_end=1362
+  _globals['_GETRUNSTATUSRESPONSE_STATUSESENTRY']._serialized_start=1286
+  _globals['_GETRUNSTATUSRESPONSE_STATUSESENTRY']._serialized_end=1362
+  _globals['_PUSHLOGSREQUEST']._serialized_start=1364
+  _globals['_PUSHLOGSREQUEST']._serialized_end=1427
+  _globals['_PUSHLOGSRESPONSE']._serialized_start=1429
+  _globals['_PUSHLOGSRESPONSE']._serialized_end=1447
+  _globals['_PUSHCHECKPOINTREQUEST']._serialized_start=1449
+  _globals['_PUSHCHECKPOINTREQUEST']._serialized_end=1572
+  _globals['_PUSHCHECKPOINTRESPONSE']._serialized_start=1574
+  _globals['_PUSHCHECKPOINTRESPONSE']._serialized_end=1598
+  _globals['_PULLCHECKPOINTREQUEST']._serialized_start=1600
+  _globals['_PULLCHECKPOINTREQUEST']._serialized_end=1654
+  _globals['_PULLCHECKPOINTRESPONSE']._serialized_start=1656
+  _globals['_PULLCHECKPOINTRESPONSE']._serialized_end=1749
+  _globals['_SERVERAPPIO']._serialized_start=1752
+  _globals['_SERVERAPPIO']._serialized_end=3149
 # @@protoc_insertion_point(module_scope)

@@ -133,11 +133,18 @@ class PullAppInputsResponse(_message.Message):
     FAB_FIELD_NUMBER: _builtins.int
     CONTEXT_FIELD_NUMBER: _builtins.int
     OBJECT_DIR_FIELD_NUMBER: _builtins.int
+    STAGING_DIR_FIELD_NUMBER: _builtins.int
     object_dir: _builtins.str
     """Isolation subprocess with a file database only (the app process is the SuperLink's own
     child: same machine, same user): the directory of the SuperLink's checked object files,
     each named by the sha256 hex of its id. The app process may read objects from it (map
     them) instead of pulling them over PullObjects. It never writes there. Empty otherwise.
+    """
+    staging_dir: _builtins.str
+    """Same condition: a directory of this run where the app process may put objects it is
+    about to push, each a complete file named by the sha256 hex of its id. MissingObjects
+    takes such a file in (checking its content against the id) instead of asking for the
+    object to be pushed. Empty otherwise.
     """
     @_builtins.property
     def run(self) -> _run_pb2.Run: ...
@@ -152,10 +159,11 @@ class PullAppInputsResponse(_message.Message):
         fab: _run_pb2.Fab | None = ...,
         context: _message_pb2.Context | None = ...,
         object_dir: _builtins.str = ...,
+        staging_dir: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "fab", b"fab", "run", b"run"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "fab", b"fab", "object_dir", b"object_dir", "run", b"run"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "fab", b"fab", "object_dir", b"object_dir", "run", b"run", "staging_dir", b"staging_dir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from corolla.common.errors import InvalidArgument
-from corolla.records import Array, ArrayRecord, MetricRecord, RecordDict
+from corolla.records import Array, ArrayRecord, MetricRecord, RecordDict, _spool
 
 
 def find_weight_record(content: RecordDict, weighted_by_key: str) -> MetricRecord | None:
@@ -150,7 +150,8 @@ class WeightedArrayMean:
         self._layout = layout_of(arrays)
         for key, array in arrays.items():
             dtype = state_dtype(array.dtype)
-            self._means[key] = np.zeros(array.shape, dtype=dtype.newbyteorder("<"))
+            # In the spool when the process has one: the mean is sent as it is (no copy).
+            self._means[key] = _spool.zeros(array.shape, dtype.newbyteorder("<"))
 
 
 def _fold(mean: npt.NDArray[Any], values: npt.NDArray[Any], share: float) -> None:

@@ -9,9 +9,13 @@ the objects it stored (``run_usage.object_bytes``) and those it is pushing right
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
+import os
+import shutil
 import sqlite3
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from corolla.common.errors import (
@@ -21,7 +25,7 @@ from corolla.common.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from corolla.common.objectfiles import ObjectFiles, PartFile
+from corolla.common.objectfiles import PRIVATE_DIR, ObjectFiles, PartFile
 from corolla.common.objects import ObjectSink
 from corolla.superlink.state._schema import existing, fetch_run
 from corolla.superlink.state.base import RunStatus, StateLimits, describe_bytes
@@ -69,6 +73,15 @@ class _Incoming:
             self.buffer += data
         self._written += data.nbytes
 
+    def take(self, path: Path) -> None:
+        """Make the complete file at ``path`` (of the declared size) the object's, instead of
+        writing its data in."""
+        if self.part is None or self._written:
+            raise FailedPrecondition(f"object {self.object_id}: data written already")
+        self.part.discard()
+        self.part = PartFile.existing(path)
+        self._written = self.size
+
     def commit(self) -> None:
         if not self._open:
             raise FailedPrecondition(f"object {self.object_id} is no longer being stored")
@@ -106,11 +119,29 @@ class ObjectStore:
     def object_directory(self) -> Path | None:
         return None if self._files is None else self._files.directory
 
+    def staging_directory(self, run_id: int, *, create: bool = False) -> Path | None:
+        if self._files is None:
+            return None
+        directory = self._staging_root() / f"run-{run_id}"
+        if not create:
+            return directory if directory.is_dir() else None
+        try:
+            directory.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise Unavailable(f"cannot make the staging directory {directory}: {exc}") from exc
+        return directory
+
+    def _staging_root(self) -> Path:
+        assert self._files is not None  # callers check
+        return self._files.directory.with_name(f"{self._files.directory.name}.staging")
+
     def _open_objects(self, directory: Path | None) -> None:
         """Set up the payload files (None: blobs), then collect the objects of runs that
-        finished before and files no row refers to."""
+        finished before, files no row refers to, and what was left staged."""
         self._pushing = Counter()
         self._files = None if directory is None else ObjectFiles(directory)
+        if self._files is not None:
+            shutil.rmtree(self._staging_root(), ignore_errors=True)
         with self._db(write=True) as conn:
             finished = conn.execute(
                 "SELECT DISTINCT r.run_id FROM object_refs r JOIN runs ON runs.run_id = r.run_id "
@@ -154,6 +185,28 @@ class ObjectStore:
         except BaseException:
             sink.discard()
             raise
+
+    def adopt_file(self, run_id: int, object_id: str, path: Path) -> None:
+        try:
+            source = path.open("rb")
+        except OSError as exc:
+            raise NotFound(f"object {object_id}: no staged file ({exc})") from exc
+        with source:
+            size = os.fstat(source.fileno()).st_size
+            sink = self.open_object(run_id, object_id, size)  # the checks, and the quota held
+            try:
+                digest = hashlib.file_digest(source, "sha256").hexdigest()
+                if digest != object_id:
+                    raise InvalidArgument(f"object {object_id}: staged content does not match")
+                if isinstance(sink, _Incoming) and sink.part is not None:
+                    sink.take(path)  # the file itself becomes the object: no copy
+                sink.commit()
+            except BaseException:
+                sink.discard()
+                raise
+            finally:
+                with contextlib.suppress(OSError):
+                    path.unlink()  # a no-op once taken
 
     def _admit(self, conn: sqlite3.Connection, run_id: int, object_id: str, size: int) -> bool:
         """Whether the object is new; raises if the run may not store it."""
@@ -305,15 +358,42 @@ class ObjectStore:
     def _forget_run_objects(self, conn: sqlite3.Connection, run_id: int) -> int:
         """Drop the run's uses of objects, and the objects no other run uses (in a write
         transaction: the files go under the lock, so a concurrent store never loses one)."""
+        used = [r[0] for r in conn.execute(_RUN_REFS, (run_id,))]
+        conn.execute("DELETE FROM object_refs WHERE run_id = ?", (run_id,))
+        removed = self._delete_unused(conn, used)
+        if self._files is not None:
+            shutil.rmtree(self._staging_root() / f"run-{run_id}", ignore_errors=True)
+        return removed
+
+    def _collect_objects(
+        self, conn: sqlite3.Connection, run_id: int, candidates: Iterable[str]
+    ) -> int:
+        """Drop the run's uses of those of ``candidates`` (objects of messages just deleted, or
+        of a checkpoint just replaced) that no message of the run and not its checkpoint
+        references any more, and delete the objects no run uses then; returns how many.
+        So a long run keeps the objects of the rounds in flight, not of every round."""
+        ids = json.dumps(sorted(set(candidates)))
+        if ids == "[]":
+            return 0
+        conn.execute(
+            "DELETE FROM object_refs WHERE run_id = ? AND object_id IN "
+            "(SELECT value FROM json_each(?)) AND object_id NOT IN "
+            "(SELECT j.value FROM messages m, json_each(m.object_ids) j WHERE m.run_id = ?) "
+            "AND object_id NOT IN "
+            "(SELECT j.value FROM checkpoints c, json_each(c.object_ids) j WHERE c.run_id = ?)",
+            (run_id, ids, run_id, run_id),
+        )
+        return self._delete_unused(conn, json.loads(ids))
+
+    def _delete_unused(self, conn: sqlite3.Connection, object_ids: list[str]) -> int:
+        """Delete those of ``object_ids`` that no run references, with their files."""
         doomed = conn.execute(
             "SELECT object_id, in_file, run_id, size FROM objects WHERE object_id IN "
-            "(SELECT object_id FROM object_refs WHERE run_id = ?) AND NOT EXISTS "
-            "(SELECT 1 FROM object_refs r WHERE r.object_id = objects.object_id "
-            "AND r.run_id != ?)",
-            (run_id, run_id),
+            "(SELECT value FROM json_each(?)) AND NOT EXISTS "
+            "(SELECT 1 FROM object_refs r WHERE r.object_id = objects.object_id)",
+            (json.dumps(object_ids),),
         ).fetchall()
         conn.executemany("DELETE FROM objects WHERE object_id = ?", [(d[0],) for d in doomed])
-        conn.execute("DELETE FROM object_refs WHERE run_id = ?", (run_id,))
         freed: Counter[int] = Counter()
         for _, _, owner, size in doomed:
             freed[owner] += size
@@ -324,3 +404,6 @@ class ObjectStore:
         if self._files is not None:
             self._files.delete(object_id for object_id, in_file, _, _ in doomed if in_file)
         return len(doomed)
+
+
+_RUN_REFS = "SELECT object_id FROM object_refs WHERE run_id = ?"

@@ -8,6 +8,7 @@ import hashlib
 import json
 import secrets
 import sqlite3
+from collections.abc import Iterable
 
 from corolla.common.errors import FailedPrecondition, InvalidArgument, Unauthenticated
 from corolla.superlink.state._schema import existing, fetch_run
@@ -31,6 +32,11 @@ class RunDataStore:
 
     def _db(self, *, write: bool = False) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         raise NotImplementedError  # provided by SqliteLinkState
+
+    def _collect_objects(
+        self, conn: sqlite3.Connection, run_id: int, candidates: Iterable[str]
+    ) -> int:
+        raise NotImplementedError  # provided by ObjectStore
 
     # -- contexts, logs, tokens ----------------------------------------------------------------
     def set_context(self, run_id: int, context: bytes) -> None:
@@ -148,6 +154,8 @@ class RunDataStore:
             stored: set[str] = existing(conn, "objects", "object_id", list(object_ids))
             if missing := sorted(set(object_ids) - stored):
                 raise FailedPrecondition(f"checkpoint objects not pushed: {', '.join(missing)}")
+            query = "SELECT object_ids FROM checkpoints WHERE run_id = ?"
+            previous = conn.execute(query, (run_id,)).fetchone()
             conn.execute(
                 "INSERT INTO checkpoints (run_id, server_round, payload, object_ids, saved_at) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (run_id) DO UPDATE SET "
@@ -159,6 +167,8 @@ class RunDataStore:
                 "INSERT OR IGNORE INTO object_refs (object_id, run_id) VALUES (?, ?)",
                 [(oid, run_id) for oid in object_ids],
             )
+            if previous is not None:  # the objects of the checkpoint it replaces
+                self._collect_objects(conn, run_id, json.loads(previous[0]))
 
     def get_checkpoint(self, run_id: int) -> tuple[int, bytes] | None:
         with self._db() as conn:

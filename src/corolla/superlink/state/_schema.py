@@ -391,8 +391,14 @@ def new_messages(conn: sqlite3.Connection, messages: list[StoredMessage]) -> lis
 
 
 def insert_messages(conn: sqlite3.Connection, messages: list[StoredMessage]) -> None:
-    """Insert instructions or replies (undelivered); their run now references their objects."""
+    """Insert instructions or replies (undelivered); their run now references their objects,
+    which must be stored (checked here, in the transaction: an object of the run's messages
+    just acknowledged may have been collected since the caller asked)."""
     refuse_known_ids(conn, messages)
+    wanted = sorted({oid for msg in messages for oid in msg.object_ids})
+    present: set[str] = existing(conn, "objects", "object_id", wanted)
+    if gone := sorted(set(wanted) - present):
+        raise FailedPrecondition(f"messages reference objects not stored: {', '.join(gone)}")
     conn.executemany(
         f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [message_to_row(msg) for msg in messages],

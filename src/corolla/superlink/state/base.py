@@ -149,6 +149,18 @@ class LinkState(ABC):
         checked), if they are; None for a backend that keeps them elsewhere."""
         return None
 
+    def staging_directory(self, run_id: int, *, create: bool = False) -> Path | None:
+        """A private directory (made if ``create``, removed when the run finishes) where the
+        run's own app process may put objects for `adopt_file`; None if there is none, or
+        for a backend that cannot take files in."""
+        return None
+
+    def adopt_file(self, run_id: int, object_id: str, path: Path) -> None:
+        """Store the object whose bytes are the file at ``path`` (a complete file, checked
+        here against the id: `InvalidArgument` if it does not match), with `open_object`'s
+        checks; the file is moved into the store, or deleted. `NotFound` without the file."""
+        raise FailedPrecondition("this state takes no files in: push the object")
+
     @abstractmethod
     def create_run(
         self,
@@ -259,8 +271,9 @@ class LinkState(ABC):
     @abstractmethod
     def store_instructions(self, messages: list[StoredMessage]) -> None:
         """ServerApp -> nodes. Each ``dst_node_id`` must be a registered node (else
-        InvalidArgument, nothing stored). Storing a message again (same id, same content: a
-        retried call) is a no-op; the same id with other content is refused."""
+        InvalidArgument, nothing stored) and every object a message references must be stored
+        (else FailedPrecondition). Storing a message again (same id, same content: a retried
+        call) is a no-op; the same id with other content is refused."""
 
     @abstractmethod
     def pull_instructions(self, node_id: int, limit: int, wait: float = 0.0) -> list[StoredMessage]:
@@ -282,12 +295,16 @@ class LinkState(ABC):
 
     @abstractmethod
     def ack_replies(self, run_id: int, reply_ids: list[str]) -> None:
-        """The ServerApp has these replies: delete them with their instructions."""
+        """The ServerApp has these replies: delete them with their instructions, and the
+        objects no other message of the run, nor its checkpoint, references (the run stops
+        using them; those no other run uses are deleted). So a run keeps the objects of the
+        rounds in flight, not of every round it ran."""
 
     @abstractmethod
     def lost_instructions(self, run_id: int, message_ids: list[str]) -> list[StoredMessage]:
         """Instructions among ``message_ids`` that will never be answered: their node is offline
-        or their TTL ran out. They are removed, so each is reported once."""
+        or their TTL ran out. They are removed, so each is reported once (their objects as
+        with `ack_replies`)."""
 
     @abstractmethod
     def wake_all(self) -> None:
@@ -359,7 +376,8 @@ class LinkState(ABC):
     def set_checkpoint(
         self, run_id: int, server_round: int, payload: bytes, object_ids: list[str]
     ) -> None:
-        """Keep the run's checkpoint (replacing the last one); its objects must be stored."""
+        """Keep the run's checkpoint (replacing the last one); its objects must be stored.
+        The replaced checkpoint's objects go as with `ack_replies`."""
 
     @abstractmethod
     def get_checkpoint(self, run_id: int) -> tuple[int, bytes] | None:

@@ -373,8 +373,21 @@ class SqliteLinkState(NodeStore, ObjectStore, RunDataStore, AuditStore, LinkStat
                 "AND reply_to_message_id != '' AND message_id IN (SELECT value FROM json_each(?))",
                 (run_id, json.dumps(reply_ids)),
             ).fetchall()
-            done = [(row[0],) for row in rows] + [(row[1],) for row in rows]
-            conn.executemany("DELETE FROM messages WHERE message_id = ?", done)
+            done = [row[0] for row in rows] + [row[1] for row in rows]
+            self._delete_messages(conn, run_id, done)
+
+    def _delete_messages(self, conn: sqlite3.Connection, run_id: int, ids: list[str]) -> None:
+        """Delete messages of the run, and the objects only they used (`_collect_objects`)."""
+        if not ids:
+            return
+        query = (
+            "SELECT object_ids FROM messages WHERE message_id IN (SELECT value FROM json_each(?))"
+        )
+        used = [
+            oid for (row,) in conn.execute(query, (json.dumps(ids),)) for oid in json.loads(row)
+        ]
+        conn.executemany("DELETE FROM messages WHERE message_id = ?", [(i,) for i in ids])
+        self._collect_objects(conn, run_id, used)
 
     def lost_instructions(self, run_id: int, message_ids: list[str]) -> list[StoredMessage]:
         with self._db(write=True) as conn:
@@ -391,7 +404,7 @@ class SqliteLinkState(NodeStore, ObjectStore, RunDataStore, AuditStore, LinkStat
                 "ORDER BY m.created_at, m.rowid",
                 (run_id, json.dumps(message_ids), now, now),
             ).fetchall()
-            conn.executemany("DELETE FROM messages WHERE message_id = ?", [(r[0],) for r in rows])
+            self._delete_messages(conn, run_id, [row[0] for row in rows])
         return [message_from_row(row) for row in rows]
 
     def wake_all(self) -> None:
