@@ -46,13 +46,17 @@ _SOCKET = re.compile(r"^\S+\s+\d+\s+\d+\s+(\S+):(\d+)\s+(\S+):(\d+)")
 _COUNTER = re.compile(r"bytes_(sent|received):(\d+)")
 
 
-def rss_mib(pid: int) -> float:
+def rss_mib(pid: int) -> tuple[float, float]:
+    """Resident memory of ``pid``: all of it, and its anonymous part (what is not file pages
+    the kernel can write back or drop: spooled arrays and mapped objects are file pages)."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
-        return 0.0
-    match = re.search(r"VmRSS:\s+(\d+) kB", status)
-    return int(match.group(1)) / 1024 if match else 0.0
+        return 0.0, 0.0
+    rss = re.search(r"VmRSS:\s+(\d+) kB", status)
+    anon = re.search(r"RssAnon:\s+(\d+) kB", status)
+    rss_kib, anon_kib = (int(m.group(1)) if m else 0 for m in (rss, anon))
+    return rss_kib / 1024, anon_kib / 1024
 
 
 def cpu_seconds(pid: int) -> tuple[float, float]:
@@ -94,15 +98,18 @@ def socket_counters(ports: dict[int, str]) -> dict[tuple[str, ...], tuple[str, i
 
 
 def disk_bytes(directory: Path) -> int:
-    """Bytes allocated to the files under ``directory`` and its staging sibling."""
-    total = 0
+    """Bytes allocated to the files under ``directory`` and its staging sibling (a file with
+    two names, a staged spool file and its link in the store, counts once)."""
+    blocks: dict[int, int] = {}
     for root in (directory, directory.with_name(f"{directory.name}.staging")):
         for path in root.rglob("*") if root.is_dir() else ():
             try:
-                total += path.stat().st_blocks * 512 if path.is_file() else 0
+                info = path.stat()
             except OSError:
                 continue  # gone meanwhile
-    return total
+            if path.is_file():
+                blocks[info.st_ino] = info.st_blocks * 512
+    return sum(blocks.values())
 
 
 @dataclass(eq=False)
@@ -115,6 +122,7 @@ class Sampler(threading.Thread):
     disk_peak: int = 0  # bytes of the SuperLink's object files (staged ones included)
     peaks: dict[str, float] = field(default_factory=dict)
     total_peak: float = 0.0
+    anon_peak: float = 0.0  # of all processes' anonymous memory together
     # pid -> (role, (user, system) seconds last seen)
     cpu: dict[int, tuple[str, tuple[float, float]]] = field(default_factory=dict)
     sockets: dict[tuple[str, ...], tuple[str, int, int]] = field(default_factory=dict)
@@ -126,14 +134,16 @@ class Sampler(threading.Thread):
 
     def run(self) -> None:
         while not self.done.wait(0.05):
-            total = 0.0
+            total = anon_total = 0.0
             for entry in os.listdir("/proc"):
                 if entry.isdigit() and (role := role_of(int(entry))) is not None:
-                    rss = rss_mib(int(entry))
+                    rss, anon = rss_mib(int(entry))
                     self.cpu[int(entry)] = (role, cpu_seconds(int(entry)))
                     total += rss
+                    anon_total += anon
                     self.peaks[role] = max(self.peaks.get(role, 0.0), rss)
             self.total_peak = max(self.total_peak, total)
+            self.anon_peak = max(self.anon_peak, anon_total)
             self.disk_peak = max(self.disk_peak, disk_bytes(self.objects))
             by_role = {role: u + s for role, (u, s) in self.cpu_by_role().items()}
             self.timeline.append((time.perf_counter(), by_role, total))
@@ -260,7 +270,8 @@ def run_size(mb: float, rounds: int, nodes: int, arrays: int, timeline: bool = F
         print(f"    {role:10s} {peak:9.0f} MiB  ({peak * 2**20 / model:.2f} models)")
     print(
         f"    {'all':10s} {sampler.total_peak:9.0f} MiB  "
-        f"({sampler.total_peak * 2**20 / model:.2f} models)"
+        f"({sampler.total_peak * 2**20 / model:.2f} models); anonymous memory of all "
+        f"{sampler.anon_peak:.0f} MiB ({sampler.anon_peak * 2**20 / model:.2f} models)"
     )
     if timeline:
         print_timeline(sampler, start)

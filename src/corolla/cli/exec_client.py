@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import grpc
 
 from corolla.cli.auth import LoginDetails
+from corolla.common.configvalues import user_config_from_proto, user_config_to_proto
 from corolla.common.errors import (
     CorollaError,
     DeadlineExceeded,
@@ -29,7 +30,6 @@ from corolla.common.grpc import create_channel, error_from_rpc
 from corolla.common.tls import ClientTls
 from corolla.fab import ConfigValue
 from corolla.proto.v1 import exec_pb2, exec_pb2_grpc, run_pb2
-from corolla.records.serde import user_config_from_proto, user_config_to_proto
 
 CONNECT_TIMEOUT = 5.0
 CALL_TIMEOUT = 30.0

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
-from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from corolla.common.errors import InvalidArgument
+
+if TYPE_CHECKING:  # cryptography is imported when a certificate is read: every Corolla
+    from cryptography import x509  # process imports this module, few read certificates
+
 
 INSECURE, TLS, MTLS = "insecure", "TLS", "mTLS"
 
@@ -35,6 +36,10 @@ def _read(path: Path, what: str) -> bytes:
 def _check_pair(chain: bytes, key: bytes, certfile: Path, keyfile: Path) -> x509.Certificate:
     """The first certificate of ``chain``, after checking that ``key`` is its private key (gRPC
     would only fail at the first handshake, with a message in its own log)."""
+    from cryptography import x509
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
     try:
         certificate = x509.load_pem_x509_certificate(chain)
     except ValueError as exc:
@@ -56,13 +61,19 @@ def _check_pair(chain: bytes, key: bytes, certfile: Path, keyfile: Path) -> x509
     return certificate
 
 
-def _allows(certificate: x509.Certificate, usage: x509.ObjectIdentifier) -> bool:
-    """Whether the certificate may serve ``usage`` (no extended key usage: any)."""
+def _allows_client_auth(certificate: x509.Certificate) -> bool:
+    """Whether the certificate may authenticate a client (no extended key usage: any use)."""
+    from cryptography import x509
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
     try:
         usages = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     except x509.ExtensionNotFound:
         return True
-    return usage in usages or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in usages
+    return any(
+        usage in usages
+        for usage in (ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE)
+    )
 
 
 @dataclass(frozen=True)
@@ -114,7 +125,7 @@ class ClientTls:
     def from_files(cls, certfile: Path, keyfile: Path) -> ClientTls:
         chain, key = _read(certfile, "client certificate"), _read(keyfile, "client private key")
         certificate = _check_pair(chain, key, certfile, keyfile)
-        if not _allows(certificate, ExtendedKeyUsageOID.CLIENT_AUTH):
+        if not _allows_client_auth(certificate):
             raise InvalidArgument(
                 f"the certificate {certfile} is not for client authentication (its extended "
                 "key usage lacks clientAuth); servers requiring client certificates refuse it"

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from corolla.common.configvalues import user_config_from_proto as user_config_from_proto
+from corolla.common.configvalues import user_config_to_proto as user_config_to_proto
 from corolla.common.errors import InvalidArgument, NotFound
 from corolla.proto.v1 import message_pb2 as mpb
 from corolla.proto.v1 import records_pb2 as rpb
@@ -17,7 +19,7 @@ from corolla.records._inflatable import INLINE_LIMIT as INLINE_LIMIT  # re-expor
 from corolla.records._inflatable import ArrayPayload, Buffer
 from corolla.records.array import Array
 from corolla.records.arrayrecord import ArrayRecord
-from corolla.records.context import Context, UserConfig
+from corolla.records.context import Context
 from corolla.records.message import Error, Message, Metadata, restore_message
 from corolla.records.recorddict import RecordDict
 from corolla.records.typed import ConfigRecord, MetricRecord
@@ -85,20 +87,6 @@ def config_record_to_proto(record: Mapping[str, Any]) -> rpb.ConfigRecord:
 
 def config_record_from_proto(proto: rpb.ConfigRecord) -> ConfigRecord:
     return ConfigRecord({item.key: _value_from_proto(item.value) for item in proto.items})
-
-
-def user_config_to_proto(config: UserConfig) -> rpb.ConfigRecord:
-    return config_record_to_proto(ConfigRecord(config))
-
-
-def user_config_from_proto(proto: rpb.ConfigRecord) -> UserConfig:
-    config: UserConfig = {}
-    for item in proto.items:
-        value = _value_from_proto(item.value)
-        if not isinstance(value, (int, float, str, bool)):
-            raise InvalidArgument(f"config key {item.key!r}: only int, float, str, bool allowed")
-        config[item.key] = value
-    return config
 
 
 # -- arrays -------------------------------------------------------------------------------------

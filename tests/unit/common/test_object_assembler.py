@@ -17,6 +17,7 @@ from corolla.common.errors import InvalidArgument, ResourceExhausted
 from corolla.common.objects import (
     ObjectAssembler,
     assemble,
+    decode_chunk,
     encode_chunk,
     encode_chunks,
     object_id_of,
@@ -240,3 +241,21 @@ def test_round_trip_through_any_chunking(datas: list[bytes], chunk_size: int) ->
     assert {oid: bytes(view) for oid, view in objects.items()} == {
         hashlib.sha256(data).hexdigest(): data for data in datas
     }
+
+
+@given(
+    offset=st.integers(min_value=0, max_value=(1 << 40) - 1),
+    extra=st.integers(min_value=1, max_value=1 << 20),
+)
+def test_frames_of_objects_past_4_gib_keep_their_offsets(offset: int, extra: int) -> None:
+    """Offsets and sizes are varints: a 4 GiB array (or a 1 TiB one) is no special case."""
+    object_id = "a" * 64
+    piece = b"xy" * 8
+    frame = encode_chunk(object_id, offset, offset + extra + len(piece), piece)
+    chunk = decode_chunk(frame)
+    assert (chunk.object_id, chunk.offset, chunk.total_size) == (
+        object_id,
+        offset,
+        offset + extra + len(piece),
+    )
+    assert bytes(chunk.data) == piece

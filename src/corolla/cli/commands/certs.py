@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from corolla.common.errors import AlreadyExists
-from corolla.deploy.certs import DEFAULT_CLIENTS, DEFAULT_HOSTS, generate, paths
 
 Directory = Annotated[
     Path, typer.Argument(metavar="DIR", help="Where to write the PEM files (created if needed).")
@@ -47,6 +46,9 @@ def certs(
     For trying TLS and mutual TLS out: the CA's key is not kept (to add a certificate, make a
     new set) and everything expires after 30 days.
     """
+    # Imported here: every flwr command would otherwise pay for the deployment helpers.
+    from corolla.deploy.certs import DEFAULT_CLIENTS, DEFAULT_HOSTS, generate, paths
+
     clients = client or DEFAULT_CLIENTS
     existing = [path for path in paths(directory, clients).files() if path.exists()]
     if existing and not overwrite:
