@@ -7,9 +7,13 @@ run goes it samples, every 50 ms, the resident memory of every Corolla process a
 byte counters (``ss``) of the SuperLink's ServerAppIo and Fleet ports. It prints per-round
 seconds, the peak RSS of each process (and of all together), the bytes each API moved per
 round, and the floor: the time this machine takes to copy and to SHA-256 the bytes a round
-moves (2K model copies down, K up), once.
+moves (2K model copies down, K up), once. Also: CPU seconds per role (user and system),
+the peak size of the SuperLink's object files, the anonymous part of all processes' memory
+(RSS counts file pages too: spooled arrays, mapped objects), and with ``--timeline`` the cores
+each role kept busy second by second.
 
     python bench/large_model.py [--sizes 100:3,1000:1,10000:1] [--nodes 2] [--arrays 10]
+                                [--timeline]
 
 ``--sizes``: comma-separated ``MB:rounds``.
 """
