@@ -3,7 +3,9 @@
 A chunk frame is a valid protobuf encoding of ``corolla.proto.v1.ObjectChunk``. Frames are
 built and parsed here by hand so that the payload bytes are copied once on each side: into the
 frame when sending, into the object's sink when receiving (a buffer grown as the data arrives,
-or a file). Nothing is allocated for a declared size before the data is there.
+or a file). Nothing is allocated for a declared size before the data is there. A chunk may
+travel compressed (``encoding``, see `corolla.common.compression`); it is then decompressed,
+to a bounded size, before it is hashed and written.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar, overload, runtime_checkable
 
+from corolla.common.compression import MAX_CHUNK_BYTES, ChunkCompressor, ChunkDecompressor
 from corolla.common.errors import InvalidArgument, ResourceExhausted
 from corolla.proto.v1 import objects_pb2 as opb
 
@@ -43,16 +46,34 @@ def object_id_of(data: Buffer) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def encode_chunk(object_id: str, offset: int, total_size: int, data: Buffer) -> bytes:
-    """One frame: the header fields as protobuf, then the payload as field 4, copied once."""
+def encode_chunk(
+    object_id: str,
+    offset: int,
+    total_size: int,
+    data: Buffer,
+    compressor: ChunkCompressor | None = None,
+) -> bytes:
+    """One frame: the header fields as protobuf, then the payload as field 4, copied once.
+
+    With a ``compressor`` the payload is the chunk compressed, marked by ``encoding``, unless
+    that does not pay; without one (or when it does not pay) the frame is exactly as it was
+    before compression existed (``encoding`` 0 is not written)."""
     piece = memoryview(data).cast("B")
+    encoding = 0
+    if compressor is not None and (packed := compressor.compress(piece)) is not None:
+        piece, encoding = memoryview(packed), compressor.code
     header = opb.ObjectChunk(
-        object_id=object_id, offset=offset, total_size=total_size
+        object_id=object_id, offset=offset, total_size=total_size, encoding=encoding
     ).SerializeToString()
     return b"".join((header, _DATA_TAG, _varint(piece.nbytes), piece))
 
 
-def encode_chunks(object_id: str, data: Buffer, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+def encode_chunks(
+    object_id: str,
+    data: Buffer,
+    chunk_size: int = CHUNK_SIZE,
+    compressor: ChunkCompressor | None = None,
+) -> Iterator[bytes]:
     """Frames carrying ``data`` in order; an empty object still yields one frame."""
     if chunk_size < 1:
         raise InvalidArgument(f"chunk_size must be at least 1, got {chunk_size}")
@@ -61,7 +82,7 @@ def encode_chunks(object_id: str, data: Buffer, chunk_size: int = CHUNK_SIZE) ->
     offset = 0
     while True:
         piece = view[offset : offset + chunk_size]
-        yield encode_chunk(object_id, offset, total, piece)
+        yield encode_chunk(object_id, offset, total, piece, compressor)
         offset += piece.nbytes
         if offset >= total:
             return
@@ -72,7 +93,8 @@ class Chunk:
     object_id: str
     offset: int
     total_size: int
-    data: memoryview
+    data: memoryview  # as it travels: compressed unless ``encoding`` is 0
+    encoding: int = 0  # ``ObjectChunk.encoding``: 0 identity, 1 zstd
 
 
 def _read_varint(buf: memoryview, pos: int) -> tuple[int, int]:
@@ -91,7 +113,7 @@ def _read_varint(buf: memoryview, pos: int) -> tuple[int, int]:
 def decode_chunk(frame: Buffer) -> Chunk:
     """Parse one frame without copying its payload."""
     buf = memoryview(frame).cast("B")
-    pos, object_id, offset, total, data = 0, "", 0, 0, memoryview(b"")
+    pos, object_id, offset, total, data, encoding = 0, "", 0, 0, memoryview(b""), 0
     while pos < len(buf):
         key, pos = _read_varint(buf, pos)
         field, wire = key >> 3, key & 7
@@ -101,6 +123,8 @@ def decode_chunk(frame: Buffer) -> Chunk:
                 offset = value
             elif field == 3:
                 total = value
+            elif field == 5:
+                encoding = value
         elif wire == 2:
             size, pos = _read_varint(buf, pos)
             if pos + size > len(buf):
@@ -118,7 +142,7 @@ def decode_chunk(frame: Buffer) -> Chunk:
             raise InvalidArgument(f"malformed object chunk (wire type {wire})")
     if len(object_id) != _OBJECT_ID_LEN:
         raise InvalidArgument("object chunk without a valid object id")
-    return Chunk(object_id, offset, total, data)
+    return Chunk(object_id, offset, total, data, encoding)
 
 
 class ObjectSink(Protocol[_R_co]):
@@ -193,7 +217,10 @@ class ObjectAssembler(Generic[_R]):
     (None: the sinks' owner checks it) and, on an object's first frame, the sizes declared in
     the stream so far against ``max_stream_bytes``; at most ``max_open_objects`` objects may be
     in progress at once. Data past the declared size, a declared size that changes, or a frame
-    out of order is refused. Use `close` (or ``with``) to discard what a broken stream left.
+    out of order is refused. A compressed frame is decompressed first, to no more than its
+    object still misses (nor past `MAX_CHUNK_BYTES`); one that would decode past that, is
+    malformed, or is in an unknown encoding is refused. Use `close` (or ``with``) to discard
+    what a broken stream left.
     """
 
     @overload
@@ -232,6 +259,7 @@ class ObjectAssembler(Generic[_R]):
         self._max_open = max_open_objects
         self._verify = verify
         self._partial: dict[str, _Partial[_R]] = {}
+        self._decompressor: ChunkDecompressor | None = None  # made on the first compressed frame
         self.bytes_declared = 0  # the sizes of every object begun in this stream
         self.bytes_received = 0
 
@@ -252,8 +280,15 @@ class ObjectAssembler(Generic[_R]):
                 f"object {object_id} is {total} bytes, over the limit of {self._max} bytes"
             )
         partial = self._partial.get(object_id)
+        data = chunk.data
+        if chunk.encoding:
+            try:
+                data = self._decompressed(chunk, partial)
+            except BaseException:
+                self._drop(object_id)
+                raise
         if partial is None:
-            partial = self._begin(chunk)
+            partial = self._begin(chunk, data)
         try:
             if total != partial.total:
                 raise InvalidArgument(
@@ -264,17 +299,17 @@ class ObjectAssembler(Generic[_R]):
                     f"object {object_id}: chunk out of order (offset {chunk.offset}, "
                     f"expected {partial.filled})"
                 )
-            end = partial.filled + chunk.data.nbytes
+            end = partial.filled + data.nbytes
             if end > total:
                 raise InvalidArgument(f"object {object_id}: more data than its declared size")
             if partial.digest is not None:
-                partial.digest.update(chunk.data)
-            partial.sink.write(chunk.data)
+                partial.digest.update(data)
+            partial.sink.write(data)
         except BaseException:
             self._drop(object_id)
             raise
         partial.filled = end
-        self.bytes_received += chunk.data.nbytes
+        self.bytes_received += data.nbytes
         if end < total:
             return None
         del self._partial[object_id]
@@ -286,14 +321,26 @@ class ObjectAssembler(Generic[_R]):
             partial.sink.discard()
             raise
 
-    def _begin(self, chunk: Chunk) -> _Partial[_R]:
-        """Check an object's first frame, then open its sink."""
+    def _decompressed(self, chunk: Chunk, partial: _Partial[_R] | None) -> memoryview:
+        """A compressed chunk's bytes: no more than its object still misses (by the size it
+        declared first) and than `MAX_CHUNK_BYTES`."""
+        missing = chunk.total_size if partial is None else partial.total - partial.filled
+        limit = max(0, min(missing, MAX_CHUNK_BYTES))
+        if self._decompressor is None:
+            self._decompressor = ChunkDecompressor()
+        try:
+            return memoryview(self._decompressor.decompress(chunk.encoding, chunk.data, limit))
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"object {chunk.object_id}: {exc}") from exc
+
+    def _begin(self, chunk: Chunk, data: memoryview) -> _Partial[_R]:
+        """Check an object's first frame (``data``: its chunk's bytes), then open its sink."""
         object_id, total = chunk.object_id, chunk.total_size
         if chunk.offset != 0:
             raise InvalidArgument(
                 f"object {object_id}: chunk out of order (offset {chunk.offset}, expected 0)"
             )
-        if chunk.data.nbytes > total:
+        if data.nbytes > total:
             raise InvalidArgument(f"object {object_id}: more data than its declared size")
         if self._max_stream is not None and self.bytes_declared + total > self._max_stream:
             raise ResourceExhausted(

@@ -12,6 +12,11 @@ them, over an authenticated channel, and whose FABs they run), a ClientApp pulls
 SuperNode, and a SuperNode takes its own ClientApp's reply objects for the SuperLink to check.
 So a payload is hashed once where it is made (its id) and once where it enters the SuperLink,
 not on every hop.
+
+Compression (`corolla.common.compression`): a puller announces the encodings it decodes in
+its request, a server in its ``MissingObjects`` reply; the sender (`send_objects`' caller, or
+`ObjectClient.push`) compresses only toward a receiver that announced the encoding its own
+setting names.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from corolla.common.compression import ACCEPTED, NONE, ChunkCompressor, compressor, negotiated
 from corolla.common.errors import InvalidArgument
 from corolla.common.objects import (
     CHUNK_SIZE,
@@ -32,7 +38,6 @@ from corolla.common.objects import (
     SinkFactory,
     buffer_sink,
     encode_chunk,
-    encode_chunks,
 )
 from corolla.proto.v1 import objects_pb2 as opb
 
@@ -133,13 +138,17 @@ def send_objects(
     size_of: Callable[[str], int],
     read: Callable[[str, int], Iterator[Buffer]],
     chunk_size: int = CHUNK_SIZE,
+    encoding: str = NONE,
 ) -> Iterator[bytes]:
-    """Frames of each requested object, read from the store in chunks (never whole)."""
+    """Frames of each requested object, read from the store in chunks (never whole); each
+    chunk compressed in ``encoding`` where that pays (negotiated by the caller: see
+    `corolla.common.compression.negotiated`)."""
+    packer = compressor(encoding)
     for object_id in dict.fromkeys(object_ids):
         total = size_of(object_id)
         offset = 0
         for piece in read(object_id, chunk_size):
-            yield encode_chunk(object_id, offset, total, piece)
+            yield encode_chunk(object_id, offset, total, piece, packer)
             offset += memoryview(piece).nbytes
         if total == 0:
             yield encode_chunk(object_id, 0, 0, b"")
@@ -151,10 +160,20 @@ def send_objects(
 
 
 class ObjectClient:
-    """Push and pull objects through one service's object RPCs."""
+    """Push and pull objects through one service's object RPCs. ``compression`` (a setting of
+    `corolla.common.compression`): compress pushed chunks when the server accepts it; pulls
+    always announce what this side decodes."""
 
-    def __init__(self, channel: grpc.Channel, service: str, metadata: Iterable[tuple[str, str]]):
+    def __init__(
+        self,
+        channel: grpc.Channel,
+        service: str,
+        metadata: Iterable[tuple[str, str]],
+        *,
+        compression: str = NONE,
+    ):
         self._metadata: tuple[tuple[str, str | bytes], ...] = tuple(metadata)
+        self._compression = compression
         self._missing = channel.unary_unary(
             f"/{service}/MissingObjects",
             request_serializer=opb.MissingObjectsRequest.SerializeToString,
@@ -186,25 +205,28 @@ class ObjectClient:
         shares with this process), before it is asked again which it lacks."""
         if not objects:
             return 0
-        missing = self._lacking(list(objects), ids, timeout)
+        missing, accepted = self._lacking(list(objects), ids, timeout)
         if missing and stage is not None:
             stage(missing)
-            missing = self._lacking(missing, ids, timeout)
+            missing, accepted = self._lacking(missing, ids, timeout)
         if not missing:
             return 0
-        frames: Iterator[bytes] = (
-            frame for oid in missing for frame in _frames_of(oid, objects[oid])
-        )
+        packer = compressor(negotiated(self._compression, accepted))
+        pieces = (piece for oid in missing for piece in _frames_of(oid, objects[oid], packer))
+        frames: Iterator[bytes] = (frame for frame, _ in pieces)
         if progress is not None:
             total = sum(_size_of(objects[oid]) for oid in missing)
-            frames = _counted(frames, total, progress)
+            frames = _counted(pieces, total, progress)
         self._push(frames, metadata=self._metadata, timeout=timeout)
         return len(missing)
 
-    def _lacking(self, object_ids: list[str], ids: dict[str, Any], timeout: float) -> list[str]:
+    def _lacking(
+        self, object_ids: list[str], ids: dict[str, Any], timeout: float
+    ) -> tuple[list[str], list[str]]:
+        """The ids the server lacks, and the encodings it accepts in a push."""
         request = opb.MissingObjectsRequest(object_ids=object_ids, **ids)
         reply = self._missing(request, metadata=self._metadata, timeout=timeout)
-        return list(reply.object_ids)
+        return list(reply.object_ids), list(reply.accept_encodings)
 
     def pull(
         self,
@@ -235,7 +257,7 @@ class ObjectClient:
         wanted = list(dict.fromkeys(object_ids))
         if not wanted:
             return {}
-        request = opb.PullObjectsRequest(object_ids=wanted, **ids)
+        request = opb.PullObjectsRequest(object_ids=wanted, accept_encodings=list(ACCEPTED), **ids)
         out: dict[str, _R] = {}
         with ObjectAssembler(sink=open_sink, verify=verify) as assembler:
             for frame in self._pull(request, metadata=self._metadata, timeout=timeout):
@@ -257,24 +279,34 @@ def _size_of(source: Buffer | ObjectSource) -> int:
     return source.size if isinstance(source, ObjectSource) else memoryview(source).nbytes
 
 
-def _counted(frames: Iterator[bytes], total: int, progress: Progress) -> Iterator[bytes]:
+def _counted(
+    pieces: Iterator[tuple[bytes, int]], total: int, progress: Progress
+) -> Iterator[bytes]:
+    """The frames of ``pieces``, reporting the object bytes each carried once it is sent."""
     sent = 0
-    for frame in frames:
+    for frame, carried in pieces:
         yield frame
-        sent = min(total, sent + len(frame))
+        sent = min(total, sent + carried)
         progress(sent, total, False)
     progress(total, total, True)
 
 
-def _frames_of(object_id: str, source: Buffer | ObjectSource) -> Iterator[bytes]:
-    if not isinstance(source, ObjectSource):
-        yield from encode_chunks(object_id, source)
-        return
+def _frames_of(
+    object_id: str, source: Buffer | ObjectSource, packer: ChunkCompressor | None
+) -> Iterator[tuple[bytes, int]]:
+    """Each frame of an object, with how many of the object's bytes it carries."""
+    if isinstance(source, ObjectSource):
+        size, chunks = source.size, source.chunks(CHUNK_SIZE)
+    else:
+        view = memoryview(source).cast("B")
+        size = view.nbytes
+        chunks = (view[start : start + CHUNK_SIZE] for start in range(0, size, CHUNK_SIZE))
     offset = 0
-    for piece in source.chunks(CHUNK_SIZE):
-        yield encode_chunk(object_id, offset, source.size, piece)
-        offset += memoryview(piece).nbytes
-    if source.size == 0:
-        yield encode_chunk(object_id, 0, 0, b"")
-    elif offset != source.size:
-        raise InvalidArgument(f"object {object_id}: source gave {offset} of {source.size} bytes")
+    for piece in chunks:
+        carried = memoryview(piece).nbytes
+        yield encode_chunk(object_id, offset, size, piece, packer), carried
+        offset += carried
+    if size == 0:
+        yield encode_chunk(object_id, 0, 0, b""), 0
+    elif offset != size:
+        raise InvalidArgument(f"object {object_id}: source gave {offset} of {size} bytes")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from corolla.common.appenv import env_names
 from corolla.common.appio import read_secret_file
+from corolla.common.compression import MIN_SAVING, NONE, SETTINGS
 from corolla.common.config import Command, Option, UsageError, Values, address, count, duration
 from corolla.common.config import path as path_value
 from corolla.common.errors import InvalidArgument
@@ -73,6 +74,9 @@ class SuperLinkConfig:
     # Exit (0, graceful) after this many seconds with no unfinished run and no Exec call
     # (None: serve until signalled). The CLI's local SuperLink for simulations uses it.
     idle_timeout: float | None = None
+    # Compress object chunks it sends (Fleet and ServerAppIo pulls) toward pullers that accept
+    # it: "none" or "zstd" (`corolla.common.compression`).
+    compression: str = NONE
 
 
 EPILOG = """\
@@ -272,6 +276,14 @@ def command() -> Command:
                 "BYTES",
             ),
             Option(
+                "--compression",
+                "compress the object chunks it sends (SuperNodes' and ServerApps' pulls) "
+                "toward receivers that accept it, each chunk only where that saves at least "
+                f"{MIN_SAVING:.0%}",
+                NONE,
+                choices=SETTINGS,
+            ),
+            Option(
                 "--idle-timeout",
                 "exit (code 0, as on SIGTERM) after this many seconds with no run pending, "
                 "starting or running and no Exec call (default: never)",
@@ -327,6 +339,7 @@ def parse_config(
         ),
         user_auth=_user_auth(values),
         idle_timeout=values.optional("idle-timeout", float),
+        compression=values.get("compression", str),
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator
 
+from corolla.common.compression import NONE, negotiated
 from corolla.common.errors import InvalidArgument, NotFound, PermissionDenied
 from corolla.common.grpc import WaitSlots, abort_on_error
 from corolla.common.guard import Call, Credential, Policy
@@ -50,10 +51,12 @@ class FleetServicer:
         default_heartbeat: float = 5.0,
         *,
         wait_slots: WaitSlots | None = None,
+        compression: str = NONE,
     ) -> None:
         self._state = state
         self._default_heartbeat = default_heartbeat
         self._slots = wait_slots or WaitSlots(224)
+        self._compression = compression  # toward pullers that accept it (--compression)
 
     def _online(self, context: Call) -> int:
         node_id = context.caller.node_id
@@ -177,7 +180,8 @@ class FleetServicer:
         allowed = self._state.node_object_ids(node_id, request.run_id, ids)
         if refused := [oid for oid in ids if oid not in allowed]:
             raise NotFound(f"no instruction to node {node_id} references objects {refused}")
-        return stream_stored(self._state, ids)
+        encoding = negotiated(self._compression, request.accept_encodings)
+        return stream_stored(self._state, ids, encoding)
 
     @abort_on_error
     def MissingObjects(

@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 
 from corolla.common.appio import AppIoAuth, new_secret, warn_if_exposed
+from corolla.common.compression import MIN_SAVING, NONE
 from corolla.common.errors import InvalidArgument
 from corolla.common.grpc import MAX_MESSAGE_BYTES, bind, create_server
 from corolla.common.guard import Authenticate, Caller, CallInfo, Credential, add_service
@@ -132,7 +133,10 @@ class SuperLink:
             serverappio,
             serverappio_pb2.DESCRIPTOR.services_by_name["ServerAppIo"],
             serverappio_api.ServerAppIoServicer(
-                self.runs, heartbeats=heartbeats, dispatcher=self.dispatcher
+                self.runs,
+                heartbeats=heartbeats,
+                dispatcher=self.dispatcher,
+                compression=config.compression,
             ),
             serverappio_api.POLICY,
             AppIoAuth(secret, self.state.run_id_for_token),
@@ -141,7 +145,7 @@ class SuperLink:
         add_service(
             fleet,
             fleet_pb2.DESCRIPTOR.services_by_name["Fleet"],
-            fleet_api.FleetServicer(self.state),
+            fleet_api.FleetServicer(self.state, compression=config.compression),
             fleet_api.POLICY,
             FleetAuth(self.state, enabled=config.enable_supernode_auth),
         )
@@ -191,6 +195,13 @@ class SuperLink:
             "" if config.user_auth is None else f", user login via {config.user_auth.issuer}",
             config.isolation,
         )
+        if config.compression != NONE:
+            log.info(
+                "compression %s: object chunks sent to pullers that accept it are compressed "
+                "where that saves at least %.0f %%",
+                config.compression,
+                100 * MIN_SAVING,
+            )
 
     def _touching(self, authenticate: Authenticate) -> Authenticate:
         """``authenticate``, counting each call as activity for --idle-timeout."""

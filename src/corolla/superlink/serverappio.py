@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
+from corolla.common.compression import NONE, negotiated
 from corolla.common.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from corolla.common.grpc import WaitSlots, abort_on_error
 from corolla.common.guard import Call, Credential, Policy
@@ -54,12 +55,14 @@ class ServerAppIoServicer:
         heartbeats: AppHeartbeats,
         dispatcher: ProcessDispatcher | None = None,
         wait_slots: WaitSlots | None = None,
+        compression: str = NONE,
     ) -> None:
         self._runs = runs
         self._state = runs.state
         self._heartbeats = heartbeats
         self._dispatcher = dispatcher
         self._slots = wait_slots or WaitSlots(48)
+        self._compression = compression  # toward pullers that accept it (--compression)
 
     @staticmethod
     def _run_for(context: Call, run_id: int | None = None) -> int:
@@ -204,7 +207,8 @@ class ServerAppIoServicer:
         allowed = self._state.run_object_ids(run_id, ids)
         if refused := [oid for oid in ids if oid not in allowed]:
             raise NotFound(f"run {run_id} has no objects {refused}")
-        return stream_stored(self._state, ids)
+        encoding = negotiated(self._compression, request.accept_encodings)
+        return stream_stored(self._state, ids, encoding)
 
     @abort_on_error
     def MissingObjects(

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import grpc
 
 from corolla.common.appio import AppIoAuth
+from corolla.common.compression import ACCEPTED, NONE, negotiated
 from corolla.common.errors import NotFound
 from corolla.common.grpc import WaitSlots, abort_on_error
 from corolla.common.guard import Call, Credential, Policy, add_service
@@ -57,12 +58,19 @@ def add_clientappio(server: grpc.Server, servicer: ClientAppIoServicer) -> None:
 
 class ClientAppIoServicer:
     def __init__(
-        self, runs: RunTable, outbox: Outbox, secret: str, wait_slots: WaitSlots | None = None
+        self,
+        runs: RunTable,
+        outbox: Outbox,
+        secret: str,
+        wait_slots: WaitSlots | None = None,
+        *,
+        compression: str = NONE,
     ) -> None:
         self.runs = runs
         self._outbox = outbox
         self.secret = secret
         self._slots = wait_slots or WaitSlots(48)
+        self._compression = compression  # toward pullers that accept it (--compression)
 
     def _run_of(self, context: Call) -> RunState:
         return self.runs.by_token(context.caller.token)
@@ -151,7 +159,8 @@ class ClientAppIoServicer:
         missing = state.objects.missing(ids)
         if missing:
             raise NotFound(f"unknown objects: {', '.join(missing)}")
-        return _stream_files({oid: state.objects.open(oid) for oid in ids})
+        encoding = negotiated(self._compression, request.accept_encodings)
+        return _stream_files({oid: state.objects.open(oid) for oid in ids}, encoding)
 
     @abort_on_error
     def MissingObjects(
@@ -159,15 +168,20 @@ class ClientAppIoServicer:
     ) -> opb.MissingObjectsResponse:
         state = self._run_of(context)
         return opb.MissingObjectsResponse(
-            object_ids=self.runs.missing_objects(state, request.object_ids)
+            object_ids=self.runs.missing_objects(state, request.object_ids),
+            accept_encodings=ACCEPTED,
         )
 
 
-def _stream_files(files: dict[str, OpenObject]) -> Iterator[bytes]:
-    """Chunk frames of opened objects (readable even if released meanwhile), then closed."""
+def _stream_files(files: dict[str, OpenObject], encoding: str) -> Iterator[bytes]:
+    """Chunk frames of opened objects (readable even if released meanwhile), then closed;
+    compressed in ``encoding`` where that pays."""
     try:
         yield from send_objects(
-            files, lambda oid: files[oid].size, lambda oid, n: files[oid].chunks(n)
+            files,
+            lambda oid: files[oid].size,
+            lambda oid, n: files[oid].chunks(n),
+            encoding=encoding,
         )
     finally:
         for file in files.values():

@@ -16,6 +16,7 @@ from typing import TypeVar
 
 from corolla.common.appenv import env_names
 from corolla.common.appio import read_secret_file
+from corolla.common.compression import MIN_SAVING, NONE, SETTINGS
 from corolla.common.config import Command, Option, UsageError, Values, address, duration
 from corolla.common.config import path as path_value
 from corolla.common.errors import InvalidArgument
@@ -90,6 +91,9 @@ class SuperNodeConfig:
     spare_app_process: bool = True
     # SuperNode authentication: every Fleet request is signed with this key.
     auth_private_key: PrivateKey | None = field(default=None, repr=False)
+    # Compress object chunks it sends (pushes to the SuperLink, ClientAppIo pulls) toward
+    # receivers that accept it: "none" or "zstd" (`corolla.common.compression`).
+    compression: str = NONE
 
 
 def parse_node_config(text: str) -> UserConfig:
@@ -282,6 +286,14 @@ def command() -> Command:
                 switch=True,
             ),
             Option(
+                "--compression",
+                "compress the object chunks it sends (pushes to the SuperLink, its ClientApps' "
+                "pulls) toward receivers that accept it, each chunk only where that saves at "
+                f"least {MIN_SAVING:.0%}",
+                NONE,
+                choices=SETTINGS,
+            ),
+            Option(
                 "--node-id-file",
                 "where the node keeps its id to ask for it again after a restart (default: "
                 "$COROLLA_HOME/supernode/<hash of the addresses>.node-id; none with ClientAppIo "
@@ -338,6 +350,7 @@ def parse_args(
         auth_private_key=_read(
             load_private_key, values.optional("auth-supernode-private-key", Path)
         ),
+        compression=values.get("compression", str),
     )
 
 

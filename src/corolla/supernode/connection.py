@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from corolla.common.compression import NONE
 from corolla.common.errors import CorollaError
 from corolla.common.grpc import create_channel, error_from_rpc
 from corolla.common.nodekeys import PrivateKey, SigningInterceptor
@@ -56,8 +57,10 @@ class FleetConnection:
         root_certificates: bytes | None = None,
         client_tls: ClientTls | None = None,
         auth_key: PrivateKey | None = None,
+        compression: str = NONE,
     ) -> None:
         self.address = address
+        self._compression = compression  # of pushed objects, if the SuperLink accepts it
         channel = create_channel(
             address, insecure=insecure, root_certificates=root_certificates, client_tls=client_tls
         )
@@ -173,7 +176,9 @@ class FleetConnection:
 
     def _objects(self, node_id: int, run_id: int) -> tuple[ObjectClient, dict[str, Any]]:
         metadata = [(NODE_ID_KEY, str(node_id)), (RUN_ID_KEY, str(run_id))]
-        client = ObjectClient(self._channel, FLEET_SERVICE, metadata=metadata)
+        client = ObjectClient(
+            self._channel, FLEET_SERVICE, metadata=metadata, compression=self._compression
+        )
         return client, {"node_id": node_id, "run_id": run_id}
 
     def pull_objects(

@@ -22,6 +22,7 @@ from typing import TypeVar
 
 from corolla.common.appio import new_secret, warn_if_exposed
 from corolla.common.backoff import retry
+from corolla.common.compression import MIN_SAVING, NONE
 from corolla.common.config import write_ready_file
 from corolla.common.errors import (
     CorollaError,
@@ -71,6 +72,7 @@ class SuperNode:
             root_certificates=config.root_certificates,
             client_tls=config.client_tls,
             auth_key=config.auth_private_key,
+            compression=config.compression,
         )
         self._objects = NodeObjects()  # payloads on disk, out of this process's memory
         self._runs = RunTable(attachable=external, objects=self._objects)
@@ -88,7 +90,9 @@ class SuperNode:
         self._server = create_server()
         # In isolation subprocess nobody knows the secret: RequestRun is refused to everyone.
         secret = config.appio_secret if external and config.appio_secret else new_secret()
-        servicer = ClientAppIoServicer(self._runs, self._outbox, secret)
+        servicer = ClientAppIoServicer(
+            self._runs, self._outbox, secret, compression=config.compression
+        )
         add_clientappio(self._server, servicer)
         tls = config.clientappio_tls
         self.clientappio_port = bind(
@@ -179,6 +183,13 @@ class SuperNode:
             config.isolation,
         )
         warn_if_exposed(config.clientappio_address, tls, "ClientAppIo")
+        if config.compression != NONE:
+            log.info(
+                "compression %s: object chunks pushed to the SuperLink and sent to ClientApps "
+                "are compressed where the receiver accepts it and that saves at least %.0f %%",
+                config.compression,
+                100 * MIN_SAVING,
+            )
         if self._id_file is not None:
             self._requested = self._id_file.claim()
         for thread in self._threads:

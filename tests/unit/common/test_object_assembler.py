@@ -1,6 +1,7 @@
 """`ObjectAssembler` and the receive halves of `common/transfer.py` under hostile input: nothing
-is allocated for a declared size, every frame's declared size is checked, and a sink is either
-committed (complete, hash checked) or discarded, never left open."""
+is allocated for a declared size, every frame's declared size is checked, a compressed frame
+decodes to no more than its object still misses, and a sink is either committed (complete,
+hash checked) or discarded, never left open."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import tracemalloc
 from collections.abc import Iterator
 
 import pytest
+import zstandard
 from hypothesis import given
 from hypothesis import strategies as st
 
+from corolla.common.compression import MAX_CHUNK_BYTES, ChunkCompressor
 from corolla.common.errors import InvalidArgument, ResourceExhausted
 from corolla.common.objects import (
     ObjectAssembler,
@@ -23,6 +26,7 @@ from corolla.common.objects import (
     object_id_of,
 )
 from corolla.common.transfer import receive_objects_into
+from corolla.proto.v1 import objects_pb2 as opb
 
 GiB = 1 << 30
 
@@ -259,3 +263,100 @@ def test_frames_of_objects_past_4_gib_keep_their_offsets(offset: int, extra: int
         offset + extra + len(piece),
     )
     assert bytes(chunk.data) == piece
+
+
+# -- compressed frames (zstd): decoded, bounded, refused whole --------------------------------
+
+
+def zstd_frame(object_id: str, offset: int, total: int, payload: bytes, encoding: int = 1) -> bytes:
+    """A frame carrying ``payload`` as it is, marked with ``encoding``."""
+    return opb.ObjectChunk(
+        object_id=object_id, offset=offset, total_size=total, data=payload, encoding=encoding
+    ).SerializeToString()
+
+
+def zstd(data: bytes, *, with_size: bool = True) -> bytes:
+    return zstandard.ZstdCompressor(write_content_size=with_size).compress(data)
+
+
+def test_compressed_frames_are_hashed_and_written_decoded() -> None:
+    data = bytes(600) + b"tail" * 150  # 1200 bytes: three frames of 500, 500 and 200
+    object_id = object_id_of(data)
+    log: list[str] = []
+    assembler = recording(log)
+    frames = list(encode_chunks(object_id, data, 500, ChunkCompressor()))
+    assert {decode_chunk(f).encoding for f in frames} == {1}
+    assert [assembler.feed(f) for f in frames] == [None, None, (object_id, len(data))]
+    assert log == [f"open {object_id[:6]} {len(data)}", f"commit {object_id[:6]} {len(data)}"]
+    assert assembler.bytes_received == len(data)  # the object's bytes, not the wire's
+
+    tampered = zstd_frame(object_id, 0, len(data), zstd(bytes(len(data))))
+    log.clear()
+    with pytest.raises(InvalidArgument, match="does not match"):
+        assembler.feed(tampered)
+    assert log == [f"open {object_id[:6]} {len(data)}", f"discard {object_id[:6]}"]
+
+
+BAD_COMPRESSED = [
+    pytest.param(zstd(bytes(5000)), "declares 5000 bytes, more than the 1000", id="declared-bomb"),
+    pytest.param(zstd(bytes(5000), with_size=False), "more than the 1000 bytes", id="bomb"),
+    pytest.param(b"\x28\xb5\x2f\xfd garbage", "malformed", id="malformed"),
+    pytest.param(zstd(bytes(100))[:-2], "malformed", id="truncated"),
+]
+
+
+@pytest.mark.parametrize(("payload", "error"), BAD_COMPRESSED)
+def test_a_bad_compressed_first_frame_opens_no_sink(payload: bytes, error: str) -> None:
+    log: list[str] = []
+    assembler = recording(log)
+    with pytest.raises(InvalidArgument, match=error):
+        assembler.feed(zstd_frame(DATA_ID, 0, 1000, payload))
+    assert log == []
+    assembler.finish()  # nothing in progress
+
+
+@pytest.mark.parametrize(("payload", "error"), BAD_COMPRESSED)
+def test_a_bad_compressed_later_frame_discards_the_object(payload: bytes, error: str) -> None:
+    """The bound is what the object still misses: 1000 bytes of its 1400 (400 arrived)."""
+    log: list[str] = []
+    assembler = recording(log)
+    assert assembler.feed(frame(DATA_ID, 0, 1400, DATA[:400])) is None
+    with pytest.raises(InvalidArgument, match=error):
+        assembler.feed(zstd_frame(DATA_ID, 400, 1400, payload))
+    assert log == [f"open {DATA_ID[:6]} 1400", f"discard {DATA_ID[:6]}"]
+    assembler.finish()
+
+
+def test_no_chunk_decodes_past_the_chunk_bound() -> None:
+    """A legitimate but huge chunk: the object misses 8 MiB, the bound is still 4 MiB."""
+    data = bytes(8 << 20)
+    object_id = object_id_of(data)
+    ok = list(encode_chunks(object_id, data, MAX_CHUNK_BYTES, ChunkCompressor()))
+    assert assemble(ok)[object_id].nbytes == len(data)
+    log: list[str] = []
+    with pytest.raises(InvalidArgument, match=f"more than the {MAX_CHUNK_BYTES}"):
+        recording(log).feed(zstd_frame(object_id, 0, len(data), zstd(bytes(MAX_CHUNK_BYTES + 1))))
+    assert log == []
+
+
+def test_an_unknown_encoding_is_refused_and_nothing_is_stored() -> None:
+    log: list[str] = []
+    assembler = recording(log)
+    with pytest.raises(InvalidArgument, match="encoding 2 is not supported"):
+        assembler.feed(zstd_frame(DATA_ID, 0, len(DATA), DATA, encoding=2))
+    assert log == []
+    assert assembler.feed(frame(DATA_ID, 0, len(DATA), DATA[:10])) is None
+    with pytest.raises(InvalidArgument, match="encoding 99 is not supported"):
+        assembler.feed(zstd_frame(DATA_ID, 10, len(DATA), DATA[10:], encoding=99))
+    assert log == [f"open {DATA_ID[:6]} {len(DATA)}", f"discard {DATA_ID[:6]}"]
+
+
+def test_receive_into_stores_nothing_of_a_stream_with_a_bomb() -> None:
+    frames = [
+        *encode_chunks(object_id_of(bytes(3000)), bytes(3000), compressor=ChunkCompressor()),
+        zstd_frame(DATA_ID, 0, 1000, zstd(bytes(1 << 20), with_size=False)),
+    ]
+    log: list[str] = []
+    with pytest.raises(InvalidArgument, match="more than the 1000 bytes"):
+        receive_objects_into(iter(frames), lambda oid, size: RecordingSink(log, oid, size))
+    assert [entry.split()[0] for entry in log] == ["open", "commit"]  # the good one only

@@ -71,10 +71,27 @@ def test_spare_app_process_flag_env_and_file(tmp_path: Path) -> None:
     assert not parse_config(external, environ={}).spare_app_process  # operator's processes
 
 
+def test_compression_flag_env_and_file(tmp_path: Path) -> None:
+    assert parse_config(["--insecure"], environ={}).compression == "none"  # off by default
+    assert parse_config(["--insecure", "--compression", "zstd"], environ={}).compression == "zstd"
+    env = {"COROLLA_COMPRESSION": "zstd"}
+    assert parse_config(["--insecure"], environ=env).compression == "zstd"
+    file = tmp_path / "corolla.toml"
+    file.write_text("[superlink]\ncompression = 'zstd'\n")
+    from_file = ["--insecure", "--config", str(file)]
+    assert parse_config(from_file, environ={}).compression == "zstd"
+    flag_wins = [*from_file, "--compression", "none"]
+    assert parse_config(flag_wins, environ=env).compression == "none"
+    assert parse_config(from_file, environ={"COROLLA_COMPRESSION": "none"}).compression == "none"
+    with pytest.raises(UsageError, match="COROLLA_COMPRESSION: must be one of none, zstd"):
+        parse_config(["--insecure"], environ={"COROLLA_COMPRESSION": "gzip"})
+
+
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [
         (["--insecure", "--max-concurrent-runs", "0"], "--max-concurrent-runs: must be at least 1"),
+        (["--insecure", "--compression", "lz4"], "--compression: invalid choice: 'lz4'"),
         (["--insecure", "--app-start-timeout", "nan"], "--app-start-timeout: must be a finite"),
         (["--insecure", "--app-attach-timeout", "inf"], "--app-attach-timeout: must be a finite"),
         (["--insecure", "--app-heartbeat-timeout", "-3"], "--app-heartbeat-timeout: must be"),

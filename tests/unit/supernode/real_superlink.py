@@ -25,7 +25,9 @@ from corolla.superlink.state import RunStatus, SubStatus
 NO_APP_TIMEOUT = 3600.0  # runs here have no ServerApp: never count them as lost
 
 
-def start_superlink(fleet_address: str = "127.0.0.1:0", tls: ServerTls | None = None) -> SuperLink:
+def start_superlink(
+    fleet_address: str = "127.0.0.1:0", tls: ServerTls | None = None, compression: str = "none"
+) -> SuperLink:
     link = SuperLink(
         SuperLinkConfig(
             serverappio_address="127.0.0.1:0",
@@ -34,6 +36,7 @@ def start_superlink(fleet_address: str = "127.0.0.1:0", tls: ServerTls | None = 
             database=":memory:",
             tls=tls,
             app_heartbeat_timeout=NO_APP_TIMEOUT,
+            compression=compression,
         )
     )
     link.start()
@@ -93,8 +96,13 @@ def reply_to(link: SuperLink, run_id: int, message_id: str, timeout: float = 20.
 class Link:
     """A started SuperLink plus the ServerApp-side helpers the node tests need."""
 
-    def __init__(self, fleet_address: str = "127.0.0.1:0", tls: ServerTls | None = None) -> None:
-        self.superlink = start_superlink(fleet_address, tls)
+    def __init__(
+        self,
+        fleet_address: str = "127.0.0.1:0",
+        tls: ServerTls | None = None,
+        compression: str = "none",
+    ) -> None:
+        self.superlink = start_superlink(fleet_address, tls, compression)
         self.state = self.superlink.state
         self._offset = 0.0
         self._clock_lock = threading.Lock()

@@ -12,7 +12,9 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
+from object_wire import WireRecorder, encodings, pull_frames
 
+from corolla.common.compression import NONE, ZSTD
 from corolla.common.errors import FailedPrecondition
 from corolla.common.grpc import bind, create_channel, create_server
 from corolla.common.objects import object_id_of
@@ -51,10 +53,12 @@ class Harness:
 
 @contextlib.contextmanager
 def harness(
-    attachable: bool = True, wrap: Callable[[ClientAppIoServicer], None] | None = None
+    attachable: bool = True,
+    wrap: Callable[[ClientAppIoServicer], None] | None = None,
+    compression: str = NONE,
 ) -> Iterator[Harness]:
     """A ClientAppIo servicer on a free port with one open run; ``wrap`` may patch the
-    servicer's methods before they are registered."""
+    servicer's methods before they are registered; ``compression``: its setting."""
     runs = RunTable(attachable=attachable)
     connection = FleetConnection("127.0.0.1:1", insecure=True)  # never dialled: outbox not run
     outbox = Outbox(connection, lambda: 5)
@@ -63,7 +67,7 @@ def harness(
         Fab(hash="ab" * 32, content=b"zip"),
         new_context(3, 5, {}, {}),
     )
-    servicer = ClientAppIoServicer(runs, outbox, SECRET)
+    servicer = ClientAppIoServicer(runs, outbox, SECRET, compression=compression)
     if wrap is not None:
         wrap(servicer)
     server = create_server(max_workers=8)
@@ -282,6 +286,52 @@ def test_objects_round_trip_through_the_run_cache(io: Harness) -> None:
     with pytest.raises(grpc.RpcError) as info:
         client.pull([object_id_of(b"absent")], ids={}, timeout=5)
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize(
+    ("setting", "accept", "expected"),
+    [
+        pytest.param(ZSTD, [ZSTD], {1}, id="both-on"),
+        pytest.param(ZSTD, [], {0}, id="clientapp-does-not-accept"),
+        pytest.param(NONE, [ZSTD], {0}, id="supernode-off"),
+    ],
+)
+def test_objects_sent_to_a_clientapp_are_compressed_only_when_both_sides_say_so(
+    setting: str, accept: list[str], expected: set[int]
+) -> None:
+    model = np.zeros(400_000, dtype=np.float32).tobytes()  # 1.6 MB: two chunks
+    with harness(compression=setting) as io:
+        token = io.state.token
+        client = io.objects(token)
+        client.push({object_id_of(model): model}, ids={"token": token}, timeout=5)
+        request = opb.PullObjectsRequest(object_ids=[object_id_of(model)], accept_encodings=accept)
+        frames = pull_frames(io.channel, SERVICE, request, [(TOKEN_KEY, token)])
+        assert encodings(frames) == expected
+        pulled = client.pull([object_id_of(model)], ids={"token": token}, timeout=5)
+        assert bytes(pulled[object_id_of(model)]) == model
+
+
+def test_the_supernode_takes_compressed_objects_from_a_clientapp(io: Harness) -> None:
+    token = io.state.token
+    reply = opb.MissingObjectsResponse.FromString(
+        io.channel.unary_unary(f"/{SERVICE}/MissingObjects")(
+            opb.MissingObjectsRequest(object_ids=["ab" * 32]).SerializeToString(),
+            metadata=[(TOKEN_KEY, token)],
+            timeout=5,
+        )
+    )
+    assert list(reply.accept_encodings) == [ZSTD]
+    update = b"\x03" * 300_000 + bytes(900_000)
+    recorder = WireRecorder()
+    channel = grpc.intercept_channel(io.channel, recorder)
+    client = ObjectClient(channel, SERVICE, [(TOKEN_KEY, token)], compression=ZSTD)
+    assert client.push({object_id_of(update): update}, ids={"token": token}, timeout=5) == 1
+    assert encodings(recorder.pushed) == {1}
+    stored = io.state.objects.open(object_id_of(update))
+    try:
+        assert b"".join(stored.chunks(1 << 20)) == update
+    finally:
+        stored.close()
 
 
 def test_unknown_run_token_after_the_run_is_dropped(io: Harness) -> None:

@@ -203,6 +203,24 @@ def test_spare_app_process_flag_env_and_file(tmp_path: Path) -> None:
     assert not parse_args(external, environ={}).spare_app_process  # operator's processes
 
 
+def test_compression_flag_env_and_file(tmp_path: Path) -> None:
+    assert parse_args(["--insecure"], environ={}).compression == "none"  # off by default
+    assert parse_args(["--insecure", "--compression", "zstd"], environ={}).compression == "zstd"
+    env = {"COROLLA_COMPRESSION": "zstd"}
+    assert parse_args(["--insecure"], environ=env).compression == "zstd"
+    file = tmp_path / "corolla.toml"
+    file.write_text("[supernode]\ncompression = 'zstd'\n")
+    from_file = ["--insecure", "--config", str(file)]
+    assert parse_args(from_file, environ={}).compression == "zstd"
+    assert parse_args([*from_file, "--compression", "none"], environ=env).compression == "none"
+    assert parse_args(from_file, environ={"COROLLA_COMPRESSION": "none"}).compression == "none"
+    file.write_text("[supernode]\ncompression = 'brotli'\n")
+    with pytest.raises(UsageError, match=r"\[supernode\] compression: must be one of none, zstd"):
+        parse_args(from_file, environ={})
+    with pytest.raises(UsageError, match="invalid choice: 'lz4'"):
+        parse_args(["--insecure", "--compression", "lz4"], environ={})
+
+
 def test_backoff_doubles_to_a_cap_with_jitter() -> None:
     steady = Backoff(rng=lambda: 0.5)
     assert [steady.next_delay() for _ in range(7)] == [0.5, 1, 2, 4, 8, 10, 10]

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x63orolla/proto/v1/objects.proto\x12\x10\x63orolla.proto.v1\"R\n\x0bObjectChunk\x12\x11\n\tobject_id\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x12\n\ntotal_size\x18\x03 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"E\n\x13PushObjectsResponse\x12\x16\n\x0eobjects_stored\x18\x01 \x01(\x04\x12\x16\n\x0e\x62ytes_received\x18\x02 \x01(\x04\"X\n\x12PullObjectsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\x04\x12\x12\n\nobject_ids\x18\x02 \x03(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\x04\x12\r\n\x05token\x18\x04 \x01(\t\"[\n\x15MissingObjectsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\x04\x12\x12\n\nobject_ids\x18\x02 \x03(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\x04\x12\r\n\x05token\x18\x04 \x01(\t\",\n\x16MissingObjectsResponse\x12\x12\n\nobject_ids\x18\x01 \x03(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x63orolla/proto/v1/objects.proto\x12\x10\x63orolla.proto.v1\"d\n\x0bObjectChunk\x12\x11\n\tobject_id\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x12\n\ntotal_size\x18\x03 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x10\n\x08\x65ncoding\x18\x05 \x01(\r\"E\n\x13PushObjectsResponse\x12\x16\n\x0eobjects_stored\x18\x01 \x01(\x04\x12\x16\n\x0e\x62ytes_received\x18\x02 \x01(\x04\"r\n\x12PullObjectsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\x04\x12\x12\n\nobject_ids\x18\x02 \x03(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\x04\x12\r\n\x05token\x18\x04 \x01(\t\x12\x18\n\x10\x61\x63\x63\x65pt_encodings\x18\x05 \x03(\t\"[\n\x15MissingObjectsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\x04\x12\x12\n\nobject_ids\x18\x02 \x03(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\x04\x12\r\n\x05token\x18\x04 \x01(\t\"F\n\x16MissingObjectsResponse\x12\x12\n\nobject_ids\x18\x01 \x03(\t\x12\x18\n\x10\x61\x63\x63\x65pt_encodings\x18\x02 \x03(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,13 +32,13 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'corolla.proto.v1.objects_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_OBJECTCHUNK']._serialized_start=52
-  _globals['_OBJECTCHUNK']._serialized_end=134
-  _globals['_PUSHOBJECTSRESPONSE']._serialized_start=136
-  _globals['_PUSHOBJECTSRESPONSE']._serialized_end=205
-  _globals['_PULLOBJECTSREQUEST']._serialized_start=207
-  _globals['_PULLOBJECTSREQUEST']._serialized_end=295
-  _globals['_MISSINGOBJECTSREQUEST']._serialized_start=297
-  _globals['_MISSINGOBJECTSREQUEST']._serialized_end=388
-  _globals['_MISSINGOBJECTSRESPONSE']._serialized_start=390
-  _globals['_MISSINGOBJECTSRESPONSE']._serialized_end=434
+  _globals['_OBJECTCHUNK']._serialized_end=152
+  _globals['_PUSHOBJECTSRESPONSE']._serialized_start=154
+  _globals['_PUSHOBJECTSRESPONSE']._serialized_end=223
+  _globals['_PULLOBJECTSREQUEST']._serialized_start=225
+  _globals['_PULLOBJECTSREQUEST']._serialized_end=339
+  _globals['_MISSINGOBJECTSREQUEST']._serialized_start=341
+  _globals['_MISSINGOBJECTSREQUEST']._serialized_end=432
+  _globals['_MISSINGOBJECTSRESPONSE']._serialized_start=434
+  _globals['_MISSINGOBJECTSRESPONSE']._serialized_end=504
 # @@protoc_insertion_point(module_scope)

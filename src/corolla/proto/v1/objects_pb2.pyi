@@ -21,8 +21,9 @@ DESCRIPTOR: _descriptor.FileDescriptor
 @_typing.final
 class ObjectChunk(_message.Message):
     """One chunk of one object. Chunks of an object arrive in order; `offset` says where this one
-    starts and `total_size` how large the whole object is. The object id is the sha256 hex of the
-    whole object, checked by the receiver.
+    starts and `total_size` how large the whole object is, both counted in the object's own
+    (uncompressed) bytes. The object id is the sha256 hex of the whole object, checked by the
+    receiver.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -31,10 +32,19 @@ class ObjectChunk(_message.Message):
     OFFSET_FIELD_NUMBER: _builtins.int
     TOTAL_SIZE_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
+    ENCODING_FIELD_NUMBER: _builtins.int
     object_id: _builtins.str
     offset: _builtins.int
     total_size: _builtins.int
     data: _builtins.bytes
+    encoding: _builtins.int
+    """How `data` is encoded: 0 (identity, the default; never written) = the chunk's bytes as
+    they are; 1 (zstd) = one zstd frame that decompresses to the chunk's bytes. Each chunk is
+    compressed on its own. A sender uses zstd only toward a receiver that announced "zstd"
+    (`accept_encodings` below) and sends a chunk raw when compressing does not pay; a receiver
+    refuses an encoding it does not know, and a frame that decompresses past the bytes the
+    object still misses.
+    """
     def __init__(
         self,
         *,
@@ -42,10 +52,11 @@ class ObjectChunk(_message.Message):
         offset: _builtins.int = ...,
         total_size: _builtins.int = ...,
         data: _builtins.bytes = ...,
+        encoding: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "object_id", b"object_id", "offset", b"offset", "total_size", b"total_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "encoding", b"encoding", "object_id", b"object_id", "offset", b"offset", "total_size", b"total_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -81,11 +92,16 @@ class PullObjectsRequest(_message.Message):
     OBJECT_IDS_FIELD_NUMBER: _builtins.int
     NODE_ID_FIELD_NUMBER: _builtins.int
     TOKEN_FIELD_NUMBER: _builtins.int
+    ACCEPT_ENCODINGS_FIELD_NUMBER: _builtins.int
     run_id: _builtins.int
     node_id: _builtins.int
     token: _builtins.str
     @_builtins.property
     def object_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def accept_encodings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Chunk encodings the puller decodes besides identity ("zstd"); empty: identity only."""
+
     def __init__(
         self,
         *,
@@ -93,10 +109,11 @@ class PullObjectsRequest(_message.Message):
         object_ids: _abc.Iterable[_builtins.str] | None = ...,
         node_id: _builtins.int = ...,
         token: _builtins.str = ...,
+        accept_encodings: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_id", b"node_id", "object_ids", b"object_ids", "run_id", b"run_id", "token", b"token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept_encodings", b"accept_encodings", "node_id", b"node_id", "object_ids", b"object_ids", "run_id", b"run_id", "token", b"token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -136,16 +153,24 @@ class MissingObjectsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     OBJECT_IDS_FIELD_NUMBER: _builtins.int
+    ACCEPT_ENCODINGS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def object_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def accept_encodings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Chunk encodings the server decodes in a push besides identity ("zstd"); empty: identity
+        only.
+        """
+
     def __init__(
         self,
         *,
         object_ids: _abc.Iterable[_builtins.str] | None = ...,
+        accept_encodings: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["object_ids", b"object_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept_encodings", b"accept_encodings", "object_ids", b"object_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
