@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from run_helpers import running_run
 
 from corolla.common.errors import Unavailable
 from corolla.common.grpc import create_channel
@@ -22,7 +23,6 @@ from corolla.runtime.grid import GrpcGrid
 from corolla.superlink.config import SuperLinkConfig
 from corolla.superlink.link import SuperLink
 from corolla.superlink.messages import from_stored, to_stored
-from corolla.superlink.state import RunStatus
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -39,17 +39,6 @@ def superlink(database: str, serverappio: str = "127.0.0.1:0") -> SuperLink:
     )
     link.start()
     return link
-
-
-def running_run(link: SuperLink) -> tuple[int, str]:
-    state = link.state
-    state.store_fab("f" * 64, b"fab")
-    run_id = state.create_run(
-        fab_id="p/app", fab_version="1", fab_hash="f" * 64, override_config={}, run_config={}
-    )
-    state.update_run_status(run_id, RunStatus.STARTING)
-    state.update_run_status(run_id, RunStatus.RUNNING)
-    return run_id, state.create_token(run_id)
 
 
 @pytest.fixture
@@ -80,7 +69,7 @@ def instruction(node_id: int) -> Message:
 
 
 def test_a_reply_whose_answer_was_lost_is_delivered_again(link: SuperLink) -> None:
-    run_id, token = running_run(link)
+    run_id, token = running_run(link.state)
     node_id = link.state.create_node(60.0)
     channel = create_channel(link.addresses["serverappio"], insecure=True)
     try:
@@ -99,7 +88,7 @@ def test_a_reply_whose_answer_was_lost_is_delivered_again(link: SuperLink) -> No
 
 
 def test_a_retried_push_is_not_delivered_twice(link: SuperLink) -> None:
-    run_id, token = running_run(link)
+    run_id, token = running_run(link.state)
     node_id = link.state.create_node(60.0)
     channel = create_channel(link.addresses["serverappio"], insecure=True)
     try:
@@ -116,7 +105,7 @@ def test_calls_ride_out_a_superlink_restart(tmp_path: Path) -> None:
     database = str(tmp_path / "state.db")
     first = superlink(database)
     address = first.addresses["serverappio"]
-    run_id, token = running_run(first)
+    run_id, token = running_run(first.state)
     node_id = first.state.create_node(3600.0)
     first.stop()  # the SuperLink is away ...
     channel = create_channel(address, insecure=True)
@@ -141,7 +130,7 @@ def test_calls_ride_out_a_superlink_restart(tmp_path: Path) -> None:
 def test_calls_give_up_after_the_retry_window(tmp_path: Path) -> None:
     link = superlink(str(tmp_path / "state.db"))
     address = link.addresses["serverappio"]
-    run_id, token = running_run(link)
+    run_id, token = running_run(link.state)
     link.stop()
     channel = create_channel(address, insecure=True)
     try:
@@ -156,7 +145,7 @@ def test_calls_give_up_after_the_retry_window(tmp_path: Path) -> None:
 def test_reply_arrays_are_mapped_from_the_superlinks_files_when_it_shares_them(
     link: SuperLink, tmp_path: Path, shared: bool
 ) -> None:
-    run_id, token = running_run(link)
+    run_id, token = running_run(link.state)
     node_id = link.state.create_node(60.0)
     channel = create_channel(link.addresses["serverappio"], insecure=True)
     try:

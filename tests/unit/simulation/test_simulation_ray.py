@@ -59,10 +59,18 @@ def ray_instance() -> Iterator[Any]:
         yield ray
     finally:
         ray.shutdown()
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60  # Ray's daemons take seconds to go on a busy machine
         while descendants() - before and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert descendants() - before == set(), "Ray processes are left running"
+        left = {pid: command_line(pid) for pid in descendants() - before}
+        assert left == {}, f"processes are left running: {left}"
+
+
+def command_line(pid: int) -> str:
+    try:
+        return (Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode())[:200]
+    except OSError:
+        return "(gone)"
 
 
 def message(node_id: int, message_type: str = "train", **config: object) -> Message:

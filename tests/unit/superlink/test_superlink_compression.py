@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 import grpc
 import pytest
 from object_wire import WireRecorder, encodings, pull_frames
+from run_helpers import running_run
 
 from corolla.common.compression import NONE, ZSTD
 from corolla.common.grpc import create_channel
@@ -18,7 +19,6 @@ from corolla.common.transfer import TOKEN_KEY, ObjectClient
 from corolla.proto.v1 import objects_pb2 as opb
 from corolla.superlink.config import SuperLinkConfig
 from corolla.superlink.link import SuperLink
-from corolla.superlink.state import RunStatus
 
 pytestmark = pytest.mark.timeout(60)
 SERVICE = "corolla.proto.v1.ServerAppIo"
@@ -48,15 +48,9 @@ def start() -> Iterator[Start]:
         )
         link.start()
         links.append(link)
-        state = link.state
-        state.store_fab("f" * 64, b"fab")
-        run_id = state.create_run(
-            fab_id="p/app", fab_version="1", fab_hash="f" * 64, override_config={}, run_config={}
-        )
-        state.update_run_status(run_id, RunStatus.STARTING)
-        state.update_run_status(run_id, RunStatus.RUNNING)
-        state.store_object(run_id, MODEL_ID, MODEL)
-        return link, state.create_token(run_id)
+        run_id, token = running_run(link.state)
+        link.state.store_object(run_id, MODEL_ID, MODEL)
+        return link, token
 
     yield started
     for link in links:
