@@ -212,7 +212,11 @@ def run_size(mb: float, rounds: int, nodes: int, arrays: int, timeline: bool = F
         sampler = Sampler(ports, Path(tmp) / "state.db.objects")
         sampler.start()
         start = time.perf_counter()
-        config = f"num-server-rounds={rounds} num-params={params} num-arrays={arrays}"
+        # A round may take a while at 10 GB: its messages must not expire on the way.
+        config = (
+            f"num-server-rounds={rounds} num-params={params} num-arrays={arrays} "
+            "round-timeout=3600.0"
+        )
         result = subprocess.run(
             [
                 str(FLWR),

@@ -44,6 +44,6 @@ def main(grid: Grid, context: Context) -> None:
         grid=grid,
         initial_arrays=initial.pop(),  # the strategy's alone: freed once round 1 replaces it
         num_rounds=int(context.run_config["num-server-rounds"]),
-        timeout=60,
+        timeout=float(context.run_config["round-timeout"]),
         evaluate_fn=mark,
     )
