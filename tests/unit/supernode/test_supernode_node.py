@@ -111,16 +111,27 @@ def test_the_next_message_reuses_the_objects_of_the_one_answered_last(
     link: Link, start_node: StartNode, app_fab: tuple[bytes, str]
 ) -> None:
     """A strategy evaluates the model it then trains: the node keeps the last message's
-    objects (on disk) so the next one carrying them again fetches nothing; older ones go."""
+    objects (on disk) so the next one carrying them again fetches nothing; a next message
+    that does not carry them lets them go before its own objects arrive."""
     run_id = link.add_run(app_fab)
     node = start_node()
     pulls = count_calls(node, "pull_objects")
+    held_then: list[list[str]] = []  # what the node held as each fetch began
+    spy = node._conn.pull_objects
+
+    def recording(*args: object) -> object:
+        state = node._runs.get(run_id)
+        held_then.append(state.objects.ids() if state is not None else [])
+        return spy(*args)
+
+    node._conn.pull_objects = recording  # type: ignore[method-assign]
     node_id = link.wait_node()
     model, other = np.arange(100_000, dtype=np.float32), np.ones(100_000, dtype=np.float32)
     for arrays in ([model], [model], [other]):
         assert not link.reply_to(link.send(run_id, node_id, arrays=arrays)).has_error()
     fetched = [oid for call in pulls for oid in call[2]]  # type: ignore[attr-defined]
     assert len(fetched) == 2  # model once (reused by the second message), then other
+    assert held_then[1] == []  # the model went before the next one came: never both on disk
     state = node._runs.get(run_id)
     assert state is not None
     held = state.objects.ids()
