@@ -90,6 +90,7 @@ class Fetcher:
         state = self._runs.get(run_id) or self._open_run(node_id, run_id)
         if not state.active:
             return None
+        self._runs.make_room(state, message)
         needed = self._runs.missing_objects(state, message.object_ids)
         for _ in range(OBJECT_ROUNDS):
             if needed:  # written to the run's files as they arrive

@@ -356,16 +356,17 @@ class RunTable:
     # -- objects --------------------------------------------------------------------------------
 
     def missing_objects(self, state: RunState, object_ids: Iterable[str]) -> list[str]:
-        """Those of a new message's ``object_ids`` not held. First the objects kept from the
-        message answered last that this one does not carry go: keeping them was a guess that
-        the next message reuses them, and a large model's files are not held twice while the
-        next model arrives."""
-        wanted = list(object_ids)
+        return state.objects.missing(object_ids)
+
+    def make_room(self, state: RunState, message: Envelope) -> None:
+        """A new message came: the objects kept from the message answered last that it does
+        not carry go now (keeping them was a guess that the next message reuses them), so a
+        large model's files are not held twice while the next model arrives."""
+        wanted = set(message.object_ids)
         with self._lock:
-            if state.recent and not set(wanted).issuperset(state.recent):
-                state.recent = tuple(oid for oid in state.recent if oid in set(wanted))
+            if not wanted.issuperset(state.recent):
+                state.recent = tuple(oid for oid in state.recent if oid in wanted)
                 self._prune(state)
-            return state.objects.missing(wanted)
 
     def _prune(self, state: RunState) -> None:
         """Release objects no queued or in-flight message, nor the context, nor the message
