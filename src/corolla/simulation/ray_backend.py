@@ -10,8 +10,10 @@ shared by reference, until no queued or running task needs it. Ray is imported l
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -79,6 +81,61 @@ def start_ray(init_args: dict[str, Any], sleep: Callable[[float], object] = time
     return ray
 
 
+def stop_ray(ray: Any, started: set[int], *, grace: float = 10.0) -> None:
+    """Shut Ray down, then end those of the processes ``started`` (our children that came with
+    a local instance: `ray_children`) still running: Ray's shutdown leaves its head processes
+    (gcs_server, dashboard, monitors) behind now and then on a busy machine. SIGTERM, up to
+    ``grace`` seconds, then SIGKILL; each is reaped."""
+    ray.shutdown()
+    left = _children() & started
+    for pid in left:
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while left and time.monotonic() < deadline:
+        left = {pid for pid in left if not _reaped(pid)}
+        if left:
+            time.sleep(0.05)
+    for pid in left:
+        log.warning("Ray process %d did not end on SIGTERM; killing it", pid)
+        _signal(pid, signal.SIGKILL)
+        _reaped(pid, block=True)
+
+
+def ray_children(start: Callable[[], object]) -> set[int]:
+    """Run ``start`` (a local Ray's start) and return the child processes it left running."""
+    before = _children()
+    start()
+    return _children() - before
+
+
+def _children() -> set[int]:
+    """This process's direct children (Linux: from /proc)."""
+    me, found = os.getpid(), set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    if int(stat.read().rsplit(")", 1)[1].split()[1]) == me:
+                        found.add(int(entry))
+            except (OSError, IndexError, ValueError):
+                continue
+    return found
+
+
+def _signal(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signum)
+
+
+def _reaped(pid: int, *, block: bool = False) -> bool:
+    """Whether child ``pid`` has ended (and is reaped now); Ray may have reaped it first."""
+    try:
+        done, _ = os.waitpid(pid, 0 if block else os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return done == pid
+
+
 def _fitting(cluster: dict[str, float], config: BackendConfig) -> int:
     """``config.num_workers`` (0: unbounded), capped by what the cluster holds; at least 1."""
     fits = [int(float(cluster.get("CPU", 1)) // config.num_cpus)]
@@ -142,8 +199,11 @@ class RayPool:
         self._on_result = on_result
         self._config = config
         self._owns_ray = not ray.is_initialized()
+        self._ray_processes: set[int] = set()  # a local Ray's, to end at close
         if self._owns_ray:
-            start_ray(config.init_args)
+            local = "address" not in config.init_args
+            started = ray_children(lambda: start_ray(config.init_args))
+            self._ray_processes = started if local else set()
         self._lock = threading.Lock()  # guards _queue, _closed; never held while waiting
         self._queue: OrderedDict[str, Task] = OrderedDict()
         self._closed = False
@@ -216,7 +276,7 @@ class RayPool:
         self._running.clear()
         self._refs.clear()
         if self._owns_ray:
-            self._ray.shutdown()
+            stop_ray(self._ray, self._ray_processes)
 
     # -- the dispatcher thread ---------------------------------------------------------------
     def _run(self) -> None:

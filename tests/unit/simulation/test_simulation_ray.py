@@ -24,7 +24,7 @@ from corolla.serverapp.serverapp import ServerApp
 from corolla.simulation import SimulationGrid, run_simulation
 from corolla.simulation._resources import BackendConfig
 from corolla.simulation.backend import ClientAppSource, Task, TaskResult
-from corolla.simulation.ray_backend import start_ray
+from corolla.simulation.ray_backend import ray_children, start_ray, stop_ray
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -54,12 +54,16 @@ def descendants() -> set[int]:
 @pytest.fixture(scope="module", autouse=True)
 def ray_instance() -> Iterator[Any]:
     before = descendants()
-    ray = start_ray({"num_cpus": 2, "log_to_driver": False})  # loopback only, no usage stats
+    started: list[Any] = []
+    ray_processes = ray_children(  # loopback only, no usage stats
+        lambda: started.append(start_ray({"num_cpus": 2, "log_to_driver": False}))
+    )
+    ray = started[0]
     try:
         yield ray
     finally:
-        ray.shutdown()
-        deadline = time.monotonic() + 60  # Ray's daemons take seconds to go on a busy machine
+        stop_ray(ray, ray_processes)
+        deadline = time.monotonic() + 20
         while descendants() - before and time.monotonic() < deadline:
             time.sleep(0.1)
         left = {pid: command_line(pid) for pid in descendants() - before}
