@@ -53,10 +53,6 @@ def using(directory: Path | None) -> Iterator[None]:
         _directory = before
 
 
-def directory() -> Path | None:
-    return _directory
-
-
 def allocate(nbytes: int) -> memoryview | None:
     """A writable buffer of ``nbytes`` zero bytes in a spool file, if a directory is in use,
     the buffer is large and the file can be made; else None (make it in memory)."""

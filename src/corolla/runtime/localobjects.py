@@ -59,15 +59,8 @@ class LocalObjects:
             target = self._directory / file_name(object_id)
             if target.exists():
                 continue
-            spooled = _spool.file_of(data)
-            if spooled is not None:
-                try:
-                    os.link(spooled, target)
-                    continue
-                except FileExistsError:
-                    continue
-                except OSError:  # another file system, or the file is gone: copy it
-                    pass
+            if _linked(_spool.file_of(data), target):
+                continue
             part = PartFile(self._directory)
             try:
                 part.write(memoryview(data).cast("B"))
@@ -75,3 +68,18 @@ class LocalObjects:
             except CorollaError:
                 part.discard()
                 raise
+
+
+def _linked(spooled: Path | None, target: Path) -> bool:
+    """Whether ``target`` now names the spool file ``spooled`` holding the object (or an
+    object put there meanwhile); False if it must be written (no spool file, another file
+    system, the file gone)."""
+    if spooled is None:
+        return False
+    try:
+        os.link(spooled, target)
+    except FileExistsError:
+        return True
+    except OSError:
+        return False
+    return True

@@ -9,7 +9,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from waiting import wait_for
 
 from corolla.common.appenv import app_environment
 from corolla.common.appio import TOKEN_ENV
@@ -54,14 +54,6 @@ deadline = time.monotonic() + 60
 while not (Path(sys.argv[1]) / "release").exists() and time.monotonic() < deadline:
     time.sleep(0.02)
 """
-
-
-def wait_for(what: str, condition: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-    return value
 
 
 class Recorder(Backoff):

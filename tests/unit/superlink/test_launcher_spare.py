@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 import stat
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from waiting import wait_for
 
 from corolla.common.appio import SECRET_ENV, TOKEN_ENV
 from corolla.common.spare import STANDBY_ENV
@@ -41,14 +41,6 @@ if sys.argv[2] == "crash":
     sys.exit(3)
 time.sleep(60)
 """
-
-
-def wait_for(what: str, condition: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-    return value
 
 
 def new_run(state: LinkState) -> int:

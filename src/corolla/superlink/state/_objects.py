@@ -372,8 +372,8 @@ class ObjectStore:
         of a checkpoint just replaced) that no message of the run and not its checkpoint
         references any more, and delete the objects no run uses then; returns how many.
         So a long run keeps the objects of the rounds in flight, not of every round."""
-        ids = json.dumps(sorted(set(candidates)))
-        if ids == "[]":
+        wanted = sorted(set(candidates))
+        if not wanted:
             return 0
         conn.execute(
             "DELETE FROM object_refs WHERE run_id = ? AND object_id IN "
@@ -381,9 +381,9 @@ class ObjectStore:
             "(SELECT j.value FROM messages m, json_each(m.object_ids) j WHERE m.run_id = ?) "
             "AND object_id NOT IN "
             "(SELECT j.value FROM checkpoints c, json_each(c.object_ids) j WHERE c.run_id = ?)",
-            (run_id, ids, run_id, run_id),
+            (run_id, json.dumps(wanted), run_id, run_id),
         )
-        return self._delete_unused(conn, json.loads(ids))
+        return self._delete_unused(conn, wanted)
 
     def _delete_unused(self, conn: sqlite3.Connection, object_ids: list[str]) -> int:
         """Delete those of ``object_ids`` that no run references, with their files."""
