@@ -27,7 +27,7 @@ from corolla.proto.v1 import objects_pb2 as corolla_dot_proto_dot_v1_dot_objects
 from corolla.proto.v1 import run_pb2 as corolla_dot_proto_dot_v1_dot_run__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63orolla/proto/v1/fleet.proto\x12\x10\x63orolla.proto.v1\x1a\x1e\x63orolla/proto/v1/message.proto\x1a\x1e\x63orolla/proto/v1/objects.proto\x1a\x1a\x63orolla/proto/v1/run.proto\"^\n\x11\x43reateNodeRequest\x12\x1a\n\x12heartbeat_interval\x18\x01 \x01(\x01\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\x12\x19\n\x11requested_node_id\x18\x03 \x01(\x04\"A\n\x12\x43reateNodeResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\x04\x12\x1a\n\x12heartbeat_interval\x18\x02 \x01(\x01\"$\n\x11\x44\x65leteNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\x04\"\x14\n\x12\x44\x65leteNodeResponse\"W\n\x10HeartbeatRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\x04\x12\x1a\n\x12heartbeat_interval\x18\x02 \x01(\x01\x12\x16\n\x0e\x61\x63tive_run_ids\x18\x03 \x03(\x04\">\n\x11HeartbeatResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x18\n\x10\x66inished_run_ids\x18\x02 \x03(\x04\"o\n\x18\x46leetPullMessagesRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\x04\x12\x14\n\x0cwait_seconds\x18\x02 \x01(\x01\x12\x14\n\x0cmax_messages\x18\x03 \x01(\r\x12\x16\n\x0e\x61\x63tive_run_ids\x18\x04 \x03(\x04\"b\n\x19\x46leetPullMessagesResponse\x12+\n\x08messages\x18\x01 \x03(\x0b\x32\x19.corolla.proto.v1.Message\x12\x18\n\x10\x66inished_run_ids\x18\x02 \x03(\x04\"X\n\x18\x46leetPushMessagesRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\x04\x12+\n\x08messages\x18\x02 \x03(\x0b\x32\x19.corolla.proto.v1.Message\"0\n\x19\x46leetPushMessagesResponse\x12\x13\n\x0bmessage_ids\x18\x01 \x03(\t\"F\n\x14\x46leetPushLogsRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\x04\x12\x0e\n\x06run_id\x18\x02 \x01(\x04\x12\r\n\x05lines\x18\x03 \x03(\t\"\x17\n\x15\x46leetPushLogsResponse2\xea\x07\n\x05\x46leet\x12W\n\nCreateNode\x12#.corolla.proto.v1.CreateNodeRequest\x1a$.corolla.proto.v1.CreateNodeResponse\x12W\n\nDeleteNode\x12#.corolla.proto.v1.DeleteNodeRequest\x1a$.corolla.proto.v1.DeleteNodeResponse\x12T\n\tHeartbeat\x12\".corolla.proto.v1.HeartbeatRequest\x1a#.corolla.proto.v1.HeartbeatResponse\x12g\n\x0cPullMessages\x12*.corolla.proto.v1.FleetPullMessagesRequest\x1a+.corolla.proto.v1.FleetPullMessagesResponse\x12g\n\x0cPushMessages\x12*.corolla.proto.v1.FleetPushMessagesRequest\x1a+.corolla.proto.v1.FleetPushMessagesResponse\x12K\n\x06GetRun\x12\x1f.corolla.proto.v1.GetRunRequest\x1a .corolla.proto.v1.GetRunResponse\x12K\n\x06GetFab\x12\x1f.corolla.proto.v1.GetFabRequest\x1a .corolla.proto.v1.GetFabResponse\x12[\n\x08PushLogs\x12&.corolla.proto.v1.FleetPushLogsRequest\x1a\'.corolla.proto.v1.FleetPushLogsResponse\x12U\n\x0bPushObjects\x12\x1d.corolla.proto.v1.ObjectChunk\x1a%.corolla.proto.v1.PushObjectsResponse(\x01\x12T\n\x0bPullObjects\x12$.corolla.proto.v1.PullObjectsRequest\x1a\x1d.corolla.proto.v1.ObjectChunk0\x01\x12\x63\n\x0eMissingObjects\x12\'.corolla.proto.v1.MissingObjectsRequest\x1a(.corolla.proto.v1.MissingObjectsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63orolla/proto/v1/fleet.proto\x12\x10\x63orolla.proto.v1\x1a\x1e\x63orolla/proto/v1/message.proto\x1a\x1e\x63orolla/proto/v1/objects.proto\x1a\x1a\x63orolla/proto/v1/run.proto\"^\n\x11\x43reateNodeRequest\x12\x1a\n\x12heartbeat_interval\x18\x01 \x01(\x01\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\x12\x19\n\x11requested_node_id\x18\x03 \x01(\x04\"A\n\x12\x43reateNodeResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\x04\x12\x1a\n\x12heartbeat_interval\x18\x02 \x01(\x01\"$\n\x11\x44\x65leteNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\x04\"\x14\n\x12\x44\x65leteNodeResponse\"W\n\x10HeartbeatRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\x04\x12\x1a\n\x12heartbeat_interval\x18\x02 \x01(\x01\x12\x16\n\x0e\x61\x63tive_run_ids\x18\x03 \x03(\x04\">\n\x11HeartbeatResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x18\n\x10\x66inished_run_ids\x18\x02 \x03(\x04\"\x88\x01\n\x18\x46leetPullMessagesRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\x04\x12\x14\n\x0cwait_seconds\x18\x02 \x01(\x01\x12\x14\n\x0cmax_messages\x18\x03 \x01(\r\x12\x16\n\x0e\x61\x63tive_run_ids\x18\x04 \x03(\x04\x12\x17\n\x0f\x61\x63k_message_ids\x18\x05 \x03(\t\"b\n\x19\x46leetPullMessagesResponse\x12+\n\x08messages\x18\x01 \x03(\x0b\x32\x19.corolla.proto.v1.Message\x12\x18\n\x10\x66inished_run_ids\x18\x02 \x03(\x04\"X\n\x18\x46leetPushMessagesRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\x04\x12+\n\x08messages\x18\x02 \x03(\x0b\x32\x19.corolla.proto.v1.Message\"0\n\x19\x46leetPushMessagesResponse\x12\x13\n\x0bmessage_ids\x18\x01 \x03(\t\"F\n\x14\x46leetPushLogsRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\x04\x12\x0e\n\x06run_id\x18\x02 \x01(\x04\x12\r\n\x05lines\x18\x03 \x03(\t\"\x17\n\x15\x46leetPushLogsResponse2\xea\x07\n\x05\x46leet\x12W\n\nCreateNode\x12#.corolla.proto.v1.CreateNodeRequest\x1a$.corolla.proto.v1.CreateNodeResponse\x12W\n\nDeleteNode\x12#.corolla.proto.v1.DeleteNodeRequest\x1a$.corolla.proto.v1.DeleteNodeResponse\x12T\n\tHeartbeat\x12\".corolla.proto.v1.HeartbeatRequest\x1a#.corolla.proto.v1.HeartbeatResponse\x12g\n\x0cPullMessages\x12*.corolla.proto.v1.FleetPullMessagesRequest\x1a+.corolla.proto.v1.FleetPullMessagesResponse\x12g\n\x0cPushMessages\x12*.corolla.proto.v1.FleetPushMessagesRequest\x1a+.corolla.proto.v1.FleetPushMessagesResponse\x12K\n\x06GetRun\x12\x1f.corolla.proto.v1.GetRunRequest\x1a .corolla.proto.v1.GetRunResponse\x12K\n\x06GetFab\x12\x1f.corolla.proto.v1.GetFabRequest\x1a .corolla.proto.v1.GetFabResponse\x12[\n\x08PushLogs\x12&.corolla.proto.v1.FleetPushLogsRequest\x1a\'.corolla.proto.v1.FleetPushLogsResponse\x12U\n\x0bPushObjects\x12\x1d.corolla.proto.v1.ObjectChunk\x1a%.corolla.proto.v1.PushObjectsResponse(\x01\x12T\n\x0bPullObjects\x12$.corolla.proto.v1.PullObjectsRequest\x1a\x1d.corolla.proto.v1.ObjectChunk0\x01\x12\x63\n\x0eMissingObjects\x12\'.corolla.proto.v1.MissingObjectsRequest\x1a(.corolla.proto.v1.MissingObjectsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,18 +46,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HEARTBEATREQUEST']._serialized_end=452
   _globals['_HEARTBEATRESPONSE']._serialized_start=454
   _globals['_HEARTBEATRESPONSE']._serialized_end=516
-  _globals['_FLEETPULLMESSAGESREQUEST']._serialized_start=518
-  _globals['_FLEETPULLMESSAGESREQUEST']._serialized_end=629
-  _globals['_FLEETPULLMESSAGESRESPONSE']._serialized_start=631
-  _globals['_FLEETPULLMESSAGESRESPONSE']._serialized_end=729
-  _globals['_FLEETPUSHMESSAGESREQUEST']._serialized_start=731
-  _globals['_FLEETPUSHMESSAGESREQUEST']._serialized_end=819
-  _globals['_FLEETPUSHMESSAGESRESPONSE']._serialized_start=821
-  _globals['_FLEETPUSHMESSAGESRESPONSE']._serialized_end=869
-  _globals['_FLEETPUSHLOGSREQUEST']._serialized_start=871
-  _globals['_FLEETPUSHLOGSREQUEST']._serialized_end=941
-  _globals['_FLEETPUSHLOGSRESPONSE']._serialized_start=943
-  _globals['_FLEETPUSHLOGSRESPONSE']._serialized_end=966
-  _globals['_FLEET']._serialized_start=969
-  _globals['_FLEET']._serialized_end=1971
+  _globals['_FLEETPULLMESSAGESREQUEST']._serialized_start=519
+  _globals['_FLEETPULLMESSAGESREQUEST']._serialized_end=655
+  _globals['_FLEETPULLMESSAGESRESPONSE']._serialized_start=657
+  _globals['_FLEETPULLMESSAGESRESPONSE']._serialized_end=755
+  _globals['_FLEETPUSHMESSAGESREQUEST']._serialized_start=757
+  _globals['_FLEETPUSHMESSAGESREQUEST']._serialized_end=845
+  _globals['_FLEETPUSHMESSAGESRESPONSE']._serialized_start=847
+  _globals['_FLEETPUSHMESSAGESRESPONSE']._serialized_end=895
+  _globals['_FLEETPUSHLOGSREQUEST']._serialized_start=897
+  _globals['_FLEETPUSHLOGSREQUEST']._serialized_end=967
+  _globals['_FLEETPUSHLOGSRESPONSE']._serialized_start=969
+  _globals['_FLEETPUSHLOGSRESPONSE']._serialized_end=992
+  _globals['_FLEET']._serialized_start=995
+  _globals['_FLEET']._serialized_end=1997
 # @@protoc_insertion_point(module_scope)

@@ -162,12 +162,20 @@ class FleetPullMessagesRequest(_message.Message):
     WAIT_SECONDS_FIELD_NUMBER: _builtins.int
     MAX_MESSAGES_FIELD_NUMBER: _builtins.int
     ACTIVE_RUN_IDS_FIELD_NUMBER: _builtins.int
+    ACK_MESSAGE_IDS_FIELD_NUMBER: _builtins.int
     node_id: _builtins.int
     wait_seconds: _builtins.float
     max_messages: _builtins.int
     @_builtins.property
     def active_run_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Runs the node has app processes for: the poll also returns when one of them ends."""
+
+    @_builtins.property
+    def ack_message_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Instructions the node has received (from earlier pulls): they are not delivered again.
+        An instruction neither acknowledged nor answered comes again with the next pull, so a
+        pull whose answer never reached the node loses nothing.
+        """
 
     def __init__(
         self,
@@ -176,10 +184,11 @@ class FleetPullMessagesRequest(_message.Message):
         wait_seconds: _builtins.float = ...,
         max_messages: _builtins.int = ...,
         active_run_ids: _abc.Iterable[_builtins.int] | None = ...,
+        ack_message_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_run_ids", b"active_run_ids", "max_messages", b"max_messages", "node_id", b"node_id", "wait_seconds", b"wait_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack_message_ids", b"ack_message_ids", "active_run_ids", b"active_run_ids", "max_messages", b"max_messages", "node_id", b"node_id", "wait_seconds", b"wait_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
