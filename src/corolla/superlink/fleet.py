@@ -28,6 +28,7 @@ from corolla.superlink.state import LinkState, RunStatus
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 64
+MAX_ACKS = 16 * MAX_BATCH  # instruction ids one pull may acknowledge
 
 POLICY: Policy = {
     "CreateNode": Credential.NODE,
@@ -99,6 +100,9 @@ class FleetServicer:
     ) -> fpb.FleetPullMessagesResponse:
         wait = check_wait(request.wait_seconds)
         node_id = self._online(context)
+        if len(request.ack_message_ids) > MAX_ACKS:
+            raise InvalidArgument(f"at most {MAX_ACKS} acknowledgements per pull")
+        self._state.ack_instructions(node_id, list(request.ack_message_ids))
         limit = min(request.max_messages or MAX_BATCH, MAX_BATCH)
         finished = self._finished(request.active_run_ids)
         with self._slots.hold(wait) as granted:

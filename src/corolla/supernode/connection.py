@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -142,14 +142,21 @@ class FleetConnection:
     # -- messages -------------------------------------------------------------------------------
 
     def pull_messages(
-        self, node_id: int, wait: float, max_messages: int, active_run_ids: list[int]
+        self,
+        node_id: int,
+        wait: float,
+        max_messages: int,
+        active_run_ids: list[int],
+        acks: Sequence[str] = (),
     ) -> tuple[list[Envelope], list[int]]:
-        """Messages for the node, and the ids among ``active_run_ids`` whose runs ended."""
+        """Messages for the node, and the ids among ``active_run_ids`` whose runs ended;
+        ``acks``: instructions the node received from earlier pulls (`Deliveries`)."""
         request = fpb.FleetPullMessagesRequest(
             node_id=node_id,
             wait_seconds=wait,
             max_messages=max_messages,
             active_run_ids=active_run_ids,
+            ack_message_ids=acks,
         )
         response = self._call(self._stub.PullMessages, request, wait + POLL_MARGIN)
         messages = [envelope_from_proto(proto) for proto in response.messages]

@@ -35,6 +35,7 @@ from corolla.common.tls import INSECURE, security
 from corolla.supernode.clientappio import ClientAppIoServicer, add_clientappio
 from corolla.supernode.config import SuperNodeConfig, local_address
 from corolla.supernode.connection import FleetConnection
+from corolla.supernode.deliveries import Deliveries
 from corolla.supernode.domain import Envelope
 from corolla.supernode.external import ExternalApps
 from corolla.supernode.identity import NodeIdFile
@@ -357,15 +358,21 @@ class SuperNode:
     # -- work -----------------------------------------------------------------------------------
 
     def _pull_loop(self) -> None:
+        deliveries = Deliveries()
+
         def pull(node_id: int) -> tuple[list[Envelope], list[int]]:
             return self._conn.pull_messages(
-                node_id, self.config.max_wait, MAX_MESSAGES, self._runs.active_run_ids()
+                node_id,
+                self.config.max_wait,
+                MAX_MESSAGES,
+                self._runs.active_run_ids(),
+                deliveries.acks(),
             )
 
         def take(node_id: int, pulled: tuple[list[Envelope], list[int]]) -> None:
             messages, finished = pulled
             self._finish_runs(finished)
-            for message in messages:
+            for message in deliveries.received(messages):
                 log.info("run %d: received message %s", message.run_id, message.message_id)
                 self._intake.submit(node_id, message)
 

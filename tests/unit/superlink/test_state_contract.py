@@ -126,11 +126,19 @@ def reply_to(state: LinkState, msg: StoredMessage, *, src: int | None = None) ->
     )
 
 
+def take(state: LinkState, node_id: int, limit: int = 10) -> list[StoredMessage]:
+    """Pull and acknowledge, as a node does."""
+    pulled = state.pull_instructions(node_id, limit=limit)
+    state.ack_instructions(node_id, [msg.message_id for msg in pulled])
+    return pulled
+
+
 def delivered(state: LinkState, run_id: int, node_id: int) -> StoredMessage:
-    """An instruction stored and pulled by ``node_id``, ready to be answered."""
+    """An instruction stored and pulled (and acknowledged) by ``node_id``, ready to be
+    answered."""
     msg = instruction(state, run_id, node_id)
     state.store_instructions([msg])
-    assert state.pull_instructions(node_id, limit=10) == [msg]
+    assert take(state, node_id) == [msg]
     return msg
 
 
@@ -494,16 +502,42 @@ def test_instructions_round_trip_in_order_and_once(state: LinkState, clock: Fake
         clock.advance(1)
     state.store_instructions([sent[2], sent[0], sent[1]])
     state.store_instructions([instruction(state, run_id, other)])
-    assert state.pull_instructions(node, limit=10) == sent  # oldest first, all fields intact
-    assert state.pull_instructions(node, limit=10) == []  # delivered: returned once
+    assert take(state, node) == sent  # oldest first, all fields intact
+    assert state.pull_instructions(node, limit=10) == []  # acknowledged: returned once
     assert len(state.pull_instructions(other, limit=10)) == 1
+
+
+def test_an_instruction_comes_again_until_acknowledged_or_answered(state: LinkState) -> None:
+    run_id = new_run(state)
+    node, other = state.create_node(INTERVAL), state.create_node(INTERVAL)
+    first, second = instruction(state, run_id, node), instruction(state, run_id, node)
+    state.store_instructions([first, second])
+    assert state.pull_instructions(node, limit=10) == [first, second]
+    # The answer never reached the node: nothing was consumed.
+    assert state.pull_instructions(node, limit=10) == [first, second]
+    state.ack_instructions(other, [first.message_id])  # not its instruction: ignored
+    state.ack_instructions(node, ["unknown", second.message_id])
+    assert state.pull_instructions(node, limit=10) == [first]
+    state.store_replies(node, [reply_to(state, first)])  # a reply acknowledges too
+    assert state.pull_instructions(node, limit=10) == []
+    state.ack_instructions(node, [first.message_id, second.message_id])  # late, twice: no-op
+    assert state.pull_instructions(node, limit=10) == []
+
+
+def test_an_acknowledgement_before_delivery_is_ignored(state: LinkState) -> None:
+    run_id = new_run(state)
+    node = state.create_node(INTERVAL)
+    msg = instruction(state, run_id, node)
+    state.store_instructions([msg])
+    state.ack_instructions(node, [msg.message_id])  # the node cannot have it yet
+    assert state.pull_instructions(node, limit=10) == [msg]
 
 
 def test_pull_respects_limit(state: LinkState) -> None:
     run_id = new_run(state)
     node = state.create_node(INTERVAL)
     state.store_instructions([instruction(state, run_id, node) for _ in range(5)])
-    sizes = [len(state.pull_instructions(node, limit=2)) for _ in range(4)]
+    sizes = [len(take(state, node, limit=2)) for _ in range(4)]
     assert sizes == [2, 2, 1, 0]
     with pytest.raises(InvalidArgument):
         state.pull_instructions(node, limit=0)
@@ -612,7 +646,7 @@ def test_a_retried_instruction_push_stores_once(state: LinkState) -> None:
     msg = instruction(state, run_id, node)
     state.store_instructions([msg])
     state.store_instructions([msg])  # the first call's answer was lost: same id, same content
-    assert state.pull_instructions(node, limit=10) == [msg]
+    assert take(state, node) == [msg]
     assert state.pull_instructions(node, limit=10) == []
     with pytest.raises(AlreadyExists):
         state.store_instructions([replace(msg, payload=b"other")])
@@ -647,13 +681,28 @@ def test_second_reply_and_duplicate_ids_refused_atomically(state: LinkState) -> 
     first, second = delivered(state, run_id, node), delivered(state, run_id, node)
     reply = reply_to(state, first)
     state.store_replies(node, [reply])
-    with pytest.raises(AlreadyExists):  # a retried push of the same reply
-        state.store_replies(node, [reply])
+    with pytest.raises(AlreadyExists):  # its id for another message
+        state.store_replies(node, [replace(reply_to(state, second), message_id=reply.message_id)])
     with pytest.raises(InvalidArgument):  # a second answer to the same instruction
         state.store_replies(node, [reply_to(state, second), reply_to(state, first)])
     with pytest.raises(InvalidArgument):
         state.store_replies(node, [reply_to(state, second), reply_to(state, second)])
     assert state.pull_replies(run_id, [first.message_id, second.message_id]) == [reply]
+
+
+def test_a_retried_reply_push_is_stored_once(state: LinkState) -> None:
+    run_id = new_run(state)
+    node = state.create_node(INTERVAL)
+    msg = delivered(state, run_id, node)
+    reply = reply_to(state, msg)
+    state.store_replies(node, [reply])
+    state.store_replies(node, [reply])  # the first call's answer was lost
+    assert state.pull_replies(run_id, [msg.message_id]) == [reply]
+    state.ack_replies(run_id, [reply.message_id])
+    state.store_replies(node, [reply])  # lost again, retried after the ServerApp took it
+    assert state.pull_replies(run_id, [msg.message_id]) == []
+    with pytest.raises(NotFound):  # another answer to it is no retry
+        state.store_replies(node, [reply_to(state, msg)])
 
 
 def test_reply_for_another_run_refused(state: LinkState) -> None:

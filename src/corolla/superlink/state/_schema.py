@@ -17,9 +17,10 @@ from corolla.superlink.state.base import RunRecord, StoredMessage
 
 _K = TypeVar("_K")
 
-SCHEMA_VERSION = 6  # 2: objects.in_file (payload in a file beside the database); 3: checkpoints;
+SCHEMA_VERSION = 7  # 2: objects.in_file (payload in a file beside the database); 3: checkpoints;
 # 4: node_keys (SuperNode authentication allow-list), node_runs (runs a node serves),
-# nodes.last_seen; 5: audit (the Exec audit trail); 6: runs.federation_options
+# nodes.last_seen; 5: audit (the Exec audit trail); 6: runs.federation_options; 7: answered
+# (replies the ServerApp took: a retried push of one is no error), messages.delivered 2 (acked)
 MEMORY = ":memory:"
 
 _TABLES = """
@@ -75,11 +76,17 @@ CREATE TABLE IF NOT EXISTS messages (
     ttl                 REAL NOT NULL,
     payload             BLOB NOT NULL,
     object_ids          TEXT NOT NULL,
-    delivered           INTEGER NOT NULL DEFAULT 0
+    delivered           INTEGER NOT NULL DEFAULT 0  -- instructions: UNDELIVERED, ...
 );
 CREATE INDEX IF NOT EXISTS messages_dst_delivered ON messages (dst_node_id, delivered);
 CREATE INDEX IF NOT EXISTS messages_run ON messages (run_id);
 CREATE INDEX IF NOT EXISTS messages_reply_to ON messages (reply_to_message_id);
+CREATE TABLE IF NOT EXISTS answered (
+    instruction_id TEXT PRIMARY KEY,
+    reply_id       TEXT NOT NULL,
+    run_id         INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS answered_run ON answered (run_id);
 CREATE TABLE IF NOT EXISTS objects (
     object_id TEXT PRIMARY KEY,
     run_id    INTEGER NOT NULL,
@@ -152,6 +159,9 @@ SELECT run_id,
 FROM runs
 """
 PRIVATE_FILE, PRIVATE_DIR = 0o600, 0o700  # state files and directories: the owner's only
+# messages.delivered of an instruction: never pulled; pulled (it comes again with every pull
+# until acknowledged or answered); acknowledged or answered (pulls leave it out).
+UNDELIVERED, DELIVERED, ACKNOWLEDGED = 0, 1, 2
 
 RUN_COLUMNS = (
     "run_id, fab_id, fab_version, fab_hash, override_config, run_config, federation, owner, "
@@ -407,6 +417,22 @@ def insert_messages(conn: sqlite3.Connection, messages: list[StoredMessage]) -> 
         "INSERT OR IGNORE INTO object_refs (object_id, run_id) VALUES (?, ?)",
         [(oid, msg.run_id) for msg in messages for oid in msg.object_ids],
     )
+
+
+def stored_reply(conn: sqlite3.Connection, reply: StoredMessage) -> bool:
+    """True if ``reply`` is stored already, or was until the ServerApp took it: a retried push
+    (a reply is identified by its id, the instruction it answers and its node). `AlreadyExists`
+    if another message has its id."""
+    row = conn.execute(
+        "SELECT reply_to_message_id, src_node_id FROM messages WHERE message_id = ?",
+        (reply.message_id,),
+    ).fetchone()
+    if row is not None:
+        if tuple(row) != (reply.reply_to_message_id, reply.src_node_id):
+            raise AlreadyExists(f"message id {reply.message_id} exists with other content")
+        return True
+    query = "SELECT 1 FROM answered WHERE instruction_id = ? AND reply_id = ?"
+    return conn.execute(query, (reply.reply_to_message_id, reply.message_id)).fetchone() is not None
 
 
 def check_reply(conn: sqlite3.Connection, node_id: int, reply: StoredMessage) -> None:

@@ -277,13 +277,25 @@ class LinkState(ABC):
 
     @abstractmethod
     def pull_instructions(self, node_id: int, limit: int, wait: float = 0.0) -> list[StoredMessage]:
-        """Up to ``limit`` undelivered, unexpired instructions for the node, oldest first, marked
-        delivered (each is returned once). Waits up to ``wait`` seconds for the first."""
+        """Up to ``limit`` unexpired instructions for the node that it has neither acknowledged
+        (`ack_instructions`) nor answered, oldest first; they count as delivered from then on
+        (a reply may answer them). A pull consumes nothing: an instruction comes again with
+        every later pull until the node acknowledges or answers it, so an answer that never
+        reached the node loses no instruction. Waits up to ``wait`` seconds for the first."""
+
+    @abstractmethod
+    def ack_instructions(self, node_id: int, message_ids: list[str]) -> None:
+        """The node has these delivered instructions: later pulls leave them out. Ids of other
+        nodes' instructions, undelivered, answered or unknown ones are ignored (an ack may come
+        late, or twice)."""
 
     @abstractmethod
     def store_replies(self, node_id: int, replies: list[StoredMessage]) -> None:
         """Node -> ServerApp. Each reply's ``reply_to_message_id`` must name an instruction
-        delivered to this node and not yet answered (else InvalidArgument/NotFound)."""
+        delivered to this node and not yet answered (else InvalidArgument/NotFound). Idempotent
+        by message id: a reply stored already (same id, same content: a retried push), also one
+        the ServerApp has acknowledged since, is not stored again; the same id with other
+        content is refused (`AlreadyExists`), all of the call's replies with it."""
 
     @abstractmethod
     def pull_replies(

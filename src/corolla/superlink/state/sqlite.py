@@ -29,9 +29,12 @@ from corolla.superlink.state._nodes import NodeStore
 from corolla.superlink.state._objects import ObjectStore
 from corolla.superlink.state._rundata import RunDataStore
 from corolla.superlink.state._schema import (
+    ACKNOWLEDGED,
+    DELIVERED,
     M_MESSAGE_COLUMNS,
     MESSAGE_COLUMNS,
     RUN_COLUMNS,
+    UNDELIVERED,
     check_message,
     check_reply,
     connect,
@@ -42,9 +45,9 @@ from corolla.superlink.state._schema import (
     message_from_row,
     new_id,
     new_messages,
-    refuse_known_ids,
     require_node,
     run_from_row,
+    stored_reply,
 )
 from corolla.superlink.state._signals import Signals, checked_wait
 from corolla.superlink.state.base import (
@@ -244,6 +247,7 @@ class SqliteLinkState(NodeStore, ObjectStore, RunDataStore, AuditStore, LinkStat
                 )
             if status == RunStatus.FINISHED:
                 conn.execute("DELETE FROM tokens WHERE run_id = ?", (run_id,))
+                conn.execute("DELETE FROM answered WHERE run_id = ?", (run_id,))
                 self._forget_run_objects(conn, run_id)  # its checkpoint is of no more use
             run = fetch_run(conn, run_id)
         self._signals.notify([("run", run_id), ("replies", run_id)])
@@ -317,15 +321,26 @@ class SqliteLinkState(NodeStore, ObjectStore, RunDataStore, AuditStore, LinkStat
             require_node(conn, node_id)
             rows = conn.execute(
                 f"SELECT {M_MESSAGE_COLUMNS} FROM messages m JOIN runs r ON r.run_id = m.run_id "
-                "WHERE m.dst_node_id = ? AND m.delivered = 0 AND m.reply_to_message_id = '' "
+                "WHERE m.dst_node_id = ? AND m.delivered < ? AND m.reply_to_message_id = '' "
                 "AND m.created_at + m.ttl >= ? AND r.status != ? "
                 "ORDER BY m.created_at, m.rowid LIMIT ?",
-                (node_id, self.clock(), RunStatus.FINISHED, limit),
+                (node_id, ACKNOWLEDGED, self.clock(), RunStatus.FINISHED, limit),
             ).fetchall()
             conn.executemany(
-                "UPDATE messages SET delivered = 1 WHERE message_id = ?", [(r[0],) for r in rows]
+                "UPDATE messages SET delivered = ? WHERE message_id = ? AND delivered = ?",
+                [(DELIVERED, row[0], UNDELIVERED) for row in rows],
             )
         return [message_from_row(row) for row in rows]
+
+    def ack_instructions(self, node_id: int, message_ids: list[str]) -> None:
+        if not message_ids:
+            return
+        with self._db(write=True) as conn:
+            conn.execute(
+                "UPDATE messages SET delivered = ? WHERE dst_node_id = ? AND delivered = ? "
+                "AND reply_to_message_id = '' AND message_id IN (SELECT value FROM json_each(?))",
+                (ACKNOWLEDGED, node_id, DELIVERED, json.dumps(message_ids)),
+            )
 
     def store_replies(self, node_id: int, replies: list[StoredMessage]) -> None:
         for reply in replies:
@@ -337,11 +352,15 @@ class SqliteLinkState(NodeStore, ObjectStore, RunDataStore, AuditStore, LinkStat
             raise InvalidArgument("two replies answer the same instruction")
         with self._db(write=True) as conn:
             require_node(conn, node_id)
-            refuse_known_ids(conn, replies)
-            for reply in replies:
+            fresh = [reply for reply in replies if not stored_reply(conn, reply)]
+            for reply in fresh:
                 check_reply(conn, node_id, reply)
-            insert_messages(conn, replies)
-        self._signals.notify(("replies", run_id) for run_id in {r.run_id for r in replies})
+            insert_messages(conn, fresh)
+            conn.executemany(  # answered: pulls leave it out
+                "UPDATE messages SET delivered = ? WHERE message_id = ?",
+                [(ACKNOWLEDGED, reply.reply_to_message_id) for reply in fresh],
+            )
+        self._signals.notify(("replies", run_id) for run_id in {r.run_id for r in fresh})
 
     def pull_replies(
         self, run_id: int, message_ids: list[str], wait: float = 0.0
@@ -373,6 +392,11 @@ class SqliteLinkState(NodeStore, ObjectStore, RunDataStore, AuditStore, LinkStat
                 "AND reply_to_message_id != '' AND message_id IN (SELECT value FROM json_each(?))",
                 (run_id, json.dumps(reply_ids)),
             ).fetchall()
+            conn.executemany(  # a retried push of one of them is no error
+                "INSERT OR IGNORE INTO answered (instruction_id, reply_id, run_id) "
+                "VALUES (?, ?, ?)",
+                [(row[1], row[0], run_id) for row in rows],
+            )
             done = [row[0] for row in rows] + [row[1] for row in rows]
             self._delete_messages(conn, run_id, done)
 
