@@ -453,10 +453,14 @@ def test_heartbeat_expiry_follows_the_clock(state: LinkState, clock: FakeClock) 
     patience = INTERVAL * HEARTBEAT_PATIENCE
     clock.advance(patience - 1)
     assert state.online_node_ids() == [node_id]
+    assert state.is_online(node_id)
     clock.advance(2)
     assert state.online_node_ids() == []
+    assert not state.is_online(node_id)
     state.heartbeat(node_id, INTERVAL)
     assert state.online_node_ids() == [node_id]
+    assert state.is_online(node_id)
+    assert not state.is_online(node_id + 1)  # never registered
     state.heartbeat(node_id, 100.0)  # a longer interval extends patience
     clock.advance(100.0 * HEARTBEAT_PATIENCE - 1)
     assert state.online_node_ids() == [node_id]
@@ -776,6 +780,26 @@ def test_pull_instructions_waits_for_a_store(state: LinkState) -> None:
     finish(thread, out)
     assert out["result"] == [msg]
     assert out["done_at"] - written_at < WAKE_BOUND  # type: ignore[operator]
+
+
+def test_listeners_hear_of_every_change_a_wait_waits_for(state: LinkState) -> None:
+    heard: list[object] = []
+    state.add_listener(heard.append)
+    run_id = new_run(state)
+    node = state.create_node(INTERVAL)
+    msg = instruction(state, run_id, node)
+    state.store_instructions([msg])
+    assert ("node", node) in heard
+    state.pull_instructions(node, limit=10)
+    state.store_replies(node, [reply_to(state, msg)])
+    assert ("replies", run_id) in heard
+    state.update_run_status(run_id, RunStatus.FINISHED, SubStatus.STOPPED)
+    assert ("run", run_id) in heard
+    heard.clear()
+    state.wake_all()
+    assert heard == ["all"]
+    state.delete_node(node)
+    assert heard[-1] == ("node", node)  # its long poll ends
 
 
 def test_pull_replies_waits_for_a_store(state: LinkState) -> None:

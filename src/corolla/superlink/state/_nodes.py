@@ -70,6 +70,11 @@ class NodeStore:
             if cursor.rowcount == 0:
                 raise NotFound(f"node {node_id} not found")
 
+    def is_online(self, node_id: int) -> bool:
+        with self._db() as conn:
+            query = "SELECT 1 FROM nodes WHERE node_id = ? AND online_until > ?"
+            return conn.execute(query, (node_id, self.clock())).fetchone() is not None
+
     def online_node_ids(self) -> list[int]:
         with self._db() as conn:
             query = "SELECT node_id FROM nodes WHERE online_until > ? ORDER BY node_id"

@@ -4,19 +4,32 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 
 from corolla.common.errors import InvalidArgument
 
 
+ALL = "all"  # the key listeners get from `Signals.wake_all`
+
+Listener = Callable[[Hashable], None]
+
+
 class Signals:
-    """Per-key change counters that waiters can sleep on; `wake_all` ends every current sleep."""
+    """Per-key change counters that waiters can sleep on; `wake_all` ends every current sleep.
+    Listeners (`add_listener`) hear of every key notified, and of `ALL` on `wake_all`, in the
+    thread that made the change: waiters of other kinds (coroutines) wake from them."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._versions: dict[Hashable, int] = {}
         self._sleepers: dict[Hashable, tuple[threading.Condition, int]] = {}
         self._epoch = 0
+        self._listeners: tuple[Listener, ...] = ()
+
+    def add_listener(self, listener: Listener) -> None:
+        """``listener(key)`` after each change; it must be quick and never block."""
+        with self._lock:
+            self._listeners = (*self._listeners, listener)
 
     def snapshot(self, key: Hashable) -> tuple[int, int]:
         with self._lock:
@@ -24,16 +37,24 @@ class Signals:
 
     def notify(self, keys: Iterable[Hashable]) -> None:
         with self._lock:
-            for key in keys:
+            notified = list(keys)
+            for key in notified:
                 self._versions[key] = self._versions.get(key, 0) + 1
                 if key in self._sleepers:
                     self._sleepers[key][0].notify_all()
+            listeners = self._listeners
+        for listener in listeners:
+            for key in notified:
+                listener(key)
 
     def wake_all(self) -> None:
         with self._lock:
             self._epoch += 1
             for condition, _ in self._sleepers.values():
                 condition.notify_all()
+            listeners = self._listeners
+        for listener in listeners:
+            listener(ALL)
 
     def sleep(self, key: Hashable, snapshot: tuple[int, int], timeout: float) -> None:
         """Sleep up to ``timeout`` seconds unless ``key`` changed since ``snapshot``."""

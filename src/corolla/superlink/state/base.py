@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -238,6 +238,11 @@ class LinkState(ABC):
         """Nodes whose heartbeat has not run out (by ``clock``), sorted."""
 
     @abstractmethod
+    def is_online(self, node_id: int) -> bool:
+        """True if the node is registered and its heartbeat has not run out (by ``clock``);
+        its cost does not grow with the number of nodes."""
+
+    @abstractmethod
     def register_node_key(self, public_key: bytes, fingerprint: str) -> int:
         """Put a SuperNode public key (DER) on the allow-list, bound to a new node id, which is
         returned. `AlreadyExists` if the key is registered already."""
@@ -321,6 +326,14 @@ class LinkState(ABC):
     @abstractmethod
     def wake_all(self) -> None:
         """Wake every waiter (used on shutdown and when a run ends)."""
+
+    @abstractmethod
+    def add_listener(self, listener: Callable[[Hashable], None]) -> None:
+        """Call ``listener(key)`` after every change a wait could be waiting for, from the
+        thread that made it: ``("node", node_id)`` (instructions stored for the node, or the
+        node removed), ``("replies", run_id)``, ``("run", run_id)``, and ``"all"`` from
+        `wake_all`. For waiters that are not threads (coroutines); a listener must be quick
+        and never block, nor call the state."""
 
     # -- objects (large array payloads, content-addressed) --------------------------------------
     @abstractmethod

@@ -434,6 +434,9 @@ class SqliteLinkState(NodeStore, ObjectStore, RunDataStore, AuditStore, LinkStat
     def wake_all(self) -> None:
         self._signals.wake_all()
 
+    def add_listener(self, listener: Callable[[Hashable], None]) -> None:
+        self._signals.add_listener(listener)
+
     def close(self) -> None:
         """Wake every waiter and close the database; later calls raise `Unavailable`."""
         with self._lock:
