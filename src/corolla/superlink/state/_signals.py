@@ -8,7 +8,6 @@ from collections.abc import Callable, Hashable, Iterable
 
 from corolla.common.errors import InvalidArgument
 
-
 ALL = "all"  # the key listeners get from `Signals.wake_all`
 
 Listener = Callable[[Hashable], None]
