@@ -14,6 +14,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -170,14 +171,18 @@ class ObjectFiles:
             with contextlib.suppress(FileNotFoundError):
                 self.path(object_id).unlink()
 
-    def remove_orphans(self, known_ids: Iterable[str]) -> int:
+    def remove_orphans(self, known_ids: Iterable[str], min_age: float = 0.0) -> int:
         """Delete files no row refers to (left by a crash between file and row, or parts of
-        objects whose push a crash cut short); returns how many were removed."""
+        objects whose push a crash cut short) and not changed for ``min_age`` seconds (a
+        directory other processes use: theirs may be coming); returns how many were removed."""
         keep = {self.path(object_id).name for object_id in known_ids}
+        before = time.time() - min_age
         removed = 0
         for entry in self.directory.iterdir():
             if entry.name not in keep:
                 with contextlib.suppress(FileNotFoundError):
+                    if min_age and entry.stat().st_mtime > before:
+                        continue
                     entry.unlink()
                     removed += 1
         return removed

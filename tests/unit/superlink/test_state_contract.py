@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from postgres_server import database_for
 
 from corolla.common.errors import (
     AlreadyExists,
@@ -37,6 +38,7 @@ from corolla.superlink.state import (
     SubStatus,
 )
 from corolla.superlink.state.base import StateLimits
+from corolla.superlink.state.postgres import PostgresLinkState
 
 
 class FakeClock:
@@ -57,8 +59,12 @@ Factory = Callable[[Path, FakeClock], LinkState]
 BACKENDS: dict[str, Factory] = {
     "sqlite-memory": lambda _dir, clock: SqliteLinkState(":memory:", clock=clock),
     "sqlite-file": lambda dir_, clock: SqliteLinkState(dir_ / "state.db", clock=clock),
+    # A database of the session's PostgreSQL server, the same one for the same directory.
+    "postgres": lambda dir_, clock: PostgresLinkState(
+        database_for(dir_), dir_ / "objects", clock=clock
+    ),
 }
-DURABLE_BACKENDS = ["sqlite-file"]  # reopening on the same directory finds the same data
+DURABLE_BACKENDS = ["sqlite-file", "postgres"]  # reopening on the same directory finds the data
 
 INTERVAL = 10.0  # heartbeat interval used throughout
 WAKE_BOUND = 0.5  # a waiter must wake this soon after the write it waits for

@@ -1,11 +1,11 @@
-"""The audit part of `SqliteLinkState`: one row per Exec call, the oldest dropped past a cap."""
+"""The audit part of the SQL states: one row per Exec call, the oldest dropped past a cap."""
 
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 
 from corolla.common.errors import InvalidArgument
+from corolla.superlink.state._db import Conn
 from corolla.superlink.state.base import AuditEvent, StateLimits
 
 MAX_LIST = 10_000  # events one `list_audit` returns at most
@@ -13,18 +13,18 @@ _TRIM_EVERY = 1_000  # rows past the cap before the oldest are deleted (one DELE
 
 
 class AuditStore:
-    """Mixed into `SqliteLinkState`, which provides the connection, its lock and the limits."""
+    """Mixed into `SqlLinkState`; the backend provides the connection and the limits."""
 
     limits: StateLimits
 
-    def _db(self, *, write: bool = False) -> contextlib.AbstractContextManager[sqlite3.Connection]:
-        raise NotImplementedError  # provided by SqliteLinkState
+    def _db(self, *, write: bool = False) -> contextlib.AbstractContextManager[Conn]:
+        raise NotImplementedError  # provided by the backend
 
     def record_audit(self, event: AuditEvent) -> None:
         with self._db(write=True) as conn:
-            cursor = conn.execute(
-                "INSERT INTO audit (at, user, action, run_id, allowed, reason, peer) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            cursor = conn.execute(  # "user": a keyword of PostgreSQL's
+                'INSERT INTO audit (at, "user", action, run_id, allowed, reason, peer) '
+                "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING event_id",
                 (
                     event.at,
                     event.user,
@@ -35,7 +35,7 @@ class AuditStore:
                     event.peer,
                 ),
             )
-            newest = cursor.lastrowid or 0
+            newest = int(cursor.fetchall()[0][0])
             oldest = conn.execute("SELECT MIN(event_id) FROM audit").fetchone()[0] or newest
             cap = self.limits.max_audit_events
             if newest - oldest + 1 > cap + min(_TRIM_EVERY, cap):
@@ -49,13 +49,13 @@ class AuditStore:
         where: list[str] = ["at >= ?"]
         args: list[object] = [since]
         if user:
-            where.append("user = ?")
+            where.append('"user" = ?')
             args.append(user)
         if run_id:
             where.append("run_id = ?")
             args.append(run_id)
         query = (
-            "SELECT event_id, at, user, action, run_id, allowed, reason, peer FROM audit "
+            'SELECT event_id, at, "user", action, run_id, allowed, reason, peer FROM audit '
             f"WHERE {' AND '.join(where)} ORDER BY event_id DESC LIMIT ?"
         )
         with self._db() as conn:

@@ -1,15 +1,14 @@
-"""The node part of `SqliteLinkState`: registration, heartbeats, the SuperNode key allow-list,
+"""The node part of the SQL states: registration, heartbeats, the SuperNode key allow-list,
 and which runs (and objects) a node may read."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import sqlite3
 
 from corolla.common.errors import AlreadyExists, InvalidArgument, NotFound
-from corolla.superlink.state._schema import new_id
+from corolla.superlink.state._db import IN_LIST, JSON_ITEMS, Conn
+from corolla.superlink.state._queries import new_id
 from corolla.superlink.state._signals import Signals
 from corolla.superlink.state.base import HEARTBEAT_PATIENCE, Clock, NodeRecord
 
@@ -22,13 +21,13 @@ def _check_interval(interval: float) -> None:
 
 
 class NodeStore:
-    """Mixed into `SqliteLinkState`, which provides the connection, its lock and the clock."""
+    """Mixed into `SqlLinkState`; the backend provides the connection and the clock."""
 
     clock: Clock
     _signals: Signals
 
-    def _db(self, *, write: bool = False) -> contextlib.AbstractContextManager[sqlite3.Connection]:
-        raise NotImplementedError  # provided by SqliteLinkState
+    def _db(self, *, write: bool = False) -> contextlib.AbstractContextManager[Conn]:
+        raise NotImplementedError  # provided by the backend
 
     def create_node(self, heartbeat_interval: float, requested_node_id: int = 0) -> int:
         _check_interval(heartbeat_interval)
@@ -83,6 +82,7 @@ class NodeStore:
     # -- the SuperNode key allow-list --------------------------------------------------------
     def register_node_key(self, public_key: bytes, fingerprint: str) -> int:
         with self._db(write=True) as conn:
+            conn.lock("node_keys")  # one at a time checks, then registers
             query = "SELECT node_id FROM node_keys WHERE fingerprint = ?"
             row = conn.execute(query, (fingerprint,)).fetchone()
             if row is not None:
@@ -141,7 +141,7 @@ class NodeStore:
     def node_object_ids(self, node_id: int, run_id: int, object_ids: list[str]) -> set[str]:
         with self._db() as conn:
             rows = conn.execute(
-                "SELECT DISTINCT j.value FROM messages m, json_each(m.object_ids) j "
+                f"SELECT DISTINCT j.value FROM messages m, {JSON_ITEMS}(m.object_ids) j "
                 "WHERE m.dst_node_id = ? AND m.run_id = ? AND m.reply_to_message_id = ''",
                 (node_id, run_id),
             ).fetchall()
@@ -151,14 +151,13 @@ class NodeStore:
     def run_object_ids(self, run_id: int, object_ids: list[str]) -> set[str]:
         with self._db() as conn:
             rows = conn.execute(
-                "SELECT object_id FROM object_refs WHERE run_id = ? "
-                "AND object_id IN (SELECT value FROM json_each(?))",
-                (run_id, json.dumps(object_ids)),
+                f"SELECT object_id FROM object_refs WHERE run_id = ? AND object_id {IN_LIST}",
+                (run_id, list(object_ids)),
             ).fetchall()
         return {row[0] for row in rows}
 
 
-def _new_node_id(conn: sqlite3.Connection) -> int:
+def _new_node_id(conn: Conn) -> int:
     """A random id used neither by a registered node nor by a registered key."""
     while True:
         node_id = new_id(conn, "nodes", "node_id")

@@ -1,5 +1,6 @@
-"""The object part of `SqliteLinkState`: payloads as SQLite blobs (``:memory:``) or as files
-beside a file database, received in pieces and read back in chunks without being held whole.
+"""The object part of the SQL states: payloads as files (beside an SQLite file database, or in
+the directory a PostgreSQL state is given) or as SQLite blobs (``:memory:``), received in
+pieces and read back in chunks without being held whole.
 
 Quotas are checked when an object is opened, against the size it declares: one object at most
 ``limits.max_object_bytes``, a run's objects at most ``limits.max_run_object_bytes``, counting
@@ -10,10 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import shutil
-import sqlite3
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -27,10 +26,16 @@ from corolla.common.errors import (
 )
 from corolla.common.objectfiles import PRIVATE_DIR, ObjectFiles, PartFile
 from corolla.common.objects import ObjectSink
-from corolla.superlink.state._schema import existing, fetch_run
+from corolla.superlink.state._db import (
+    FOR_KEY_SHARE,
+    FOR_SHARE,
+    FOR_UPDATE,
+    IN_LIST,
+    JSON_ITEMS,
+    Conn,
+)
+from corolla.superlink.state._queries import existing, fetch_run
 from corolla.superlink.state.base import RunStatus, StateLimits, describe_bytes
-
-_COPY_CHUNK = 1 << 20  # bytes copied into an object blob at a time
 
 
 class _Known:
@@ -104,16 +109,26 @@ class _Incoming:
 
 
 class ObjectStore:
-    """Mixed into `SqliteLinkState`, which provides the connection, its lock and the limits."""
+    """Mixed into `SqlLinkState`; the backend provides the connection, a lock and the limits.
+
+    An object's row is the lock on its life (PostgreSQL; see `_db`): what adds a use of it
+    holds the row ``FOR KEY SHARE``, what may delete it takes it ``FOR UPDATE`` first, then
+    looks at its uses."""
 
     limits: StateLimits
-    _lock: contextlib.AbstractContextManager[object]
+    _lock: contextlib.AbstractContextManager[object]  # guards _pushing
     _closed: bool
     _files: ObjectFiles | None
     _pushing: Counter[int]  # run -> bytes of the objects it is pushing (held against its quota)
 
-    def _db(self, *, write: bool = False) -> contextlib.AbstractContextManager[sqlite3.Connection]:
-        raise NotImplementedError  # provided by SqliteLinkState
+    def _db(self, *, write: bool = False) -> contextlib.AbstractContextManager[Conn]:
+        raise NotImplementedError  # provided by the backend
+
+    def _insert_blob(self, conn: Conn, run_id: int, object_id: str, view: memoryview) -> None:
+        raise NotImplementedError  # provided by a backend that keeps blobs (SQLite :memory:)
+
+    def _object_chunks(self, object_id: str, size: int, chunk_size: int) -> Iterator[bytes]:
+        raise NotImplementedError  # provided by a backend that keeps blobs (SQLite :memory:)
 
     @property
     def object_directory(self) -> Path | None:
@@ -135,31 +150,45 @@ class ObjectStore:
         assert self._files is not None  # callers check
         return self._files.directory.with_name(f"{self._files.directory.name}.staging")
 
-    def _open_objects(self, directory: Path | None) -> None:
+    def _open_objects(self, directory: Path | None, *, shared: bool = False) -> None:
         """Set up the payload files (None: blobs), then collect the objects of runs that
-        finished before, files no row refers to, and what was left staged."""
+        finished before, files no row refers to, and what was left staged. ``shared``: other
+        processes may be using the directory now, so only files no row has referred to for
+        `ORPHAN_AGE` seconds go, and only the staging of runs that are not active."""
         self._pushing = Counter()
         self._files = None if directory is None else ObjectFiles(directory)
-        if self._files is not None:
+        if self._files is not None and not shared:
             shutil.rmtree(self._staging_root(), ignore_errors=True)
         with self._db(write=True) as conn:
             finished = conn.execute(
                 "SELECT DISTINCT r.run_id FROM object_refs r JOIN runs ON runs.run_id = r.run_id "
-                "WHERE runs.status = ?",
+                "WHERE runs.status = ? ORDER BY r.run_id",
                 (RunStatus.FINISHED,),
             ).fetchall()
             for (run_id,) in finished:
                 self._forget_run_objects(conn, run_id)
-            known = [r[0] for r in conn.execute("SELECT object_id FROM objects WHERE in_file")]
+        with self._db() as conn:
+            known = [r[0] for r in conn.execute("SELECT object_id FROM objects WHERE in_file = 1")]
+            active = {f"run-{r[0]}" for r in conn.execute(_ACTIVE, (RunStatus.FINISHED,))}
         if self._files is not None:
-            self._files.remove_orphans(known)
+            self._files.remove_orphans(known, min_age=ORPHAN_AGE if shared else 0.0)
+            if shared:
+                self._remove_staging(keep=active)
+
+    def _remove_staging(self, keep: set[str]) -> None:
+        """Remove the staging directories of runs other than ``keep``."""
+        with contextlib.suppress(FileNotFoundError):
+            for entry in self._staging_root().iterdir():
+                if entry.name not in keep:
+                    shutil.rmtree(entry, ignore_errors=True)
 
     # -- storing -------------------------------------------------------------------------------
     def open_object(self, run_id: int, object_id: str, size: int) -> ObjectSink[None]:
         with self._db(write=True) as conn:
-            if not self._admit(conn, run_id, object_id, size):
-                return _Known(self, run_id, object_id)
-            self._pushing[run_id] += size
+            stored = self._admit(conn, run_id, object_id, size)
+        if stored is None:
+            return _Known(self, run_id, object_id)
+        self._hold(run_id, object_id, size, stored)
         try:
             part = None if self._files is None else self._files.new_part()
         except BaseException:
@@ -174,13 +203,15 @@ class ObjectStore:
             raise InvalidArgument(f"object {object_id}: data is not a contiguous buffer") from exc
         if self._files is None:  # straight into the blob: no copy in between
             with self._db(write=True) as conn:
-                if self._admit(conn, run_id, object_id, view.nbytes):
+                stored = self._admit(conn, run_id, object_id, view.nbytes)
+                if stored is not None:
+                    self._check_quota(run_id, object_id, view.nbytes, stored)
                     self._insert_blob(conn, run_id, object_id, view)
                 self._add_ref(conn, object_id, run_id)
             return
         sink = self.open_object(run_id, object_id, view.nbytes)
         try:
-            sink.write(view)  # outside the lock: the slow part
+            sink.write(view)  # outside any lock: the slow part
             sink.commit()
         except BaseException:
             sink.discard()
@@ -208,8 +239,9 @@ class ObjectStore:
                 with contextlib.suppress(OSError):
                     path.unlink()  # a no-op once taken
 
-    def _admit(self, conn: sqlite3.Connection, run_id: int, object_id: str, size: int) -> bool:
-        """Whether the object is new; raises if the run may not store it."""
+    def _admit(self, conn: Conn, run_id: int, object_id: str, size: int) -> int | None:
+        """The bytes of objects the run has stored if the object is new, None if it is stored
+        already; raises if the run may not store it."""
         if not object_id:
             raise InvalidArgument("an object needs an id")
         if size < 0:
@@ -223,43 +255,67 @@ class ObjectStore:
         if fetch_run(conn, run_id).status == RunStatus.FINISHED:
             raise FailedPrecondition(f"run {run_id} is finished: it stores no more objects")
         if existing(conn, "objects", "object_id", [object_id]):
-            return False
+            return None
         query = "SELECT object_bytes FROM run_usage WHERE run_id = ?"
         row = conn.execute(query, (run_id,)).fetchone()
-        used = (0 if row is None else int(row[0])) + self._pushing[run_id]
-        if used + size > limits.max_run_object_bytes:
+        return 0 if row is None else int(row[0])
+
+    def _hold(self, run_id: int, object_id: str, size: int, stored: int) -> None:
+        """Count ``size`` bytes against the run's quota while the object comes."""
+        with self._lock:
+            self._check_quota(run_id, object_id, size, stored)
+            self._pushing[run_id] += size
+
+    def _check_quota(self, run_id: int, object_id: str, size: int, stored: int) -> None:
+        used = stored + self._pushing[run_id]
+        quota = self.limits.max_run_object_bytes
+        if used + size > quota:
             raise ResourceExhausted(
                 f"run {run_id} stores {used:,} bytes of objects; object {object_id} "
                 f"({size:,} bytes) would take it over its quota of "
-                f"{describe_bytes(limits.max_run_object_bytes)} (--max-run-object-bytes)"
+                f"{describe_bytes(quota)} (--max-run-object-bytes)"
             )
-        return True
 
     def _commit(self, incoming: _Incoming) -> None:
         run_id, object_id = incoming.run_id, incoming.object_id
         with self._db(write=True) as conn:
-            if fetch_run(conn, run_id).status == RunStatus.FINISHED:
+            if fetch_run(conn, run_id, FOR_SHARE).status == RunStatus.FINISHED:
                 raise FailedPrecondition(f"run {run_id} finished while object {object_id} came")
-            if not existing(conn, "objects", "object_id", [object_id]):  # else: came meanwhile
-                if incoming.part is not None and self._files is not None:
-                    conn.execute(
-                        "INSERT INTO objects (object_id, run_id, size, data, in_file) "
-                        "VALUES (?, ?, ?, x'', 1)",
-                        (object_id, run_id, incoming.size),
-                    )
-                    self._count(conn, run_id, incoming.size)
-                    incoming.part.place(self._files.path(object_id))  # under the lock: see
-                elif incoming.buffer is not None:  # `_forget_run_objects`
-                    self._insert_blob(conn, run_id, object_id, memoryview(incoming.buffer))
+            if incoming.part is not None and self._files is not None:
+                if self._insert_file(conn, run_id, object_id, incoming.size):
+                    incoming.part.place(self._files.path(object_id))  # in the transaction: see
+                else:  # it came meanwhile                           # `_forget_run_objects`
+                    self._use_known(conn, object_id)
+            elif incoming.buffer is not None and not existing(
+                conn, "objects", "object_id", [object_id]
+            ):
+                self._insert_blob(conn, run_id, object_id, memoryview(incoming.buffer))
             self._add_ref(conn, object_id, run_id)
 
     def _commit_known(self, run_id: int, object_id: str) -> None:
         with self._db(write=True) as conn:
-            if fetch_run(conn, run_id).status == RunStatus.FINISHED:
+            if fetch_run(conn, run_id, FOR_SHARE).status == RunStatus.FINISHED:
                 raise FailedPrecondition(f"run {run_id} finished while object {object_id} came")
-            if not existing(conn, "objects", "object_id", [object_id]):
-                raise Unavailable(f"object {object_id} was deleted while it came: push it again")
+            self._use_known(conn, object_id)
             self._add_ref(conn, object_id, run_id)
+
+    @staticmethod
+    def _use_known(conn: Conn, object_id: str) -> None:
+        """Hold the stored object's row (a use of it is added next); `Unavailable` if gone."""
+        if not existing(conn, "objects", "object_id", [object_id], FOR_KEY_SHARE):
+            raise Unavailable(f"object {object_id} was deleted while it came: push it again")
+
+    def _insert_file(self, conn: Conn, run_id: int, object_id: str, size: int) -> bool:
+        """Add the row of an object kept as a file; False if it is there already."""
+        cursor = conn.execute(
+            "INSERT INTO objects (object_id, run_id, size, data, in_file) "
+            "VALUES (?, ?, ?, ?, 1) ON CONFLICT DO NOTHING",
+            (object_id, run_id, size, b""),
+        )
+        if cursor.rowcount == 0:
+            return False
+        self._count(conn, run_id, size)
+        return True
 
     def _release(self, run_id: int, size: int) -> None:
         with self._lock:
@@ -267,32 +323,18 @@ class ObjectStore:
             if self._pushing[run_id] <= 0:
                 del self._pushing[run_id]
 
-    def _insert_blob(
-        self, conn: sqlite3.Connection, run_id: int, object_id: str, view: memoryview
-    ) -> None:
-        # Reserve the blob, then copy in chunks: SQLite never holds a second full copy.
-        cursor = conn.execute(
-            "INSERT INTO objects (object_id, run_id, size, data) VALUES (?, ?, ?, zeroblob(?))",
-            (object_id, run_id, view.nbytes, view.nbytes),
-        )
-        assert cursor.lastrowid is not None  # every INSERT sets it
-        with conn.blobopen("objects", "data", cursor.lastrowid) as blob:
-            for start in range(0, view.nbytes, _COPY_CHUNK):
-                blob.write(view[start : start + _COPY_CHUNK])
-        self._count(conn, run_id, view.nbytes)
-
     @staticmethod
-    def _count(conn: sqlite3.Connection, run_id: int, size: int) -> None:
+    def _count(conn: Conn, run_id: int, size: int) -> None:
         conn.execute(
             "INSERT INTO run_usage (run_id, object_bytes) VALUES (?, ?) ON CONFLICT (run_id) "
-            "DO UPDATE SET object_bytes = object_bytes + excluded.object_bytes",
+            "DO UPDATE SET object_bytes = run_usage.object_bytes + excluded.object_bytes",
             (run_id, size),
         )
 
     @staticmethod
-    def _add_ref(conn: sqlite3.Connection, object_id: str, run_id: int) -> None:
+    def _add_ref(conn: Conn, object_id: str, run_id: int) -> None:
         conn.execute(
-            "INSERT OR IGNORE INTO object_refs (object_id, run_id) VALUES (?, ?)",
+            "INSERT INTO object_refs (object_id, run_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
             (object_id, run_id),
         )
 
@@ -322,52 +364,24 @@ class ObjectStore:
             return self._files.read(object_id, chunk_size)
         return self._object_chunks(object_id, int(row[0]), chunk_size)
 
-    def _object_chunks(self, object_id: str, size: int, chunk_size: int) -> Iterator[bytes]:
-        # One blob handle for the whole read: reopening it per chunk makes SQLite walk the
-        # overflow-page chain from the start each time (quadratic in the object's size).
-        # The lock is held per chunk, never while the consumer handles one.
-        with self._db() as conn:
-            query = "SELECT rowid FROM objects WHERE object_id = ?"
-            row = conn.execute(query, (object_id,)).fetchone()
-            if row is None:
-                raise NotFound(f"object {object_id} was deleted while being read")
-            blob = conn.blobopen("objects", "data", row[0], readonly=True)
-        try:
-            offset = 0
-            while offset < size:
-                with self._db():
-                    try:
-                        chunk = blob.read(chunk_size)
-                    except sqlite3.OperationalError as exc:  # the row changed under us
-                        raise NotFound(f"object {object_id} changed while being read") from exc
-                if not chunk:
-                    return
-                offset += len(chunk)
-                yield chunk
-        finally:
-            with self._lock:
-                if not self._closed:
-                    blob.close()
-
     # -- deleting ------------------------------------------------------------------------------
     def delete_run_objects(self, run_id: int) -> int:
         with self._db(write=True) as conn:
             fetch_run(conn, run_id)
             return self._forget_run_objects(conn, run_id)
 
-    def _forget_run_objects(self, conn: sqlite3.Connection, run_id: int) -> int:
+    def _forget_run_objects(self, conn: Conn, run_id: int) -> int:
         """Drop the run's uses of objects, and the objects no other run uses (in a write
-        transaction: the files go under the lock, so a concurrent store never loses one)."""
+        transaction: the files go before it commits, so a concurrent store never loses one)."""
         used = [r[0] for r in conn.execute(_RUN_REFS, (run_id,))]
+        existing(conn, "objects", "object_id", used, FOR_UPDATE)
         conn.execute("DELETE FROM object_refs WHERE run_id = ?", (run_id,))
         removed = self._delete_unused(conn, used)
         if self._files is not None:
             shutil.rmtree(self._staging_root() / f"run-{run_id}", ignore_errors=True)
         return removed
 
-    def _collect_objects(
-        self, conn: sqlite3.Connection, run_id: int, candidates: Iterable[str]
-    ) -> int:
+    def _collect_objects(self, conn: Conn, run_id: int, candidates: Iterable[str]) -> int:
         """Drop the run's uses of those of ``candidates`` (objects of messages just deleted, or
         of a checkpoint just replaced) that no message of the run and not its checkpoint
         references any more, and delete the objects no run uses then; returns how many.
@@ -375,31 +389,32 @@ class ObjectStore:
         wanted = sorted(set(candidates))
         if not wanted:
             return 0
+        existing(conn, "objects", "object_id", wanted, FOR_UPDATE)
         conn.execute(
-            "DELETE FROM object_refs WHERE run_id = ? AND object_id IN "
-            "(SELECT value FROM json_each(?)) AND object_id NOT IN "
-            "(SELECT j.value FROM messages m, json_each(m.object_ids) j WHERE m.run_id = ?) "
-            "AND object_id NOT IN "
-            "(SELECT j.value FROM checkpoints c, json_each(c.object_ids) j WHERE c.run_id = ?)",
-            (run_id, json.dumps(wanted), run_id, run_id),
+            f"DELETE FROM object_refs WHERE run_id = ? AND object_id {IN_LIST} "
+            f"AND object_id NOT IN (SELECT j.value FROM messages m, {JSON_ITEMS}(m.object_ids) j "
+            "WHERE m.run_id = ?) AND object_id NOT IN "
+            f"(SELECT j.value FROM checkpoints c, {JSON_ITEMS}(c.object_ids) j WHERE c.run_id = ?)",
+            (run_id, wanted, run_id, run_id),
         )
         return self._delete_unused(conn, wanted)
 
-    def _delete_unused(self, conn: sqlite3.Connection, object_ids: list[str]) -> int:
-        """Delete those of ``object_ids`` that no run references, with their files."""
+    def _delete_unused(self, conn: Conn, object_ids: list[str]) -> int:
+        """Delete those of ``object_ids`` (their rows held ``FOR UPDATE``) that no run
+        references, with their files."""
         doomed = conn.execute(
-            "SELECT object_id, in_file, run_id, size FROM objects WHERE object_id IN "
-            "(SELECT value FROM json_each(?)) AND NOT EXISTS "
-            "(SELECT 1 FROM object_refs r WHERE r.object_id = objects.object_id)",
-            (json.dumps(object_ids),),
+            f"SELECT object_id, in_file, run_id, size FROM objects WHERE object_id {IN_LIST} "
+            "AND NOT EXISTS (SELECT 1 FROM object_refs r WHERE r.object_id = objects.object_id)",
+            (list(object_ids),),
         ).fetchall()
         conn.executemany("DELETE FROM objects WHERE object_id = ?", [(d[0],) for d in doomed])
         freed: Counter[int] = Counter()
         for _, _, owner, size in doomed:
             freed[owner] += size
         conn.executemany(
-            "UPDATE run_usage SET object_bytes = MAX(0, object_bytes - ?) WHERE run_id = ?",
-            [(size, owner) for owner, size in freed.items()],
+            "UPDATE run_usage SET object_bytes = CASE WHEN object_bytes > ? "
+            "THEN object_bytes - ? ELSE 0 END WHERE run_id = ?",
+            [(size, size, owner) for owner, size in sorted(freed.items())],
         )
         if self._files is not None:
             self._files.delete(object_id for object_id, in_file, _, _ in doomed if in_file)
@@ -407,3 +422,5 @@ class ObjectStore:
 
 
 _RUN_REFS = "SELECT object_id FROM object_refs WHERE run_id = ?"
+_ACTIVE = "SELECT run_id FROM runs WHERE status != ?"
+ORPHAN_AGE = 3600.0  # seconds: a file of a shared directory no row names this long is left over

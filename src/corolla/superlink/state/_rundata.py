@@ -1,4 +1,4 @@
-"""The per-run data part of `SqliteLinkState`: contexts, logs (within their quota),
+"""The per-run data part of the SQL states: contexts, logs (within their quota),
 checkpoints and app tokens."""
 
 from __future__ import annotations
@@ -7,11 +7,11 @@ import contextlib
 import hashlib
 import json
 import secrets
-import sqlite3
 from collections.abc import Iterable
 
 from corolla.common.errors import FailedPrecondition, InvalidArgument, Unauthenticated
-from corolla.superlink.state._schema import existing, fetch_run
+from corolla.superlink.state._db import FOR_SHARE, FOR_UPDATE, Conn
+from corolla.superlink.state._queries import existing, fetch_run
 from corolla.superlink.state.base import Clock, StateLimits, describe_bytes
 
 _LINE_FRAMING = 8  # bytes a line adds to a response besides its text (tag, length)
@@ -22,7 +22,7 @@ def token_digest(token: str) -> str:
 
 
 class RunDataStore:
-    """Mixed into `SqliteLinkState`, which provides the connection, the clock and the limits.
+    """Mixed into `SqlLinkState`; the backend provides the connection, the clock and the limits.
 
     A run's log keeps a running count of its bytes (``run_usage``), so neither an append nor
     the quota check reads the whole log."""
@@ -30,12 +30,10 @@ class RunDataStore:
     clock: Clock
     limits: StateLimits
 
-    def _db(self, *, write: bool = False) -> contextlib.AbstractContextManager[sqlite3.Connection]:
-        raise NotImplementedError  # provided by SqliteLinkState
+    def _db(self, *, write: bool = False) -> contextlib.AbstractContextManager[Conn]:
+        raise NotImplementedError  # provided by the backend
 
-    def _collect_objects(
-        self, conn: sqlite3.Connection, run_id: int, candidates: Iterable[str]
-    ) -> int:
+    def _collect_objects(self, conn: Conn, run_id: int, candidates: Iterable[str]) -> int:
         raise NotImplementedError  # provided by ObjectStore
 
     # -- contexts, logs, tokens ----------------------------------------------------------------
@@ -64,20 +62,20 @@ class RunDataStore:
             raise InvalidArgument(f"a log line is not valid text: {exc}") from exc
         with self._db(write=True) as conn:
             fetch_run(conn, run_id)
+            conn.execute(  # first: the usage row is the lock on the run's log
+                "INSERT INTO run_usage (run_id, log_bytes) VALUES (?, ?) ON CONFLICT (run_id) "
+                "DO UPDATE SET log_bytes = run_usage.log_bytes + excluded.log_bytes",
+                (run_id, added),
+            )
             query = "SELECT COALESCE(MAX(idx) + 1, 0) FROM logs WHERE run_id = ?"
             start = conn.execute(query, (run_id,)).fetchone()[0]
             conn.executemany(
                 "INSERT INTO logs (run_id, idx, line) VALUES (?, ?, ?)",
                 [(run_id, start + i, line) for i, line in enumerate(lines)],
             )
-            conn.execute(
-                "INSERT INTO run_usage (run_id, log_bytes) VALUES (?, ?) ON CONFLICT (run_id) "
-                "DO UPDATE SET log_bytes = log_bytes + excluded.log_bytes",
-                (run_id, added),
-            )
             self._trim_log(conn, run_id)
 
-    def _trim_log(self, conn: sqlite3.Connection, run_id: int) -> None:
+    def _trim_log(self, conn: Conn, run_id: int) -> None:
         """Drop the oldest lines while the log is over its quota; one marker line, at the
         index of the last dropped line, replaces them (and the marker of earlier drops)."""
         quota = self.limits.max_run_log_bytes
@@ -91,14 +89,13 @@ class RunDataStore:
         freed = count = 0
         end = first
         rows = conn.execute(
-            "SELECT idx, length(CAST(line AS BLOB)) FROM logs "
-            "WHERE run_id = ? AND idx >= ? ORDER BY idx",
+            "SELECT idx, line FROM logs WHERE run_id = ? AND idx >= ? ORDER BY idx",
             (run_id, first),
         )
-        for idx, size in rows:  # read no further than the lines dropped: O(lines dropped)
+        for idx, line in rows:  # read no further than the lines dropped: O(lines dropped)
             if used - freed <= quota:
                 break
-            freed, count, end = freed + size, count + 1, idx + 1
+            freed, count, end = freed + len(line.encode()), count + 1, idx + 1
         rows.close()
         dropped_lines, dropped_bytes = dropped_lines + count, dropped_bytes + freed
         conn.execute(
@@ -131,12 +128,11 @@ class RunDataStore:
         with self._db() as conn:
             fetch_run(conn, run_id)
             rows = conn.execute(
-                "SELECT idx, line, length(CAST(line AS BLOB)) FROM logs "
-                "WHERE run_id = ? AND idx >= ? ORDER BY idx",
+                "SELECT idx, line FROM logs WHERE run_id = ? AND idx >= ? ORDER BY idx",
                 (run_id, after),
             )
-            for idx, line, size in rows:  # read no further than the batch
-                taken += size + _LINE_FRAMING
+            for idx, line in rows:  # read no further than the batch
+                taken += len(line.encode()) + _LINE_FRAMING
                 if lines and taken > budget:
                     break
                 lines.append(line)
@@ -150,12 +146,14 @@ class RunDataStore:
         if server_round < 1:
             raise InvalidArgument(f"a checkpoint is taken after a round >= 1, not {server_round}")
         with self._db(write=True) as conn:
-            fetch_run(conn, run_id)
-            stored: set[str] = existing(conn, "objects", "object_id", list(object_ids))
-            if missing := sorted(set(object_ids) - stored):
-                raise FailedPrecondition(f"checkpoint objects not pushed: {', '.join(missing)}")
+            fetch_run(conn, run_id, FOR_SHARE)
             query = "SELECT object_ids FROM checkpoints WHERE run_id = ?"
             previous = conn.execute(query, (run_id,)).fetchone()
+            replaced: list[str] = [] if previous is None else json.loads(previous[0])
+            # One lock for the objects it keeps and those it may let go (see `_db`).
+            locked = existing(conn, "objects", "object_id", [*object_ids, *replaced], FOR_UPDATE)
+            if missing := sorted(set(object_ids) - locked):
+                raise FailedPrecondition(f"checkpoint objects not pushed: {', '.join(missing)}")
             conn.execute(
                 "INSERT INTO checkpoints (run_id, server_round, payload, object_ids, saved_at) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (run_id) DO UPDATE SET "
@@ -164,11 +162,10 @@ class RunDataStore:
                 (run_id, server_round, bytes(payload), json.dumps(object_ids), self.clock()),
             )
             conn.executemany(
-                "INSERT OR IGNORE INTO object_refs (object_id, run_id) VALUES (?, ?)",
+                "INSERT INTO object_refs (object_id, run_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
                 [(oid, run_id) for oid in object_ids],
             )
-            if previous is not None:  # the objects of the checkpoint it replaces
-                self._collect_objects(conn, run_id, json.loads(previous[0]))
+            self._collect_objects(conn, run_id, replaced)  # of the checkpoint it replaces
 
     def get_checkpoint(self, run_id: int) -> tuple[int, bytes] | None:
         with self._db() as conn:
@@ -180,7 +177,7 @@ class RunDataStore:
     def create_token(self, run_id: int) -> str:
         token = secrets.token_urlsafe(32)
         with self._db(write=True) as conn:
-            fetch_run(conn, run_id)
+            fetch_run(conn, run_id, FOR_SHARE)  # a run that finishes now voids it
             conn.execute(
                 "INSERT INTO tokens (token_sha256, run_id, created_at) VALUES (?, ?, ?)",
                 (token_digest(token), run_id, self.clock()),
