@@ -33,7 +33,6 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from types import TracebackType
 
 import psycopg
 
@@ -224,23 +223,10 @@ class PostgresServer:
             shutil.rmtree(self.directory, ignore_errors=True)
             self.directory = None
 
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return None if self._proc is None else self._proc.pid
-
     def __enter__(self) -> PostgresServer:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
 

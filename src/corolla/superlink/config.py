@@ -23,6 +23,7 @@ from corolla.fab.limits import (
     FabLimits,
     parse_size,
 )
+from corolla.superlink.state import is_postgres_url
 from corolla.superlink.state.base import StateLimits
 from corolla.superlink.userauth import UserAuthConfig, load_user_auth_config
 
@@ -43,7 +44,9 @@ class SuperLinkConfig:
     serverappio_address: str = "0.0.0.0:9091"
     fleet_address: str = "0.0.0.0:9092"
     exec_address: str = "0.0.0.0:9093"
-    database: str = ":memory:"
+    database: str = ":memory:"  # an SQLite file, ":memory:", or a postgresql:// URL
+    # A PostgreSQL database's object files (payloads); None for SQLite (beside its file).
+    object_dir: Path | None = None
     tls: ServerTls | None = field(default=None, repr=False)  # None: plaintext (--insecure)
     # How the flwr-serverapp processes it starts reach ServerAppIo (None: plaintext).
     app_tls: AppTls | None = None
@@ -121,8 +124,17 @@ def command() -> Command:
             ),
             Option(
                 "--database",
-                "SQLite file for runs, messages, logs (':memory:' keeps nothing)",
+                "SQLite file for runs, messages, logs (':memory:' keeps nothing), or the "
+                "postgresql:// URL of a PostgreSQL database (password: PGPASSWORD or ~/.pgpass)",
                 str(corolla_home() / "superlink" / "state.db"),
+                metavar="PATH|URL",
+            ),
+            Option(
+                "--object-dir",
+                "with a PostgreSQL --database: the directory of the object files (large "
+                "arrays), shared storage if several SuperLinks use the database (default "
+                "$COROLLA_HOME/superlink/objects)",
+                parse=path_value,
                 metavar="PATH",
             ),
             Option("--insecure", "serve without TLS", switch=True),
@@ -314,6 +326,7 @@ def parse_config(
         fleet_address=_bind(values, "fleet-api-address", insecure),
         exec_address=_bind(values, "exec-api-address", insecure),
         database=values.get("database", str),
+        object_dir=_object_dir(values),
         tls=tls,
         app_tls=_app_tls(values, tls, isolation),
         isolation=isolation,
@@ -341,6 +354,19 @@ def parse_config(
         idle_timeout=values.optional("idle-timeout", float),
         compression=values.get("compression", str),
     )
+
+
+def _object_dir(values: Values) -> Path | None:
+    """Where a PostgreSQL state keeps its object files (an SQLite one: beside its file)."""
+    given = values.optional("object-dir", Path)
+    if not is_postgres_url(values.get("database", str)):
+        if given is not None:
+            raise UsageError(
+                "--object-dir is for a PostgreSQL --database (postgresql://...): an SQLite "
+                "state keeps its objects beside its file"
+            )
+        return None
+    return given or corolla_home() / "superlink" / "objects"
 
 
 def _user_auth(values: Values) -> UserAuthConfig | None:

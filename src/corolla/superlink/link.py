@@ -30,7 +30,7 @@ from corolla.superlink.launcher import ServerAppLauncher
 from corolla.superlink.nodeauth import FleetAuth
 from corolla.superlink.oidc import TokenValidator
 from corolla.superlink.runs import Runs
-from corolla.superlink.state import LinkState, SqliteLinkState
+from corolla.superlink.state import LinkState, open_state
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +55,9 @@ class SuperLink:
         self, config: SuperLinkConfig, *, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.config = config
-        if config.database != ":memory:":
-            Path(config.database).parent.mkdir(parents=True, exist_ok=True)
-        self.state: LinkState = SqliteLinkState(config.database, limits=config.state_limits)
+        self.state: LinkState = open_state(
+            config.database, object_dir=config.object_dir, limits=config.state_limits
+        )
         self.runs = Runs(self.state, fab_limits=config.fab_limits)
         self._scratch: tempfile.TemporaryDirectory[str] | None = None
         self._servers: list[grpc.Server] = []
@@ -216,7 +216,10 @@ class SuperLink:
         return touch_then_authenticate
 
     def _output_dir(self) -> Path:
-        """Where ServerApp processes write their output (its tail explains a crash)."""
+        """Where ServerApp processes write their output (its tail explains a crash): beside
+        the database file or the object directory."""
+        if self.config.object_dir is not None:
+            return self.config.object_dir.parent / "serverapp-output"
         if self.config.database == ":memory:":
             self._scratch = tempfile.TemporaryDirectory(prefix="corolla-serverapp-")
             return Path(self._scratch.name)

@@ -39,7 +39,11 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    link = SuperLink(config)
+    try:
+        link = SuperLink(config)  # opens the state: a database it cannot use ends here
+    except CorollaError as exc:
+        print(f"flower-superlink: {exc}", file=sys.stderr)
+        sys.exit(1)
     try:
         link.start()
         if config.ready_file is not None:

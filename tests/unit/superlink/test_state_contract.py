@@ -8,6 +8,7 @@ tests use real time, and they bound it tightly.
 from __future__ import annotations
 
 import os
+import queue
 import threading
 import time
 import uuid
@@ -1176,6 +1177,114 @@ def test_concurrent_store_and_pull_lose_nothing(state: LinkState) -> None:
     all_ids = [message_id for ids in sent for message_id in ids]
     replies = state.pull_replies(run_id, all_ids)
     assert sorted(r.reply_to_message_id for r in replies) == sorted(all_ids)
+
+
+def all_at_once(count: int, call: Callable[[int], object]) -> list[object]:
+    """``call(i)`` in ``count`` threads released together; each one's result or exception."""
+    barrier = threading.Barrier(count)
+    outcomes: list[object] = [None] * count
+
+    def run(i: int) -> None:
+        barrier.wait(timeout=10)
+        try:
+            outcomes[i] = call(i)
+        except Exception as exc:
+            outcomes[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not any(thread.is_alive() for thread in threads)
+    return outcomes
+
+
+def test_concurrent_replies_to_one_instruction_store_one(state: LinkState) -> None:
+    run_id = new_run(state)
+    node = state.create_node(INTERVAL)
+    msg = delivered(state, run_id, node)
+    replies = [reply_to(state, msg) for _ in range(6)]
+    outcomes = all_at_once(6, lambda i: state.store_replies(node, [replies[i]]))
+    refused = [o for o in outcomes if isinstance(o, InvalidArgument)]
+    assert (outcomes.count(None), len(refused)) == (1, 5), outcomes
+    assert state.pull_replies(run_id, [msg.message_id]) == [replies[outcomes.index(None)]]
+
+
+def test_a_reply_pushed_again_at_the_same_time_is_stored_once(state: LinkState) -> None:
+    run_id = new_run(state)
+    node = state.create_node(INTERVAL)
+    msg = delivered(state, run_id, node)
+    reply = reply_to(state, msg)
+    assert all_at_once(6, lambda _: state.store_replies(node, [reply])) == [None] * 6
+    assert state.pull_replies(run_id, [msg.message_id]) == [reply]
+
+
+def test_concurrent_pulls_deliver_each_instruction(state: LinkState) -> None:
+    run_id = new_run(state)
+    node = state.create_node(INTERVAL)
+    sent = [instruction(state, run_id, node) for _ in range(40)]
+    state.store_instructions(sent)
+    pulled = all_at_once(4, lambda _: state.pull_instructions(node, limit=40))
+    assert all(got == sent for got in pulled)  # nothing consumed: each pull has them all
+    state.store_replies(node, [reply_to(state, msg) for msg in sent])  # all delivered
+    assert state.pull_instructions(node, limit=40) == []
+
+
+def test_a_message_never_outlives_its_objects(state: LinkState) -> None:
+    """A round's objects are collected when its replies are acknowledged, while the next
+    round's instructions on the same model are being stored: every instruction a node gets
+    has its objects there."""
+    run_id = new_run(state)
+    node = state.create_node(INTERVAL)
+    rounds, errors, sent = 50, [], []
+    replied: queue.Queue[str] = queue.Queue()
+
+    def server() -> None:
+        try:
+            for _ in range(rounds):
+                msg = with_objects(instruction(state, run_id, node), "model")
+                try:
+                    state.store_instructions([msg])
+                except FailedPrecondition:  # collected meanwhile: push it again, as a grid does
+                    state.store_object(run_id, "model", b"weights")
+                    state.store_instructions([msg])
+                sent.append(msg.message_id)
+                replied.get(timeout=10)  # the next round starts as the reply is acknowledged
+        except BaseException as exc:
+            errors.append(exc)
+
+    def node_side() -> None:
+        try:
+            answered = 0
+            deadline = time.monotonic() + 30
+            while answered < rounds and time.monotonic() < deadline:
+                for msg in state.pull_instructions(node, limit=5, wait=0.5):
+                    assert state.missing_objects(list(msg.object_ids)) == []
+                    state.store_replies(node, [reply_to(state, msg)])
+                    replied.put(msg.message_id)
+                    answered += 1
+            assert answered == rounds
+        except BaseException as exc:
+            errors.append(exc)
+
+    def acknowledger() -> None:
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and any(t.is_alive() for t in workers[:2]):
+                if replies := state.pull_replies(run_id, list(sent), wait=0.5):
+                    state.ack_replies(run_id, [reply.message_id for reply in replies])
+        except BaseException as exc:
+            errors.append(exc)
+
+    state.store_object(run_id, "model", b"weights")
+    workers = [threading.Thread(target=fn) for fn in (server, node_side, acknowledger)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    assert not errors, errors
+    assert not any(worker.is_alive() for worker in workers)
 
 
 # -- audit trail --------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""The state's files are private whatever the umask, and ids SQLite cannot hold are invalid
-arguments (not internal errors)."""
+"""The state's files are private whatever the umask, and ids the database cannot hold (SQLite
+or PostgreSQL) are invalid arguments (not internal errors)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,15 @@ import stat
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from postgres_server import database_for
 
 from corolla.common.errors import InvalidArgument
 from corolla.superlink.state import LinkState, SqliteLinkState, StoredMessage
+from corolla.superlink.state.postgres import PostgresLinkState
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -96,8 +98,19 @@ CALLS: dict[str, Callable[[LinkState, int, int], object]] = {
 }
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_state(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LinkState]:
+    if request.param == "sqlite":
+        state: LinkState = SqliteLinkState(":memory:")
+    else:
+        state = PostgresLinkState(database_for(tmp_path), tmp_path / "objects")
+    yield state
+    state.close()
+
+
 @pytest.mark.parametrize("call", sorted(CALLS))
-def test_an_id_out_of_range_is_an_invalid_argument(state: LinkState, call: str) -> None:
+def test_an_id_out_of_range_is_an_invalid_argument(any_state: LinkState, call: str) -> None:
+    state = any_state
     run_id = state.create_run(
         fab_id="a/b", fab_version="1", fab_hash="h", override_config={}, run_config={}
     )

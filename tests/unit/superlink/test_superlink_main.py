@@ -87,6 +87,37 @@ def test_compression_flag_env_and_file(tmp_path: Path) -> None:
         parse_config(["--insecure"], environ={"COROLLA_COMPRESSION": "gzip"})
 
 
+def test_a_postgres_database_keeps_its_objects_in_object_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COROLLA_HOME", str(tmp_path))
+    url = "postgresql://corolla@db.example/state"
+    sqlite = parse_config(["--insecure"], environ={"COROLLA_HOME": str(tmp_path)})
+    assert sqlite.object_dir is None  # SQLite: beside its file
+    config = parse_config(
+        ["--insecure", "--database", url], environ={"COROLLA_HOME": str(tmp_path)}
+    )
+    assert (config.database, config.object_dir) == (url, tmp_path / "superlink" / "objects")
+    env = {"COROLLA_DATABASE": url, "COROLLA_OBJECT_DIR": str(tmp_path / "shared")}
+    assert parse_config(["--insecure"], environ=env).object_dir == tmp_path / "shared"
+
+
+def test_a_database_it_cannot_open_ends_it_with_one_line(tmp_path: Path) -> None:
+    url = f"postgresql://corolla@/state?host={tmp_path / 'no-server'}&connect_timeout=2"
+    result = subprocess.run(
+        [sys.executable, "-m", "corolla.superlink.main", "--insecure", "--database", url],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "COROLLA_HOME": str(tmp_path / "home")},
+    )
+    assert result.returncode == 1
+    err = result.stderr.strip().splitlines()[-1]  # one line, after the log's
+    assert err.startswith("flower-superlink: state database postgresql://corolla@"), result.stderr
+    assert "No such file or directory" in err
+    assert "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [
@@ -100,6 +131,7 @@ def test_compression_flag_env_and_file(tmp_path: Path) -> None:
         (["--insecure", "--ssl-certfile", "c.pem"], "exclude each other"),
         (["--insecure", "--isolation", "process"], "needs --appio-secret-file"),
         (["--insecure", "--isolation", "elsewhere"], "invalid choice"),
+        (["--insecure", "--object-dir", "objects"], "--object-dir is for a PostgreSQL"),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Mapping
 from pathlib import Path
 
 from corolla.common.errors import FailedPrecondition
@@ -14,10 +15,12 @@ SCHEMA_VERSION = 7  # 2: objects.in_file (payload in a file beside the database)
 # (replies the ServerApp took: a retried push of one is no error), messages.delivered 2 (acked)
 MEMORY = ":memory:"
 
-_TABLES = """
+# The tables in the types of each backend (`tables`): SQLite's below, PostgreSQL's in
+# `_pgschema`. ``{rowid}``: a column PostgreSQL needs for what is SQLite's implicit rowid.
+TABLES = """
 CREATE TABLE IF NOT EXISTS runs (
-    run_id          INTEGER PRIMARY KEY,
-    seq             INTEGER NOT NULL UNIQUE,
+    run_id          {int} PRIMARY KEY,
+    seq             {int} NOT NULL UNIQUE,
     fab_id          TEXT NOT NULL,
     fab_version     TEXT NOT NULL,
     fab_hash        TEXT NOT NULL,
@@ -28,46 +31,46 @@ CREATE TABLE IF NOT EXISTS runs (
     status          TEXT NOT NULL,
     sub_status      TEXT NOT NULL,
     details         TEXT NOT NULL,
-    pending_at      REAL NOT NULL,
-    starting_at     REAL NOT NULL,
-    running_at      REAL NOT NULL,
-    finished_at     REAL NOT NULL,
-    federation_options TEXT NOT NULL DEFAULT '{}'
+    pending_at      {real} NOT NULL,
+    starting_at     {real} NOT NULL,
+    running_at      {real} NOT NULL,
+    finished_at     {real} NOT NULL,
+    federation_options TEXT NOT NULL DEFAULT '{{}}'
 );
 CREATE TABLE IF NOT EXISTS fabs (
     fab_hash TEXT PRIMARY KEY,
-    content  BLOB NOT NULL
+    content  {blob} NOT NULL
 );
 CREATE TABLE IF NOT EXISTS nodes (
-    node_id            INTEGER PRIMARY KEY,
-    heartbeat_interval REAL NOT NULL,
-    online_until       REAL NOT NULL,
-    registered_at      REAL NOT NULL,
-    last_seen          REAL NOT NULL DEFAULT 0
+    node_id            {int} PRIMARY KEY,
+    heartbeat_interval {real} NOT NULL,
+    online_until       {real} NOT NULL,
+    registered_at      {real} NOT NULL,
+    last_seen          {real} NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS node_keys (
-    node_id       INTEGER PRIMARY KEY,
-    public_key    BLOB NOT NULL UNIQUE,
+    node_id       {int} PRIMARY KEY,
+    public_key    {blob} NOT NULL UNIQUE,
     fingerprint   TEXT NOT NULL UNIQUE,
-    registered_at REAL NOT NULL
+    registered_at {real} NOT NULL
 );
 CREATE TABLE IF NOT EXISTS node_runs (
-    node_id INTEGER NOT NULL,
-    run_id  INTEGER NOT NULL,
+    node_id {int} NOT NULL,
+    run_id  {int} NOT NULL,
     PRIMARY KEY (node_id, run_id)
 );
-CREATE TABLE IF NOT EXISTS messages (
+CREATE TABLE IF NOT EXISTS messages ({rowid}
     message_id          TEXT PRIMARY KEY,
-    run_id              INTEGER NOT NULL REFERENCES runs (run_id),
-    src_node_id         INTEGER NOT NULL,
-    dst_node_id         INTEGER NOT NULL,
+    run_id              {int} NOT NULL REFERENCES runs (run_id),
+    src_node_id         {int} NOT NULL,
+    dst_node_id         {int} NOT NULL,
     reply_to_message_id TEXT NOT NULL,
     message_type        TEXT NOT NULL,
-    created_at          REAL NOT NULL,
-    ttl                 REAL NOT NULL,
-    payload             BLOB NOT NULL,
-    object_ids          TEXT NOT NULL,
-    delivered           INTEGER NOT NULL DEFAULT 0  -- instructions: UNDELIVERED, ...
+    created_at          {real} NOT NULL,
+    ttl                 {real} NOT NULL,
+    payload             {blob} NOT NULL,
+    object_ids          {json} NOT NULL,
+    delivered           {int} NOT NULL DEFAULT 0  -- instructions: UNDELIVERED, ...
 );
 CREATE INDEX IF NOT EXISTS messages_dst_delivered ON messages (dst_node_id, delivered);
 CREATE INDEX IF NOT EXISTS messages_run ON messages (run_id);
@@ -75,68 +78,83 @@ CREATE INDEX IF NOT EXISTS messages_reply_to ON messages (reply_to_message_id);
 CREATE TABLE IF NOT EXISTS answered (
     instruction_id TEXT PRIMARY KEY,
     reply_id       TEXT NOT NULL,
-    run_id         INTEGER NOT NULL
+    run_id         {int} NOT NULL
 );
 CREATE INDEX IF NOT EXISTS answered_run ON answered (run_id);
 CREATE TABLE IF NOT EXISTS objects (
     object_id TEXT PRIMARY KEY,
-    run_id    INTEGER NOT NULL,
-    size      INTEGER NOT NULL,
-    data      BLOB NOT NULL,
-    in_file   INTEGER NOT NULL DEFAULT 0
+    run_id    {int} NOT NULL,
+    size      {int} NOT NULL,
+    data      {blob} NOT NULL,
+    in_file   {int} NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS objects_run ON objects (run_id);
 CREATE TABLE IF NOT EXISTS object_refs (
     object_id TEXT NOT NULL,
-    run_id    INTEGER NOT NULL,
+    run_id    {int} NOT NULL,
     PRIMARY KEY (object_id, run_id)
 );
 CREATE INDEX IF NOT EXISTS object_refs_run ON object_refs (run_id);
 CREATE TABLE IF NOT EXISTS contexts (
-    run_id  INTEGER PRIMARY KEY REFERENCES runs (run_id),
-    context BLOB NOT NULL
+    run_id  {int} PRIMARY KEY REFERENCES runs (run_id),
+    context {blob} NOT NULL
 );
 CREATE TABLE IF NOT EXISTS logs (
-    run_id INTEGER NOT NULL REFERENCES runs (run_id),
-    idx    INTEGER NOT NULL,
+    run_id {int} NOT NULL REFERENCES runs (run_id),
+    idx    {int} NOT NULL,
     line   TEXT NOT NULL,
     PRIMARY KEY (run_id, idx)
 );
 CREATE TABLE IF NOT EXISTS tokens (
     token_sha256 TEXT PRIMARY KEY,
-    run_id       INTEGER NOT NULL REFERENCES runs (run_id),
-    created_at   REAL NOT NULL
+    run_id       {int} NOT NULL REFERENCES runs (run_id),
+    created_at   {real} NOT NULL
 );
 CREATE INDEX IF NOT EXISTS tokens_run ON tokens (run_id);
 CREATE INDEX IF NOT EXISTS runs_active ON runs (seq) WHERE status != 'finished';
 CREATE TABLE IF NOT EXISTS checkpoints (
-    run_id       INTEGER PRIMARY KEY REFERENCES runs (run_id),
-    server_round INTEGER NOT NULL,
-    payload      BLOB NOT NULL,
-    object_ids   TEXT NOT NULL,
-    saved_at     REAL NOT NULL
+    run_id       {int} PRIMARY KEY REFERENCES runs (run_id),
+    server_round {int} NOT NULL,
+    payload      {blob} NOT NULL,
+    object_ids   {json} NOT NULL,
+    saved_at     {real} NOT NULL
 );
 CREATE TABLE IF NOT EXISTS audit (
-    event_id INTEGER PRIMARY KEY AUTOINCREMENT,
-    at       REAL NOT NULL,
-    user     TEXT NOT NULL,
+    event_id {serial},
+    at       {real} NOT NULL,
+    "user"   TEXT NOT NULL,
     action   TEXT NOT NULL,
-    run_id   INTEGER NOT NULL,
-    allowed  INTEGER NOT NULL,
+    run_id   {int} NOT NULL,
+    allowed  {int} NOT NULL,
     reason   TEXT NOT NULL,
     peer     TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS audit_user ON audit (user, event_id);
+CREATE INDEX IF NOT EXISTS audit_user ON audit ("user", event_id);
 CREATE INDEX IF NOT EXISTS audit_run ON audit (run_id, event_id);
 CREATE TABLE IF NOT EXISTS run_usage (
-    run_id        INTEGER PRIMARY KEY REFERENCES runs (run_id),
-    object_bytes  INTEGER NOT NULL DEFAULT 0,
-    log_bytes     INTEGER NOT NULL DEFAULT 0,
-    log_first     INTEGER NOT NULL DEFAULT 0,
-    dropped_lines INTEGER NOT NULL DEFAULT 0,
-    dropped_bytes INTEGER NOT NULL DEFAULT 0
+    run_id        {int} PRIMARY KEY REFERENCES runs (run_id),
+    object_bytes  {int} NOT NULL DEFAULT 0,
+    log_bytes     {int} NOT NULL DEFAULT 0,
+    log_first     {int} NOT NULL DEFAULT 0,
+    dropped_lines {int} NOT NULL DEFAULT 0,
+    dropped_bytes {int} NOT NULL DEFAULT 0
 );
 """
+SQLITE_TYPES = {
+    "int": "INTEGER",
+    "real": "REAL",
+    "blob": "BLOB",
+    "json": "TEXT",
+    "serial": "INTEGER PRIMARY KEY AUTOINCREMENT",
+    "rowid": "",
+}
+
+
+def tables(types: Mapping[str, str]) -> str:
+    """`TABLES` in one backend's types."""
+    return TABLES.format_map(types)
+
+
 # run_usage (version 4): what each run stores, kept up to date so that a quota check never sums
 # over a run's rows. object_bytes counts the objects the run stored first (objects.run_id),
 # log_bytes its log lines (UTF-8), log_first is the index of its oldest kept line; once
@@ -208,7 +226,7 @@ def _prepare(conn: sqlite3.Connection, name: str) -> None:
                     f"state database {name} has schema version {found}, newer than the "
                     f"version {SCHEMA_VERSION} this Corolla supports; upgrade Corolla"
                 )
-            for statement in _TABLES.split(";"):
+            for statement in tables(SQLITE_TYPES).split(";"):
                 if statement.strip():
                     conn.execute(statement)
             if found == 1:  # migrate: payloads may now live in files

@@ -33,10 +33,12 @@ from corolla.superlink.state._rundata import RunDataStore
 from corolla.superlink.state._signals import Signals, checked_wait
 from corolla.superlink.state.base import (
     TRANSITIONS,
+    Clock,
     IllegalTransition,
     LinkState,
     RunRecord,
     RunStatus,
+    StateLimits,
     SubStatus,
 )
 
@@ -57,13 +59,40 @@ class SqlLinkState(ObjectStore, MessageStore, NodeStore, RunDataStore, AuditStor
     """Runs, FABs and the waits; the mixins hold the rest (`ObjectStore` first: the others
     name its methods)."""
 
-    _signals: Signals
-    _closed: bool
+    def __init__(
+        self,
+        *,
+        clock: Clock | None,
+        limits: StateLimits | None,
+        lock: contextlib.AbstractContextManager[object],
+    ) -> None:
+        """``limits``: what clients can make it store (`StateLimits`, its defaults if None);
+        ``lock``: the backend's, which `close` (and the object quotas) take."""
+        if clock is not None:
+            self.clock = clock
+        if limits is not None:
+            self.limits = limits
+        self._lock = lock
+        self._signals = Signals()
+        self._closed = False
 
     @abstractmethod
     def _db(self, *, write: bool = False) -> contextlib.AbstractContextManager[Conn]:
         """A connection (`Unavailable` once closed); with ``write``, inside one transaction
         that commits when the block ends and rolls back if it raises."""
+
+    @abstractmethod
+    def _disconnect(self) -> None:
+        """Close the database connections (under the lock, once)."""
+
+    def close(self) -> None:
+        """Wake every waiter and close the database; later calls raise `Unavailable`."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._signals.wake_all()
+            self._disconnect()
 
     def _poll(
         self, key: Hashable, fetch: Callable[[], _T], ready: Callable[[_T], bool], wait: float

@@ -18,16 +18,10 @@ from psycopg.conninfo import conninfo_to_dict
 from corolla.common.errors import InvalidArgument, Unavailable
 from corolla.superlink.state._pg import Pool, PostgresConn
 from corolla.superlink.state._pgschema import prepare
-from corolla.superlink.state._signals import Signals
 from corolla.superlink.state._sql import SqlLinkState
 from corolla.superlink.state.base import Clock, StateLimits
 
 DEFAULT_POOL_SIZE = 8  # connections one state keeps at most
-
-
-def is_postgres_url(database: str) -> bool:
-    """Whether ``database`` names a PostgreSQL database (else it is an SQLite file)."""
-    return database.startswith(("postgresql://", "postgres://"))
 
 
 def describe(url: str) -> str:
@@ -59,14 +53,8 @@ class PostgresLinkState(SqlLinkState):
         limits: StateLimits | None = None,
         pool_size: int = DEFAULT_POOL_SIZE,
     ) -> None:
-        if clock is not None:
-            self.clock = clock
-        if limits is not None:
-            self.limits = limits
+        super().__init__(clock=clock, limits=limits, lock=threading.Lock())
         self.database = describe(url)
-        self._lock = threading.Lock()
-        self._signals = Signals()
-        self._closed = False
         self._pool = Pool(url, pool_size)
         try:
             with self._db() as conn:
@@ -91,14 +79,10 @@ class PostgresLinkState(SqlLinkState):
                         yield conn
                 else:
                     yield conn
-        except psycopg.Error as exc:
-            raise Unavailable(f"state database {self.database}: {exc}") from exc
+        except psycopg.Error as exc:  # on one line: libpq adds hints on lines of their own
+            raise Unavailable(
+                f"state database {self.database}: {' '.join(str(exc).split())}"
+            ) from exc
 
-    def close(self) -> None:
-        """Wake every waiter and close the connections; later calls raise `Unavailable`."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-        self._signals.wake_all()
-        self._pool.close()
+    def _disconnect(self) -> None:
+        self._pool.close()  # the connections in use close when they are given back

@@ -16,7 +16,6 @@ from pathlib import Path
 from corolla.common.errors import InvalidArgument, NotFound, Unavailable
 from corolla.superlink.state._db import Conn, SqliteConn
 from corolla.superlink.state._schema import connect
-from corolla.superlink.state._signals import Signals
 from corolla.superlink.state._sql import SqlLinkState
 from corolla.superlink.state.base import Clock, StateLimits
 
@@ -41,14 +40,8 @@ class SqliteLinkState(SqlLinkState):
         limits: StateLimits | None = None,
     ) -> None:
         """``limits``: what clients can make it store (`StateLimits`, its defaults if None)."""
-        if clock is not None:
-            self.clock = clock
-        if limits is not None:
-            self.limits = limits
+        super().__init__(clock=clock, limits=limits, lock=threading.RLock())
         self.database = str(database)
-        self._lock = threading.RLock()
-        self._signals = Signals()
-        self._closed = False
         self._conn = SqliteConn(connect(database))
         try:  # payloads beside a file database, as blobs in memory
             memory = self.database == ":memory:"
@@ -82,14 +75,8 @@ class SqliteLinkState(SqlLinkState):
                     with contextlib.suppress(sqlite3.Error):
                         conn.execute("ROLLBACK")
 
-    def close(self) -> None:
-        """Wake every waiter and close the database; later calls raise `Unavailable`."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._signals.wake_all()
-            self._conn.raw.close()
+    def _disconnect(self) -> None:
+        self._conn.raw.close()
 
     # -- objects as blobs (``:memory:``) -------------------------------------------------------
     def _insert_blob(self, conn: Conn, run_id: int, object_id: str, view: memoryview) -> None:
