@@ -502,6 +502,49 @@ def test_invalid_heartbeat_interval(state: LinkState, interval: float) -> None:
         state.heartbeat(node_id, interval)
 
 
+def test_node_keys_bind_a_node_id(state: LinkState, clock: FakeClock) -> None:
+    key, other_key = b"\x30\x59 public key", b"\x30\x59 another"
+    node_id = state.register_node_key(key, "fp-1")
+    assert 0 < node_id < 2**63
+    assert state.node_key("fp-1") == (node_id, key)
+    with pytest.raises(AlreadyExists):
+        state.register_node_key(key, "fp-1")
+    with pytest.raises(NotFound):
+        state.node_key("fp-2")
+    keyless = state.create_node(INTERVAL)
+    assert state.create_node(INTERVAL, requested_node_id=node_id) == node_id  # it connects
+    second = state.register_node_key(other_key, "fp-2")
+    clock.advance(1)
+    state.heartbeat(node_id, INTERVAL)
+    nodes = {node.node_id: node for node in state.list_nodes()}
+    assert [n.node_id for n in state.list_nodes()] == sorted([node_id, keyless, second])
+    assert (nodes[node_id].fingerprint, nodes[node_id].online) == ("fp-1", True)
+    assert nodes[node_id].last_seen == clock.now
+    assert (nodes[second].online, nodes[second].last_seen) == (False, 0.0)  # never connected
+    assert (nodes[keyless].fingerprint, nodes[keyless].online) == ("", True)
+    state.unregister_node(node_id)
+    with pytest.raises(NotFound):
+        state.node_key("fp-1")
+    assert node_id not in state.online_node_ids()
+    with pytest.raises(NotFound):
+        state.unregister_node(node_id)
+
+
+def test_a_node_reads_only_what_its_instructions_name(state: LinkState) -> None:
+    run_id, other_run = new_run(state), new_run(state)
+    node, other = state.create_node(INTERVAL), state.create_node(INTERVAL)
+    for name in ("model", "extra", "foreign"):
+        state.store_object(run_id, name, name.encode())
+    assert not state.node_serves_run(node, run_id)
+    state.store_instructions([with_objects(instruction(state, run_id, node), "model")])
+    state.store_instructions([with_objects(instruction(state, run_id, other), "foreign")])
+    assert state.node_serves_run(node, run_id) and not state.node_serves_run(node, other_run)
+    wanted = ["model", "extra", "foreign", "unknown"]
+    assert state.node_object_ids(node, run_id, wanted) == {"model"}
+    assert state.node_object_ids(node, other_run, wanted) == set()
+    assert state.run_object_ids(run_id, wanted) == {"model", "extra", "foreign"}
+
+
 # -- instructions -------------------------------------------------------------------------------
 def test_instructions_round_trip_in_order_and_once(state: LinkState, clock: FakeClock) -> None:
     run_id = new_run(state)

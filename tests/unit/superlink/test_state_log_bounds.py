@@ -3,14 +3,17 @@ keep their place; `get_logs` answers in bounded batches."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from bounded_state import Make, new_run
+from bounded_state import new_run
 
 from corolla.common.errors import InvalidArgument
-from corolla.superlink.state import SqliteLinkState
+from corolla.superlink.state import LinkState, SqliteLinkState
 from corolla.superlink.state.base import StateLimits
+
+MakeAny = Callable[..., LinkState]
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -21,7 +24,7 @@ def lines(first: int, count: int) -> list[str]:
     return [f"line {i:04d}" for i in range(first, first + count)]  # 9 bytes each
 
 
-def read_all(state: SqliteLinkState, run_id: int, after: int = 0) -> tuple[list[str], int]:
+def read_all(state: LinkState, run_id: int, after: int = 0) -> tuple[list[str], int]:
     out: list[str] = []
     while True:
         batch, after = state.get_logs(run_id, after)
@@ -30,8 +33,8 @@ def read_all(state: SqliteLinkState, run_id: int, after: int = 0) -> tuple[list[
         out += batch
 
 
-def test_the_oldest_lines_go_and_one_marker_stands_in_their_place(make: Make) -> None:
-    state = make(max_run_log_bytes=90)
+def test_the_oldest_lines_go_and_one_marker_stands_in_their_place(make_any: MakeAny) -> None:
+    state = make_any(max_run_log_bytes=90)
     run_id = new_run(state)
     state.append_logs(run_id, lines(0, 10))  # exactly the quota
     assert state.get_logs(run_id) == (lines(0, 10), 10)
@@ -48,8 +51,8 @@ def test_the_oldest_lines_go_and_one_marker_stands_in_their_place(make: Make) ->
     assert sum(line.startswith(MARKER) for line in got) == 1
 
 
-def test_readers_keep_their_place_across_drops(make: Make) -> None:
-    state = make(max_run_log_bytes=90)
+def test_readers_keep_their_place_across_drops(make_any: MakeAny) -> None:
+    state = make_any(max_run_log_bytes=90)
     run_id = new_run(state)
     state.append_logs(run_id, lines(0, 10))
     behind, ahead = 3, 8  # where two followers stopped reading
@@ -63,8 +66,8 @@ def test_readers_keep_their_place_across_drops(make: Make) -> None:
     assert state.get_logs(run_id, after) == (lines(16, 2), 18)
 
 
-def test_one_append_bigger_than_the_quota_keeps_its_newest_lines(make: Make) -> None:
-    state = make(max_run_log_bytes=90)
+def test_one_append_bigger_than_the_quota_keeps_its_newest_lines(make_any: MakeAny) -> None:
+    state = make_any(max_run_log_bytes=90)
     run_id = new_run(state)
     state.append_logs(run_id, lines(0, 30))
     got, end = state.get_logs(run_id)
@@ -79,8 +82,8 @@ def test_one_append_bigger_than_the_quota_keeps_its_newest_lines(make: Make) -> 
     assert end == 31
 
 
-def test_the_log_stays_bounded_however_long_the_run_talks(make: Make) -> None:
-    state = make(max_run_log_bytes=1000)
+def test_the_log_stays_bounded_however_long_the_run_talks(make_any: MakeAny) -> None:
+    state = make_any(max_run_log_bytes=1000)
     run_id = new_run(state)
     for start in range(0, 5000, 50):
         state.append_logs(run_id, lines(start, 50))
@@ -91,8 +94,8 @@ def test_the_log_stays_bounded_however_long_the_run_talks(make: Make) -> None:
     assert sum(len(line.encode()) for line in got[1:]) <= 1000
 
 
-def test_the_quota_counts_utf8_bytes(make: Make) -> None:
-    state = make(max_run_log_bytes=10)
+def test_the_quota_counts_utf8_bytes(make_any: MakeAny) -> None:
+    state = make_any(max_run_log_bytes=10)
     run_id = new_run(state)
     state.append_logs(run_id, ["ééééé"])  # 10 bytes
     assert state.get_logs(run_id) == (["ééééé"], 1)
@@ -119,8 +122,8 @@ def test_the_count_survives_a_restart(tmp_path: Path) -> None:
         state.close()
 
 
-def test_get_logs_answers_in_bounded_batches(make: Make) -> None:
-    state = make(max_run_log_bytes=1 << 20, log_batch_bytes=1000)
+def test_get_logs_answers_in_bounded_batches(make_any: MakeAny) -> None:
+    state = make_any(max_run_log_bytes=1 << 20, log_batch_bytes=1000)
     run_id = new_run(state)
     text = [f"{i:03d}" + "x" * 96 for i in range(100)]  # 100 bytes each
     state.append_logs(run_id, text)
@@ -136,3 +139,12 @@ def test_get_logs_answers_in_bounded_batches(make: Make) -> None:
     assert state.get_logs(run_id, 100) == (["y" * 5000], 101)
     with pytest.raises(InvalidArgument):
         state.get_logs(run_id, 0, max_bytes=0)
+
+
+def test_a_long_log_reads_back_whole_and_in_order(make_any: MakeAny) -> None:
+    state = make_any(max_run_log_bytes=1 << 20, log_batch_bytes=1 << 20)
+    run_id = new_run(state)
+    for first in range(0, 2000, 500):
+        state.append_logs(run_id, lines(first, 500))
+    assert state.get_logs(run_id, 10) == (lines(10, 1990), 2000)  # pages of it, one answer
+    assert read_all(state, run_id, 1999) == (lines(1999, 1), 2000)

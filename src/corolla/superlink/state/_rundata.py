@@ -7,7 +7,7 @@ import contextlib
 import hashlib
 import json
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from corolla.common.errors import FailedPrecondition, InvalidArgument, Unauthenticated
 from corolla.superlink.state._db import FOR_SHARE, FOR_UPDATE, Conn
@@ -15,6 +15,21 @@ from corolla.superlink.state._queries import existing, fetch_run
 from corolla.superlink.state.base import Clock, StateLimits, describe_bytes
 
 _LINE_FRAMING = 8  # bytes a line adds to a response besides its text (tag, length)
+_LOG_PAGE = 256  # log lines read at a time
+
+
+def _log_lines(conn: Conn, run_id: int, start: int) -> Iterator[tuple[int, str]]:
+    """The run's lines from index ``start`` on, a page at a time: a reader that stops early
+    has read little (a PostgreSQL cursor holds its whole result)."""
+    while True:
+        rows = conn.execute(
+            "SELECT idx, line FROM logs WHERE run_id = ? AND idx >= ? ORDER BY idx LIMIT ?",
+            (run_id, start, _LOG_PAGE),
+        ).fetchall()
+        yield from rows
+        if len(rows) < _LOG_PAGE:
+            return
+        start = rows[-1][0] + 1
 
 
 def token_digest(token: str) -> str:
@@ -88,15 +103,10 @@ class RunDataStore:
             return
         freed = count = 0
         end = first
-        rows = conn.execute(
-            "SELECT idx, line FROM logs WHERE run_id = ? AND idx >= ? ORDER BY idx",
-            (run_id, first),
-        )
-        for idx, line in rows:  # read no further than the lines dropped: O(lines dropped)
+        for idx, line in _log_lines(conn, run_id, first):  # up to the lines dropped
             if used - freed <= quota:
                 break
             freed, count, end = freed + len(line.encode()), count + 1, idx + 1
-        rows.close()
         dropped_lines, dropped_bytes = dropped_lines + count, dropped_bytes + freed
         conn.execute(
             "DELETE FROM logs WHERE run_id = ? AND idx >= ? AND idx < ?", (run_id, first - 1, end)
@@ -127,17 +137,12 @@ class RunDataStore:
         taken, next_index = 0, after
         with self._db() as conn:
             fetch_run(conn, run_id)
-            rows = conn.execute(
-                "SELECT idx, line FROM logs WHERE run_id = ? AND idx >= ? ORDER BY idx",
-                (run_id, after),
-            )
-            for idx, line in rows:  # read no further than the batch
+            for idx, line in _log_lines(conn, run_id, after):  # up to the batch's end
                 taken += len(line.encode()) + _LINE_FRAMING
                 if lines and taken > budget:
                     break
                 lines.append(line)
                 next_index = idx + 1
-            rows.close()
         return lines, next_index
 
     def set_checkpoint(
