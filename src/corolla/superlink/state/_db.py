@@ -21,11 +21,11 @@ A list parameter (for ``{in_list}``) is a Python list; `Conn.lock` takes a named
 rest of the transaction (SQLite: a no-op, its write transactions run one at a time). Queries
 hold no other braces.
 
-Row locks (PostgreSQL; SQLite serialises write transactions anyway), always taken in this
-order, each set sorted by key, so that two transactions never wait for each other: a run's row
-(``FOR SHARE`` to add to the run, ``FOR UPDATE`` to change its status), then instructions (to
-mark, answer or delete them), then objects (``FOR KEY SHARE`` to add a use of one, ``FOR
-UPDATE`` before deciding to delete it), then ``run_usage`` rows.
+Row locks (PostgreSQL; SQLite serialises write transactions anyway) are always taken in this
+order, each set sorted by key, so that no two transactions wait for each other (a deadlock):
+a run's row (``FOR SHARE`` to add to the run, ``FOR UPDATE`` to change its status), then
+instructions (to mark, answer or delete them), then objects (``FOR KEY SHARE`` to add a use
+of one, ``FOR UPDATE`` before deciding to delete it), then ``run_usage`` rows.
 """
 
 from __future__ import annotations

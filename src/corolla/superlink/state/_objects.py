@@ -186,9 +186,9 @@ class ObjectStore:
     def open_object(self, run_id: int, object_id: str, size: int) -> ObjectSink[None]:
         with self._db(write=True) as conn:
             stored = self._admit(conn, run_id, object_id, size)
-        if stored is None:
-            return _Known(self, run_id, object_id)
-        self._hold(run_id, object_id, size, stored)
+            if stored is None:
+                return _Known(self, run_id, object_id)
+            self._hold(run_id, object_id, size, stored)  # SQLite: under its lock, exact
         try:
             part = None if self._files is None else self._files.new_part()
         except BaseException:
@@ -261,7 +261,8 @@ class ObjectStore:
         return 0 if row is None else int(row[0])
 
     def _hold(self, run_id: int, object_id: str, size: int, stored: int) -> None:
-        """Count ``size`` bytes against the run's quota while the object comes."""
+        """Count ``size`` bytes against the run's quota while the object comes (PostgreSQL:
+        the pushes of this process; another SuperLink's count once committed)."""
         with self._lock:
             self._check_quota(run_id, object_id, size, stored)
             self._pushing[run_id] += size
