@@ -59,6 +59,8 @@ def find_bindir() -> Path:
     """Where initdb, postgres and pg_ctl are: ``$COROLLA_TEST_PG_BINDIR``, else the newest
     ``/usr/lib/postgresql/*/bin`` (Debian), else beside ``initdb`` on the PATH."""
     if named := os.environ.get("COROLLA_TEST_PG_BINDIR"):
+        if not (Path(named) / "initdb").exists():
+            raise PostgresError(f"COROLLA_TEST_PG_BINDIR={named} has no initdb")
         return Path(named)
     versions = sorted(
         Path("/usr/lib/postgresql").glob("*/bin/initdb"),
@@ -232,14 +234,22 @@ class PostgresServer:
 
 # -- the session's server (see the module docstring) ------------------------------------------
 _session: PostgresServer | None = None
+_failure: PostgresError | None = None  # why the session's server did not start (tried once)
 _databases: dict[Path, str] = {}  # a test's directory -> the name of its database
 
 
 def session_server() -> PostgresServer:
-    """The session's server, started on first use."""
-    global _session
+    """The session's server, started on first use (if that fails, every later use fails the
+    same way at once)."""
+    global _session, _failure
+    if _failure is not None:
+        raise PostgresError(f"the test server did not start: {_failure}")
     if _session is None:
-        _session = PostgresServer().start()
+        try:
+            _session = PostgresServer().start()
+        except PostgresError as exc:
+            _failure = exc
+            raise
     return _session
 
 
