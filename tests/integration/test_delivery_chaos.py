@@ -46,7 +46,7 @@ def chaotic(tmp_path: Path) -> Iterator[tuple[LocalFederation, ChaosProxy, Cli]]
 def test_every_instruction_is_answered_exactly_once_through_cut_connections(
     chaotic: tuple[LocalFederation, ChaosProxy, Cli],
 ) -> None:
-    fed, proxy, cli = chaotic
+    _, proxy, cli = chaotic
     run_id = cli.submit(f"num-server-rounds={ROUNDS} min-nodes={NODES} checkpoint=false")
     info = cli.wait_for(run_id, "finished", timeout=240)
     log = cli("log", str(run_id), str(cli.app), "local").stdout
