@@ -137,6 +137,8 @@ class FleetServicer:
                     if stored or finished or everything or remaining <= 0:
                         break
                     everything = await self._wakeups.wait(changed, remaining)
+                    if not changed.done():  # the wait is over and nothing changed since the
+                        break  # look: no need for another (thousands of polls end together)
         return fpb.FleetPullMessagesResponse(
             messages=[from_stored(m) for m in stored], finished_run_ids=finished
         )

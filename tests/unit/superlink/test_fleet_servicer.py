@@ -242,3 +242,19 @@ def test_long_polls_beyond_their_slots_are_refused(state: LinkState, loop: Loop)
     finally:
         state.wake_all()
         first.result(10)
+
+
+def test_a_poll_that_times_out_unchanged_looks_once(state: LinkState, loop: Loop) -> None:
+    fleet = servicer(state, loop)
+    node_id = state.create_node(5.0)
+    look = fleet._pull_now
+    looks: list[object] = []
+
+    def counted(*args: Any) -> Any:
+        looks.append(args)
+        return look(*args)
+
+    fleet._pull_now = counted  # type: ignore[method-assign]
+    reply = loop.run(fleet.PullMessages(pull(node_id, 0.2), AsyncContext(node_id)))
+    assert list(reply.messages) == []
+    assert len(looks) == 1  # thousands of polls ending together cost no second look each
