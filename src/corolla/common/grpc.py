@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import math
 import os
 import threading
 from collections.abc import Callable, Iterator
 from concurrent import futures
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import grpc
 
@@ -133,18 +134,31 @@ def create_channel(
     return grpc.secure_channel(address, credentials, options=opts)
 
 
+def server_options(extra: list[tuple[str, Any]] | None = None) -> list[tuple[str, Any]]:
+    """Every server's options (keepalive, message sizes), overridden by ``extra``."""
+    # No SO_REUSEPORT: a second daemon on a busy port must fail, not silently share it.
+    return _merge_options([("grpc.so_reuseport", 0), *(extra or [])], server=True)
+
+
 def create_server(
     max_workers: int = 64, options: list[tuple[str, Any]] | None = None
 ) -> grpc.Server:
-    # No SO_REUSEPORT: a second daemon on a busy port must fail, not silently share it.
     return grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
-        options=_merge_options([("grpc.so_reuseport", 0), *(options or [])], server=True),
+        options=server_options(options),
         maximum_concurrent_rpcs=max_workers * 4,
     )
 
 
-def bind(server: grpc.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
+class Ports(Protocol):
+    """What `bind` needs of a server: a `grpc.Server` or a `corolla.common.aioserver`."""
+
+    def add_insecure_port(self, address: str) -> int: ...
+
+    def add_secure_port(self, address: str, credentials: grpc.ServerCredentials) -> int: ...
+
+
+def bind(server: Ports, address: str, credentials: grpc.ServerCredentials | None) -> int:
     """Bind ``address`` (``host:port``, port 0 picks a free one); returns the bound port."""
     try:
         if credentials is None:
@@ -160,7 +174,10 @@ def bind(server: grpc.Server, address: str, credentials: grpc.ServerCredentials 
 
 def abort_on_error(method: F) -> F:
     """Servicer decorator: a `CorollaError` becomes its gRPC status with its message; any other
-    exception becomes INTERNAL (logged with its traceback) and never crashes the daemon."""
+    exception becomes INTERNAL (logged with its traceback) and never crashes the daemon. A
+    coroutine method (on a `grpc.aio` server) stays one."""
+    if inspect.iscoroutinefunction(method):
+        return _abort_on_error_async(method)
 
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
         try:
@@ -173,6 +190,23 @@ def abort_on_error(method: F) -> F:
         except Exception:
             log.exception("unexpected error in %s", method.__name__)
             context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method.__name__}")
+
+    wrapper.__name__ = method.__name__
+    wrapper.__doc__ = method.__doc__
+    return wrapper  # type: ignore[return-value]  # same call signature as ``method``
+
+
+def _abort_on_error_async(method: F) -> F:
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            return await method(self, request, context)
+        except errors.CorollaError as exc:
+            await context.abort(status_for(exc), str(exc))
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            log.exception("unexpected error in %s", method.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method.__name__}")
 
     wrapper.__name__ = method.__name__
     wrapper.__doc__ = method.__doc__

@@ -6,16 +6,19 @@ misses a method of the service descriptor, so a new RPC without a policy cannot 
 Before a servicer method runs, the request is parsed here (malformed bytes are
 INVALID_ARGUMENT with one log line, never a traceback) and the authenticator turns the call's
 credential into a `Caller`, which the servicer reads from ``context.caller``. A refused call
-never reaches the servicer.
+never reaches the servicer. A servicer method may be a coroutine (served by a `grpc.aio`
+server, `corolla.common.aioserver`): its checks then run on a thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
+import inspect
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from google.protobuf import message_factory
@@ -74,7 +77,9 @@ Authenticate = Callable[[Credential, CallInfo], Caller]
 class Call:
     """The servicer's view of a call: the gRPC context plus the authenticated `caller`."""
 
-    def __init__(self, context: grpc.ServicerContext, caller: Caller) -> None:
+    def __init__(
+        self, context: grpc.ServicerContext | grpc.aio.ServicerContext[Any, Any], caller: Caller
+    ) -> None:
         self._context = context
         self.caller = caller
 
@@ -99,8 +104,16 @@ def metadata_of(context: grpc.ServicerContext) -> dict[str, str]:
     return {key: str(value) for key, value in context.invocation_metadata()}
 
 
+class Handlers(Protocol):
+    """What `add_service` needs of a server: a `grpc.Server` or a `corolla.common.aioserver`."""
+
+    def add_generic_rpc_handlers(
+        self, handlers: Sequence[grpc.GenericRpcHandler[Any, Any]]
+    ) -> None: ...
+
+
 def add_service(
-    server: grpc.Server,
+    server: Handlers,
     service: ServiceDescriptor,
     servicer: Any,
     policy: Policy,
@@ -122,6 +135,8 @@ def add_service(
             authenticate,
             None if method.client_streaming else request_cls,
         )
+        if method.server_streaming and not inspect.iscoroutinefunction(guarded):
+            guarded = _generator(guarded)
         if method.client_streaming and method.server_streaming:
             factory = grpc.stream_stream_rpc_method_handler
         elif method.client_streaming:
@@ -144,27 +159,51 @@ def _guard(
     credential: Credential,
     authenticate: Authenticate,
     request_cls: type[Message] | None,
-) -> Callable[[Any, grpc.ServicerContext], Any]:
+) -> Callable[[Any, Any], Any]:
+    def admit(request: Any, context: Any) -> tuple[Any, Caller]:
+        """The parsed request and its caller; `CorollaError` if refused."""
+        if request_cls is None:  # client streaming: frames are checked as they arrive
+            info = CallInfo(path, None, b"", metadata_of(context), context)
+            return request, authenticate(credential, info)
+        raw = bytes(request)
+        try:
+            parsed = request_cls.FromString(raw)
+        except (DecodeError, ValueError) as exc:
+            raise errors.InvalidArgument(f"malformed request: {exc}") from exc
+        _check_ids(parsed)
+        info = CallInfo(path, parsed, raw, metadata_of(context), context)
+        return parsed, authenticate(credential, info)
+
     def handler(request: Any, context: grpc.ServicerContext) -> Any:
         try:
-            if request_cls is None:  # client streaming: frames are checked as they arrive
-                parsed, raw = request, b""
-                info = CallInfo(path, None, raw, metadata_of(context), context)
-            else:
-                raw = bytes(request)
-                try:
-                    parsed = request_cls.FromString(raw)
-                except (DecodeError, ValueError) as exc:
-                    raise errors.InvalidArgument(f"malformed request: {exc}") from exc
-                _check_ids(parsed)
-                info = CallInfo(path, parsed, raw, metadata_of(context), context)
-            caller = authenticate(credential, info)
+            parsed, caller = admit(request, context)
         except errors.CorollaError as exc:
             log.warning("%s refused for %s: %s", path, context.peer(), exc)
             context.abort(status_for(exc), str(exc))
         return behaviour(parsed, Call(context, caller))
 
-    return handler
+    async def async_handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        # On an event loop (common/aioserver.py): the checks (which may read the state) run
+        # on a thread, the coroutine on the loop.
+        try:
+            parsed, caller = await asyncio.to_thread(admit, request, context)
+        except errors.CorollaError as exc:
+            log.warning("%s refused for %s: %s", path, context.peer(), exc)
+            await context.abort(status_for(exc), str(exc))
+        return await behaviour(parsed, Call(context, caller))
+
+    return async_handler if inspect.iscoroutinefunction(behaviour) else handler
+
+
+def _generator(handler: Callable[[Any, Any], Iterator[Any]]) -> Callable[[Any, Any], Any]:
+    """``handler`` as a generator function: a `grpc.aio` server runs a plain streaming handler
+    on its threads only if it is one (one that returns an iterator, or aborts before it does,
+    would never answer)."""
+
+    def stream(request: Any, context: Any) -> Iterator[Any]:
+        yield from handler(request, context)
+
+    return stream
 
 
 _MAX_ID = 2**63 - 1  # ids are positive 63-bit integers (they are SQLite INTEGERs)

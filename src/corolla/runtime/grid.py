@@ -40,6 +40,8 @@ SERVICE = "corolla.proto.v1.ServerAppIo"
 RPC_TIMEOUT = 60.0
 OBJECT_TIMEOUT = 3600.0
 LONG_POLL = 10.0
+MAX_LINGER = 0.05  # seconds a receive waits between polls while many replies are due
+LINGER_PER_PENDING = 5e-6  # of it per reply still due (10,000 due: the whole 50 ms)
 RETRY_WINDOW = 600.0
 
 T = TypeVar("T")
@@ -223,18 +225,23 @@ class GrpcGrid(RunBoundGrid):
         self, message_ids: Iterable[str], timeout: float | None = None
     ) -> Iterator[Message]:
         """Long-poll the SuperLink: each reply is yielded the moment it arrives."""
-        pending = list(dict.fromkeys(message_ids))
+        pending = dict.fromkeys(message_ids)  # in order; each reply's removal costs O(1)
         deadline = None if timeout is None else time.monotonic() + timeout
+        linger = 0.0
         while pending:
+            time.sleep(linger)
             remaining = LONG_POLL if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
                 return
-            batch = self._pull(pending, min(remaining, LONG_POLL))
+            batch = self._pull(list(pending), min(remaining, LONG_POLL))
+            # More to come: let replies gather a moment before the next poll (a poll for
+            # thousands of ids costs the SuperLink far more than the few that came since).
+            more = bool(batch) and len(pending) > len(batch)
+            linger = min(MAX_LINGER, len(pending) * LINGER_PER_PENDING) if more else 0.0
             batch.reverse()
             while batch:  # handed over one by one: a reply folded in is not held here
                 reply = batch.pop()
-                if reply.metadata.reply_to_message_id in pending:
-                    pending.remove(reply.metadata.reply_to_message_id)
+                pending.pop(reply.metadata.reply_to_message_id, None)
                 yield reply
                 del reply
 

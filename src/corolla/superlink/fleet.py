@@ -4,10 +4,17 @@ Every call comes from a node (`POLICY`): `FleetAuth` has established which one b
 here runs (``context.caller.node_id``; verified when SuperNode authentication is on). Reads are
 scoped to that node: the runs it was sent instructions of, their FABs, and the objects those
 instructions reference; logs only for runs it serves.
+
+Served by a `corolla.common.aioserver.AsyncServer`: `PullMessages`, the long poll every node
+keeps open, is a coroutine that waits on the event loop (`Wakeups`) and holds no thread; the
+other calls are plain methods on the server's thread pool, so a heartbeat never queues behind
+the waiting polls. A pull consumes nothing (`LinkState.pull_instructions`): a pull cancelled
+mid-flight, or whose answer is lost, loses no instruction.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable, Iterator
 
@@ -23,12 +30,14 @@ from corolla.proto.v1 import run_pb2 as rpb
 from corolla.superlink.convert import fab_to_proto, run_to_proto
 from corolla.superlink.messages import from_stored, to_stored
 from corolla.superlink.objects import missing_response, store_pushed, stream_stored
-from corolla.superlink.state import LinkState, RunStatus
+from corolla.superlink.state import LinkState, RunStatus, StoredMessage
+from corolla.superlink.wakeups import Wakeups
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 64
 MAX_ACKS = 16 * MAX_BATCH  # instruction ids one pull may acknowledge
+MAX_WAITING_PULLS = 20_000  # long polls waiting at once (each costs memory, not a thread)
 
 POLICY: Policy = {
     "CreateNode": Credential.NODE,
@@ -51,17 +60,23 @@ class FleetServicer:
         state: LinkState,
         default_heartbeat: float = 5.0,
         *,
+        wakeups: Wakeups,
         wait_slots: WaitSlots | None = None,
         compression: str = NONE,
     ) -> None:
+        """``wakeups``: of the event loop `PullMessages` runs on, told of the state's changes
+        (`LinkState.add_listener`)."""
         self._state = state
         self._default_heartbeat = default_heartbeat
-        self._slots = wait_slots or WaitSlots(224)
+        self._wakeups = wakeups
+        self._slots = wait_slots or WaitSlots(MAX_WAITING_PULLS)
         self._compression = compression  # toward pullers that accept it (--compression)
 
     def _online(self, context: Call) -> int:
-        node_id = context.caller.node_id
-        if node_id not in self._state.online_node_ids():
+        return self._check_online(context.caller.node_id)
+
+    def _check_online(self, node_id: int) -> int:
+        if not self._state.is_online(node_id):
             raise NotFound(f"node {node_id} is not registered (register again)")
         return node_id
 
@@ -95,23 +110,47 @@ class FleetServicer:
         return fpb.HeartbeatResponse(success=True, finished_run_ids=finished)
 
     @abort_on_error
-    def PullMessages(
+    async def PullMessages(
         self, request: fpb.FleetPullMessagesRequest, context: Call
     ) -> fpb.FleetPullMessagesResponse:
+        """Acknowledges what the node received, then returns its instructions (or the runs of
+        ``active_run_ids`` that ended) as soon as there are any, or nothing after the wait."""
         wait = check_wait(request.wait_seconds)
-        node_id = self._online(context)
         if len(request.ack_message_ids) > MAX_ACKS:
             raise InvalidArgument(f"at most {MAX_ACKS} acknowledgements per pull")
-        self._state.ack_instructions(node_id, list(request.ack_message_ids))
+        node_id = context.caller.node_id
+        acks = list(request.ack_message_ids)
         limit = min(request.max_messages or MAX_BATCH, MAX_BATCH)
-        finished = self._finished(request.active_run_ids)
-        with self._slots.hold(wait) as granted:
-            stored = self._state.pull_instructions(node_id, limit, 0.0 if finished else granted)
-        if not stored and not finished:  # woken without work: perhaps a run ended
-            finished = self._finished(request.active_run_ids)
+        runs = list(request.active_run_ids)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        everything = False  # woken by `wake_all`: one more look, then return
+        with self._slots.hold(wait):
+            while True:
+                # Watched before the look: a change while looking still ends the wait.
+                with self._wakeups.watching(("node", node_id)) as changed:
+                    stored, finished = await asyncio.to_thread(
+                        self._pull_now, node_id, acks, limit, runs
+                    )
+                    acks = []
+                    remaining = deadline - loop.time()
+                    if stored or finished or everything or remaining <= 0:
+                        break
+                    everything = await self._wakeups.wait(changed, remaining)
+                    if not changed.done():  # the wait is over and nothing changed since the
+                        break  # look: no need for another (thousands of polls end together)
         return fpb.FleetPullMessagesResponse(
             messages=[from_stored(m) for m in stored], finished_run_ids=finished
         )
+
+    def _pull_now(
+        self, node_id: int, acks: list[str], limit: int, runs: list[int]
+    ) -> tuple[list[StoredMessage], list[int]]:
+        """(On a thread.) The node's instructions now, and those of ``runs`` that ended."""
+        self._check_online(node_id)
+        self._state.ack_instructions(node_id, acks)
+        finished = self._finished(runs)
+        return self._state.pull_instructions(node_id, limit), finished
 
     def _finished(self, run_ids: Iterable[int]) -> list[int]:
         """Those of ``run_ids`` that have ended (or that the SuperLink does not know)."""

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import grpc
 
+from corolla.common.aioserver import AsyncServer
 from corolla.common.appio import AppIoAuth, new_secret, warn_if_exposed
 from corolla.common.compression import MIN_SAVING, NONE
 from corolla.common.errors import InvalidArgument
-from corolla.common.grpc import MAX_MESSAGE_BYTES, bind, create_server
+from corolla.common.grpc import MAX_MESSAGE_BYTES, bind, create_server, server_options
 from corolla.common.guard import Authenticate, Caller, CallInfo, Credential, add_service
 from corolla.common.net import is_loopback_address
 from corolla.common.tls import security
@@ -31,10 +32,12 @@ from corolla.superlink.nodeauth import FleetAuth
 from corolla.superlink.oidc import TokenValidator
 from corolla.superlink.runs import Runs
 from corolla.superlink.state import LinkState, open_state
+from corolla.superlink.wakeups import Wakeups
 
 log = logging.getLogger(__name__)
 
 GRACE = 3.0
+FLEET_THREADS = 64  # the Fleet calls that do not wait (heartbeats, pushes, objects)
 
 
 def _bound(address: str, port: int) -> str:
@@ -60,7 +63,7 @@ class SuperLink:
         )
         self.runs = Runs(self.state, fab_limits=config.fab_limits)
         self._scratch: tempfile.TemporaryDirectory[str] | None = None
-        self._servers: list[grpc.Server] = []
+        self._servers: list[grpc.Server | AsyncServer] = []
         self.ports: dict[str, int] = {}
         self.launcher: ServerAppLauncher | None = None
         self.dispatcher: ProcessDispatcher | None = None
@@ -141,11 +144,14 @@ class SuperLink:
             serverappio_api.POLICY,
             AppIoAuth(secret, self.state.run_id_for_token),
         )
-        fleet = create_server(max_workers=256)
+        # Long polls wait on its event loop; the other Fleet calls run on its threads.
+        fleet = AsyncServer(max_workers=FLEET_THREADS, options=server_options(), name="fleet")
+        wakeups = Wakeups(fleet.loop)
+        self.state.add_listener(wakeups.notify)
         add_service(
             fleet,
             fleet_pb2.DESCRIPTOR.services_by_name["Fleet"],
-            fleet_api.FleetServicer(self.state, compression=config.compression),
+            fleet_api.FleetServicer(self.state, wakeups=wakeups, compression=config.compression),
             fleet_api.POLICY,
             FleetAuth(self.state, enabled=config.enable_supernode_auth),
         )

@@ -23,7 +23,7 @@ def to_stored(proto: mpb.Message, state: LinkState) -> StoredMessage:
     object_ids = referenced_object_ids([proto]) if proto.HasField("content") else []
     # Only objects this run pushed (or references): an id of another run's object, known or
     # guessed, is no way to read it.
-    of_run = state.run_object_ids(md.run_id, object_ids)
+    of_run = state.run_object_ids(md.run_id, object_ids) if object_ids else set()
     missing = [oid for oid in dict.fromkeys(object_ids) if oid not in of_run]
     if missing:
         raise FailedPrecondition(

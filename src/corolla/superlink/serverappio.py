@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 from corolla.common.compression import NONE, negotiated
 from corolla.common.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
@@ -25,6 +26,9 @@ from corolla.superlink.runs import Runs
 from corolla.superlink.state import RunStatus, SubStatus
 
 log = logging.getLogger(__name__)
+
+LOST_CHECK_INTERVAL = 1.0  # seconds between looks for the lost instructions of one run
+MAX_TRACKED_RUNS = 10_000
 
 # Every call but RequestRun is authenticated by the run's token (`AppIoAuth`), so the run a
 # call acts on is always the token's run.
@@ -56,6 +60,7 @@ class ServerAppIoServicer:
         dispatcher: ProcessDispatcher | None = None,
         wait_slots: WaitSlots | None = None,
         compression: str = NONE,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._runs = runs
         self._state = runs.state
@@ -63,6 +68,8 @@ class ServerAppIoServicer:
         self._dispatcher = dispatcher
         self._slots = wait_slots or WaitSlots(48)
         self._compression = compression  # toward pullers that accept it (--compression)
+        self._clock = clock
+        self._lost_checked: dict[int, float] = {}  # run -> when its lost instructions were
 
     @staticmethod
     def _run_for(context: Call, run_id: int | None = None) -> int:
@@ -169,9 +176,24 @@ class ServerAppIoServicer:
         ids = list(request.message_ids)
         with self._slots.hold(wait) as granted:
             replies = [from_stored(m) for m in self._state.pull_replies(run_id, ids, granted)]
-        answered = {r.metadata.reply_to_message_id for r in replies}
-        replies += lost_replies(self._state, run_id, [mid for mid in ids if mid not in answered])
+        if self._lost_check_due(run_id):
+            answered = {r.metadata.reply_to_message_id for r in replies}
+            unanswered = [mid for mid in ids if mid not in answered]
+            replies += lost_replies(self._state, run_id, unanswered)
         return spb.PullMessagesResponse(messages=replies)
+
+    def _lost_check_due(self, run_id: int) -> bool:
+        """Whether to look for the run's lost instructions now: at most once a
+        `LOST_CHECK_INTERVAL` (a fan-out to thousands of nodes is polled many times a second,
+        and nodes go offline only after missing heartbeats for seconds)."""
+        now = self._clock()
+        last = self._lost_checked.get(run_id)
+        if last is not None and now - last < LOST_CHECK_INTERVAL:
+            return False
+        if len(self._lost_checked) > MAX_TRACKED_RUNS:
+            self._lost_checked.clear()  # of runs long gone, mostly: each checks again at once
+        self._lost_checked[run_id] = now
+        return True
 
     @abort_on_error
     def GetRun(self, request: rpb.GetRunRequest, context: Call) -> rpb.GetRunResponse:
