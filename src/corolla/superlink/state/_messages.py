@@ -58,6 +58,9 @@ class MessageStore:
     ) -> _T:
         raise NotImplementedError  # provided by SqlLinkState
 
+    def _flush_beats(self, conn: Conn) -> None:
+        raise NotImplementedError  # provided by SqlLinkState
+
     def _collect_objects(self, conn: Conn, run_id: int, candidates: Iterable[str]) -> int:
         raise NotImplementedError  # provided by ObjectStore
 
@@ -179,6 +182,7 @@ class MessageStore:
 
     def lost_instructions(self, run_id: int, message_ids: list[str]) -> list[StoredMessage]:
         with self._db(write=True) as conn:
+            self._flush_beats(conn)  # heartbeats kept in memory: the query reads them
             fetch_run(conn, run_id)
             lock_messages(conn, list(message_ids))  # a reply now comes before, or not at all
             now = self.clock()

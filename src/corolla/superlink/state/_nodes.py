@@ -8,6 +8,7 @@ import math
 
 from corolla.common.errors import AlreadyExists, InvalidArgument, NotFound
 from corolla.superlink.state._db import IN_LIST, JSON_ITEMS, Conn
+from corolla.superlink.state._liveness import Beat, Liveness
 from corolla.superlink.state._queries import new_id
 from corolla.superlink.state._signals import Signals
 from corolla.superlink.state.base import HEARTBEAT_PATIENCE, Clock, NodeRecord
@@ -29,6 +30,12 @@ class NodeStore:
     def _db(self, *, write: bool = False) -> contextlib.AbstractContextManager[Conn]:
         raise NotImplementedError  # provided by the backend
 
+    def _beats(self) -> Liveness | None:
+        raise NotImplementedError  # provided by SqlLinkState: heartbeats in memory, if kept
+
+    def _flush_beats(self, conn: Conn) -> None:
+        raise NotImplementedError  # provided by SqlLinkState
+
     def create_node(self, heartbeat_interval: float, requested_node_id: int = 0) -> int:
         _check_interval(heartbeat_interval)
         if not 0 <= requested_node_id < _MAX_ID:
@@ -36,45 +43,59 @@ class NodeStore:
         with self._db(write=True) as conn:
             node_id = requested_node_id or _new_node_id(conn)
             now = self.clock()
+            beat = Beat(heartbeat_interval, now + heartbeat_interval * HEARTBEAT_PATIENCE, now)
             conn.execute(
                 "INSERT INTO nodes (node_id, heartbeat_interval, online_until, registered_at, "
                 "last_seen) VALUES (?, ?, ?, ?, ?) ON CONFLICT (node_id) DO UPDATE SET "
                 "heartbeat_interval = excluded.heartbeat_interval, "
                 "online_until = excluded.online_until, last_seen = excluded.last_seen",
-                (
-                    node_id,
-                    heartbeat_interval,
-                    now + heartbeat_interval * HEARTBEAT_PATIENCE,
-                    now,
-                    now,
-                ),
+                (node_id, beat.heartbeat_interval, beat.online_until, now, beat.last_seen),
             )
+            if (beats := self._beats()) is not None:
+                beats.set(node_id, beat)
         return node_id
 
     def delete_node(self, node_id: int) -> None:
         with self._db(write=True) as conn:
             if conn.execute("DELETE FROM nodes WHERE node_id = ?", (node_id,)).rowcount == 0:
                 raise NotFound(f"node {node_id} not found")
+            if (beats := self._beats()) is not None:
+                beats.forget(node_id)
         self._signals.notify([("node", node_id)])
 
     def heartbeat(self, node_id: int, heartbeat_interval: float) -> None:
         _check_interval(heartbeat_interval)
+        now = self.clock()
+        beat = Beat(heartbeat_interval, now + heartbeat_interval * HEARTBEAT_PATIENCE, now)
+        beats = self._beats()
+        if beats is not None:  # in memory; the database gets them in batches
+            if not 0 <= node_id < _MAX_ID:
+                raise InvalidArgument(f"node id {node_id} is not in [0, 2**63)")
+            if not beats.beat(node_id, beat):
+                raise NotFound(f"node {node_id} not found")
+            if beats.due():
+                with self._db(write=True) as conn:
+                    self._flush_beats(conn)
+            return
         with self._db(write=True) as conn:
-            now = self.clock()
             cursor = conn.execute(
                 "UPDATE nodes SET heartbeat_interval = ?, online_until = ?, last_seen = ? "
                 "WHERE node_id = ?",
-                (heartbeat_interval, now + heartbeat_interval * HEARTBEAT_PATIENCE, now, node_id),
+                (beat.heartbeat_interval, beat.online_until, beat.last_seen, node_id),
             )
             if cursor.rowcount == 0:
                 raise NotFound(f"node {node_id} not found")
 
     def is_online(self, node_id: int) -> bool:
+        if (beats := self._beats()) is not None:
+            return beats.online(node_id, self.clock())
         with self._db() as conn:
             query = "SELECT 1 FROM nodes WHERE node_id = ? AND online_until > ?"
             return conn.execute(query, (node_id, self.clock())).fetchone() is not None
 
     def online_node_ids(self) -> list[int]:
+        if (beats := self._beats()) is not None:
+            return beats.online_ids(self.clock())
         with self._db() as conn:
             query = "SELECT node_id FROM nodes WHERE online_until > ? ORDER BY node_id"
             return [row[0] for row in conn.execute(query, (self.clock(),))]
@@ -101,6 +122,8 @@ class NodeStore:
             nodes = conn.execute("DELETE FROM nodes WHERE node_id = ?", (node_id,)).rowcount
             if keys == 0 and nodes == 0:
                 raise NotFound(f"node {node_id} not found")
+            if (beats := self._beats()) is not None:
+                beats.forget(node_id)
         self._signals.notify([("node", node_id)])
 
     def node_key(self, fingerprint: str) -> tuple[int, bytes]:
@@ -113,7 +136,8 @@ class NodeStore:
 
     def list_nodes(self) -> list[NodeRecord]:
         now = self.clock()
-        with self._db() as conn:
+        with self._db(write=self._beats() is not None) as conn:
+            self._flush_beats(conn)  # those kept in memory first
             rows = conn.execute(
                 "SELECT k.node_id, k.fingerprint, k.registered_at, n.online_until, n.last_seen "
                 "FROM node_keys k LEFT JOIN nodes n ON n.node_id = k.node_id "

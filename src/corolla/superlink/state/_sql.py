@@ -15,10 +15,11 @@ from abc import abstractmethod
 from collections.abc import Callable, Hashable
 from typing import TypeVar
 
-from corolla.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from corolla.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from corolla.records.context import UserConfig
 from corolla.superlink.state._audit import AuditStore
 from corolla.superlink.state._db import FOR_UPDATE, Conn
+from corolla.superlink.state._liveness import Beat, Liveness
 from corolla.superlink.state._messages import MessageStore
 from corolla.superlink.state._nodes import NodeStore
 from corolla.superlink.state._objects import ObjectStore
@@ -75,6 +76,7 @@ class SqlLinkState(ObjectStore, MessageStore, NodeStore, RunDataStore, AuditStor
         self._lock = lock
         self._signals = Signals()
         self._closed = False
+        self._liveness: Liveness | None = None  # heartbeats in memory (`keep_beats_in_memory`)
 
     @abstractmethod
     def _db(self, *, write: bool = False) -> contextlib.AbstractContextManager[Conn]:
@@ -90,9 +92,40 @@ class SqlLinkState(ObjectStore, MessageStore, NodeStore, RunDataStore, AuditStor
         with self._lock:
             if self._closed:
                 return
+            if self._liveness is not None:  # the last heartbeats kept in memory
+                with contextlib.suppress(Unavailable), self._db(write=True) as conn:
+                    self._flush_beats(conn)
             self._closed = True
             self._signals.wake_all()
             self._disconnect()
+
+    # -- heartbeats in memory --------------------------------------------------------------------
+    def keep_beats_in_memory(self) -> None:
+        """Keep the nodes' heartbeats in memory, written in batches (`Liveness`): for a state
+        that is the only one writing its database."""
+        with self._db() as conn:
+            rows = conn.execute(
+                "SELECT node_id, heartbeat_interval, online_until, last_seen FROM nodes"
+            ).fetchall()
+        self._liveness = Liveness((row[0], Beat(row[1], row[2], row[3])) for row in rows)
+
+    def _beats(self) -> Liveness | None:
+        if self._closed:
+            raise Unavailable("the SuperLink state is closed")
+        return self._liveness
+
+    def _flush_beats(self, conn: Conn) -> None:
+        """Write the heartbeats kept in memory, in the caller's write transaction."""
+        if self._liveness is None:
+            return
+        conn.executemany(
+            "UPDATE nodes SET heartbeat_interval = ?, online_until = ?, last_seen = ? "
+            "WHERE node_id = ?",
+            [
+                (beat.heartbeat_interval, beat.online_until, beat.last_seen, node_id)
+                for node_id, beat in self._liveness.take()
+            ],
+        )
 
     def _poll(
         self, key: Hashable, fetch: Callable[[], _T], ready: Callable[[_T], bool], wait: float

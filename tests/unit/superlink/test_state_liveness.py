@@ -1,0 +1,68 @@
+"""Heartbeats kept in memory (`Liveness`, SQLite): answers come from memory, the database gets
+them in batches, and nothing that reads them there, nor a reopened state, sees stale ones."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from corolla.superlink.state import HEARTBEAT_PATIENCE, SqliteLinkState
+from corolla.superlink.state._liveness import FLUSH_INTERVAL, Beat, Liveness
+
+
+class Ticker:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_heartbeats_are_batched_by_the_ticker() -> None:
+    ticker = Ticker()
+    liveness = Liveness([(1, Beat(5.0, 10.0, 0.0))], ticker=ticker)
+    assert liveness.beat(1, Beat(5.0, 20.0, 7.0))
+    assert not liveness.beat(2, Beat(5.0, 20.0, 7.0))  # never registered
+    assert liveness.online(1, now=15.0) and not liveness.online(2, now=15.0)
+    assert not liveness.due()  # too soon for a batch
+    ticker.now += FLUSH_INTERVAL
+    assert liveness.due()
+    assert liveness.take() == [(1, Beat(5.0, 20.0, 7.0))]
+    assert not liveness.due() and liveness.take() == []
+    liveness.forget(1)
+    assert liveness.online_ids(now=0.0) == []
+
+
+def row(database: Path, node_id: int) -> tuple[float, float]:
+    with sqlite3.connect(database) as conn:
+        found = conn.execute(
+            "SELECT online_until, last_seen FROM nodes WHERE node_id = ?", (node_id,)
+        ).fetchone()
+    return tuple(found)
+
+
+def test_the_database_gets_the_last_heartbeats_before_it_is_read_and_on_close(
+    tmp_path: Path,
+) -> None:
+    now = [1000.0]
+    database = tmp_path / "state.db"
+    state = SqliteLinkState(database, clock=lambda: now[0])
+    node = state.create_node(10.0)
+    now[0] += 50
+    state.heartbeat(node, 10.0)  # in memory: the row still has the registration's
+    assert row(database, node) == (1000.0 + 10 * HEARTBEAT_PATIENCE, 1000.0)
+    assert state.is_online(node) and state.online_node_ids() == [node]
+    (listed,) = state.list_nodes()  # reads the table: the heartbeat is written first
+    assert listed.online and listed.last_seen == 1050.0
+    assert row(database, node) == (1050.0 + 10 * HEARTBEAT_PATIENCE, 1050.0)
+    now[0] += 5
+    state.heartbeat(node, 10.0)
+    state.close()  # the last ones too
+    assert row(database, node) == (1055.0 + 10 * HEARTBEAT_PATIENCE, 1055.0)
+    reopened = SqliteLinkState(database, clock=lambda: now[0])
+    try:
+        assert reopened.is_online(node)
+        now[0] += 10 * HEARTBEAT_PATIENCE + 1
+        assert not reopened.is_online(node)
+    finally:
+        reopened.close()
