@@ -283,6 +283,7 @@ class SimulatedNode:
         wait = self._config.wait
         backoff = Backoff()
         acks: list[str] = []  # what the last successful pull brought
+        active: set[int] = set()  # runs it got instructions of, as a SuperNode's app processes
         while True:
             node_id = self._node_id or await self._register()
             request = fpb.FleetPullMessagesRequest(
@@ -290,6 +291,7 @@ class SimulatedNode:
                 wait_seconds=wait,
                 max_messages=MAX_MESSAGES,
                 ack_message_ids=acks,
+                active_run_ids=sorted(active),
             )
             pulled = await self._call(
                 "PullMessages", self._stub.PullMessages, request, wait + POLL_MARGIN
@@ -301,6 +303,8 @@ class SimulatedNode:
                     await asyncio.sleep(backoff.next_delay())
                 continue
             backoff.reset()
+            active.difference_update(pulled.finished_run_ids)
+            active.update(message.metadata.run_id for message in pulled.messages)
             acks = [message.metadata.message_id for message in pulled.messages]
             fresh = []
             for message in pulled.messages:

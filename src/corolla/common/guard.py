@@ -183,10 +183,13 @@ def _guard(
         return behaviour(parsed, Call(context, caller))
 
     async def async_handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        # On an event loop (common/aioserver.py): the checks (which may read the state) run
-        # on a thread, the coroutine on the loop.
+        # On an event loop (common/aioserver.py): the checks run on a thread (they may read
+        # the state), unless the authenticator's ``blocking`` says they never block.
         try:
-            parsed, caller = await asyncio.to_thread(admit, request, context)
+            if getattr(authenticate, "blocking", True):
+                parsed, caller = await asyncio.to_thread(admit, request, context)
+            else:  # it says it reads nothing that can block
+                parsed, caller = admit(request, context)
         except errors.CorollaError as exc:
             log.warning("%s refused for %s: %s", path, context.peer(), exc)
             await context.abort(status_for(exc), str(exc))

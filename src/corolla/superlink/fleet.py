@@ -129,9 +129,10 @@ class FleetServicer:
             while True:
                 # Watched before the look: a change while looking still ends the wait.
                 with self._wakeups.watching(("node", node_id)) as changed:
-                    stored, finished = await asyncio.to_thread(
-                        self._pull_now, node_id, acks, limit, runs
-                    )
+                    found = None if acks else self._quick_look(node_id, runs)
+                    if found is None:
+                        found = await asyncio.to_thread(self._pull_now, node_id, acks, limit, runs)
+                    stored, finished = found
                     acks = []
                     remaining = deadline - loop.time()
                     if stored or finished or everything or remaining <= 0:
@@ -142,6 +143,18 @@ class FleetServicer:
         return fpb.FleetPullMessagesResponse(
             messages=[from_stored(m) for m in stored], finished_run_ids=finished
         )
+
+    def _quick_look(
+        self, node_id: int, runs: list[int]
+    ) -> tuple[list[StoredMessage], list[int]] | None:
+        """(On the loop.) The look's answer if the state can give it without a query: nothing
+        to pull and the runs' ends known (`LinkState.may_have_instructions`, `ended_runs`);
+        None if a query is needed. (Whether the node is registered is then not checked: its
+        next heartbeat says so.)"""
+        if self._state.may_have_instructions(node_id):
+            return None
+        finished = self._state.ended_runs(runs) if runs else []
+        return None if finished is None else ([], finished)
 
     def _pull_now(
         self, node_id: int, acks: list[str], limit: int, runs: list[int]

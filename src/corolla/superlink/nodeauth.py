@@ -83,6 +83,12 @@ class FleetAuth:
         self._nonces = _Nonces(window)
         self._keys: dict[bytes, nodekeys.PublicKey] = {}
 
+    @property
+    def blocking(self) -> bool:
+        """Whether a check may block (it reads the allow-list from the state): with auth off
+        it reads nothing, and a coroutine's check runs on its event loop (`common/guard.py`)."""
+        return self.enabled
+
     def __call__(self, credential: Credential, call: CallInfo) -> Caller:
         if credential is not Credential.NODE:
             raise PermissionDenied(f"{call.method} is not a Fleet call")

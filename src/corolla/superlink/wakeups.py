@@ -8,7 +8,9 @@ key *before* it looks at the state, so a change between its look and its wait st
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import threading
 from collections.abc import Hashable, Iterator
 
 from corolla.superlink.state._signals import ALL
@@ -20,11 +22,23 @@ class Wakeups:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._waiters: dict[Hashable, set[asyncio.Future[Hashable]]] = {}
+        self._changes: collections.deque[Hashable] = collections.deque()
+        self._scheduled = threading.Lock()  # held while a `_deliver` is due on the loop
 
     def notify(self, key: Hashable) -> None:
-        """A state listener: from any thread, never blocks."""
-        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits any more
-            self._loop.call_soon_threadsafe(self._changed, key)
+        """A state listener: from any thread, never blocks. A burst of changes (instructions
+        for ten thousand nodes) reaches the loop as one callback, not one each."""
+        self._changes.append(key)
+        if self._scheduled.acquire(blocking=False):
+            try:
+                self._loop.call_soon_threadsafe(self._deliver)
+            except RuntimeError:  # the loop has closed: nobody waits any more
+                self._scheduled.release()
+
+    def _deliver(self) -> None:
+        self._scheduled.release()  # changes noted from now on schedule another delivery
+        while self._changes:
+            self._changed(self._changes.popleft())
 
     def _changed(self, key: Hashable) -> None:
         if key == ALL:

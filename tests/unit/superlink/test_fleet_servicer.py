@@ -151,7 +151,7 @@ def test_a_change_while_looking_is_not_missed(state: LinkState, loop: Loop) -> N
     node_id = state.create_node(5.0)
     run_id = new_run(state)
     msg = instruction(state, run_id, node_id)
-    look = fleet._pull_now
+    look = fleet._quick_look
     looks = []
 
     def look_then_store(*args: Any) -> Any:
@@ -161,10 +161,30 @@ def test_a_change_while_looking_is_not_missed(state: LinkState, loop: Loop) -> N
         looks.append(found)
         return found
 
-    fleet._pull_now = look_then_store  # type: ignore[method-assign]
+    fleet._quick_look = look_then_store  # type: ignore[method-assign]
     reply = loop.submit(fleet.PullMessages(pull(node_id, 20), AsyncContext(node_id))).result(5)
     assert ids(reply) == [msg.message_id]
-    assert [len(found[0]) for found in looks] == [0, 1]
+    assert looks == [([], []), None]  # then the node had something: a look at the state
+
+
+def test_a_node_without_instructions_is_answered_without_a_query(
+    state: LinkState, loop: Loop
+) -> None:
+    fleet = servicer(state, loop)
+    node_id = state.create_node(5.0)
+    run_id = new_run(state)
+    queried: list[object] = []
+    look = fleet._pull_now
+    fleet._pull_now = lambda *args: queried.append(args) or look(*args)  # type: ignore[method-assign]
+    reply = loop.run(
+        fleet.PullMessages(pull(node_id, active_run_ids=[run_id]), AsyncContext(node_id))
+    )
+    assert list(reply.messages) == [] and list(reply.finished_run_ids) == []
+    assert queried == []  # no thread, no query
+    msg = instruction(state, run_id, node_id)
+    state.store_instructions([msg])
+    reply = loop.run(fleet.PullMessages(pull(node_id), AsyncContext(node_id)))
+    assert ids(reply) == [msg.message_id] and len(queried) == 1
 
 
 def test_an_answer_that_never_arrived_loses_nothing(state: LinkState, loop: Loop) -> None:
@@ -247,14 +267,10 @@ def test_long_polls_beyond_their_slots_are_refused(state: LinkState, loop: Loop)
 def test_a_poll_that_times_out_unchanged_looks_once(state: LinkState, loop: Loop) -> None:
     fleet = servicer(state, loop)
     node_id = state.create_node(5.0)
-    look = fleet._pull_now
     looks: list[object] = []
-
-    def counted(*args: Any) -> Any:
-        looks.append(args)
-        return look(*args)
-
-    fleet._pull_now = counted  # type: ignore[method-assign]
+    quick, query = fleet._quick_look, fleet._pull_now
+    fleet._quick_look = lambda *args: looks.append("quick") or quick(*args)  # type: ignore[method-assign]
+    fleet._pull_now = lambda *args: looks.append("query") or query(*args)  # type: ignore[method-assign]
     reply = loop.run(fleet.PullMessages(pull(node_id, 0.2), AsyncContext(node_id)))
     assert list(reply.messages) == []
-    assert len(looks) == 1  # thousands of polls ending together cost no second look each
+    assert looks == ["quick"]  # thousands of polls ending together cost no second look each

@@ -578,6 +578,31 @@ def test_an_instruction_comes_again_until_acknowledged_or_answered(state: LinkSt
     assert state.pull_instructions(node, limit=10) == []
 
 
+def test_may_have_instructions_is_false_only_when_a_pull_gets_nothing(state: LinkState) -> None:
+    run_id = new_run(state)
+    node, idle = state.create_node(INTERVAL), state.create_node(INTERVAL)
+    msg = instruction(state, run_id, node)
+    state.store_instructions([msg])
+    assert state.may_have_instructions(node)
+    for node_id in (node, idle):  # whatever a backend answers, it is never a wrong "no"
+        if not state.may_have_instructions(node_id):
+            assert state.pull_instructions(node_id, limit=10) == []
+    take(state, node)
+    state.pull_instructions(node, limit=10)  # finds nothing left
+    if not state.may_have_instructions(node):
+        assert state.pull_instructions(node, limit=10) == []
+    state.store_instructions([again := instruction(state, run_id, node)])
+    assert state.may_have_instructions(node)
+    assert state.pull_instructions(node, limit=10) == [again]
+
+
+def test_ended_runs_when_known_are_the_finished_and_unknown_ones(state: LinkState) -> None:
+    live, done = new_run(state), new_run(state)
+    state.update_run_status(done, RunStatus.FINISHED, SubStatus.STOPPED)
+    ended = state.ended_runs([live, done, 4242])
+    assert ended is None or sorted(ended) == sorted([done, 4242])
+
+
 def test_an_acknowledgement_before_delivery_is_ignored(state: LinkState) -> None:
     run_id = new_run(state)
     node = state.create_node(INTERVAL)

@@ -61,6 +61,9 @@ class MessageStore:
     def _flush_beats(self, conn: Conn) -> None:
         raise NotImplementedError  # provided by SqlLinkState
 
+    def _busy_nodes(self) -> set[int] | None:
+        raise NotImplementedError  # provided by SqlLinkState
+
     def _collect_objects(self, conn: Conn, run_id: int, candidates: Iterable[str]) -> int:
         raise NotImplementedError  # provided by ObjectStore
 
@@ -80,7 +83,13 @@ class MessageStore:
                 "INSERT INTO node_runs (node_id, run_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
                 sorted({(msg.dst_node_id, msg.run_id) for msg in messages}),
             )
+            if (busy := self._busy_nodes()) is not None:  # in the transaction: see `_take`
+                busy.update(dst_ids)
         self._signals.notify(("node", node_id) for node_id in dst_ids)
+
+    def may_have_instructions(self, node_id: int) -> bool:
+        busy = self._busy_nodes()
+        return busy is None or node_id in busy
 
     def pull_instructions(self, node_id: int, limit: int, wait: float = 0.0) -> list[StoredMessage]:
         if limit < 1:
@@ -104,6 +113,8 @@ class MessageStore:
             if rows:
                 ids = [row[0] for row in rows]
                 conn.execute(_MARK, (DELIVERED, ids, node_id, UNDELIVERED))
+            elif (busy := self._busy_nodes()) is not None:
+                busy.discard(node_id)  # under the lock a store adds under: never a lost add
         return [message_from_row(row) for row in rows]
 
     def ack_instructions(self, node_id: int, message_ids: list[str]) -> None:

@@ -24,6 +24,7 @@ from corolla.superlink.state._messages import MessageStore
 from corolla.superlink.state._nodes import NodeStore
 from corolla.superlink.state._objects import ObjectStore
 from corolla.superlink.state._queries import (
+    ACKNOWLEDGED,
     RUN_COLUMNS,
     dump_config,
     fetch_run,
@@ -76,7 +77,11 @@ class SqlLinkState(ObjectStore, MessageStore, NodeStore, RunDataStore, AuditStor
         self._lock = lock
         self._signals = Signals()
         self._closed = False
-        self._liveness: Liveness | None = None  # heartbeats in memory (`keep_beats_in_memory`)
+        self._liveness: Liveness | None = None  # heartbeats in memory (`serve_alone`)
+        # Nodes that may have instructions to pull (`serve_alone`): a store adds, a
+        # pull that finds none removes, both under the one lock of a single-writer backend.
+        self._busy: set[int] | None = None
+        self._unfinished: set[int] | None = None  # runs not finished (`serve_alone`)
 
     @abstractmethod
     def _db(self, *, write: bool = False) -> contextlib.AbstractContextManager[Conn]:
@@ -100,19 +105,40 @@ class SqlLinkState(ObjectStore, MessageStore, NodeStore, RunDataStore, AuditStor
             self._disconnect()
 
     # -- heartbeats in memory --------------------------------------------------------------------
-    def keep_beats_in_memory(self) -> None:
-        """Keep the nodes' heartbeats in memory, written in batches (`Liveness`): for a state
-        that is the only one writing its database."""
+    def serve_alone(self) -> None:
+        """This state is the only one using its database (under one lock): keep in memory the
+        nodes' heartbeats (`Liveness`, written in batches), which nodes may have instructions
+        to pull, and which runs are unfinished, so that a Fleet call needs no query to learn
+        them (`may_have_instructions`, `ended_runs`)."""
         with self._db() as conn:
             rows = conn.execute(
                 "SELECT node_id, heartbeat_interval, online_until, last_seen FROM nodes"
             ).fetchall()
+            busy = conn.execute(
+                "SELECT DISTINCT dst_node_id FROM messages WHERE reply_to_message_id = '' "
+                "AND delivered < ?",
+                (ACKNOWLEDGED,),
+            ).fetchall()
+            unfinished = conn.execute(
+                "SELECT run_id FROM runs WHERE status != ?", (RunStatus.FINISHED,)
+            ).fetchall()
         self._liveness = Liveness((row[0], Beat(row[1], row[2], row[3])) for row in rows)
+        self._busy = {row[0] for row in busy}
+        self._unfinished = {row[0] for row in unfinished}
+
+    def ended_runs(self, run_ids: list[int]) -> list[int] | None:
+        unfinished = self._unfinished
+        if unfinished is None:
+            return None
+        return [run_id for run_id in run_ids if run_id not in unfinished]
 
     def _beats(self) -> Liveness | None:
         if self._closed:
             raise Unavailable("the SuperLink state is closed")
         return self._liveness
+
+    def _busy_nodes(self) -> set[int] | None:
+        return self._busy
 
     def _flush_beats(self, conn: Conn) -> None:
         """Write the heartbeats kept in memory, in the caller's write transaction."""
@@ -181,6 +207,8 @@ class SqlLinkState(ObjectStore, MessageStore, NodeStore, RunDataStore, AuditStor
                     options_json,
                 ),
             )
+        if self._unfinished is not None:
+            self._unfinished.add(run_id)
         return run_id
 
     def get_run(self, run_id: int) -> RunRecord:
@@ -241,6 +269,8 @@ class SqlLinkState(ObjectStore, MessageStore, NodeStore, RunDataStore, AuditStor
                 conn.execute("DELETE FROM tokens WHERE run_id = ?", (run_id,))
                 conn.execute("DELETE FROM answered WHERE run_id = ?", (run_id,))
                 self._forget_run_objects(conn, run_id)  # its checkpoint is of no more use
+                if self._unfinished is not None:
+                    self._unfinished.discard(run_id)
             run = fetch_run(conn, run_id)
         self._signals.notify([("run", run_id), ("replies", run_id)])
         if status == RunStatus.FINISHED:

@@ -288,6 +288,16 @@ class LinkState(ABC):
         every later pull until the node acknowledges or answers it, so an answer that never
         reached the node loses no instruction. Waits up to ``wait`` seconds for the first."""
 
+    def ended_runs(self, run_ids: list[int]) -> list[int] | None:
+        """Those of ``run_ids`` that are finished or unknown, if the backend can tell without
+        blocking (callable on an event loop); None if it cannot."""
+        return None
+
+    def may_have_instructions(self, node_id: int) -> bool:
+        """False only if a pull for the node would return nothing now. Never blocks (callable
+        on an event loop); a backend that cannot tell cheaply says True."""
+        return True
+
     @abstractmethod
     def ack_instructions(self, node_id: int, message_ids: list[str]) -> None:
         """The node has these delivered instructions: later pulls leave them out. Ids of other

@@ -46,7 +46,7 @@ class SqliteLinkState(SqlLinkState):
         try:  # payloads beside a file database, as blobs in memory
             memory = self.database == ":memory:"
             self._open_objects(None if memory else Path(f"{self.database}.objects"))
-            self.keep_beats_in_memory()  # one process has the database
+            self.serve_alone()  # one process has the database
         except BaseException:
             self._conn.raw.close()
             raise
