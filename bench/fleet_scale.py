@@ -169,6 +169,7 @@ class Outcome:
     stats: dict[str, Any] | None = None
     load_code: int | None = None
     load_log: str = ""
+    superlink_log: str = ""  # its warnings and errors
 
 
 def start_load(
@@ -257,6 +258,11 @@ def stop_load(load: subprocess.Popen[bytes], outcome: Outcome, work: Path) -> No
         outcome.stats = read_ready_file(work / "load.stats.json")
     with contextlib.suppress(OSError):
         outcome.load_log = (work / "load.log").read_text(errors="replace")
+    with contextlib.suppress(OSError):
+        text = (work / "superlink.log").read_text(errors="replace")
+        outcome.superlink_log = "\n".join(
+            line for line in text.splitlines() if " WARNING " in line or " ERROR " in line
+        )
 
 
 def run_size(nodes: int, settings: Settings) -> Figures:
@@ -363,6 +369,8 @@ def diagnosis(nodes: int, settings: Settings, outcome: Outcome) -> str:
             lines.append(tail(outcome.run.stderr, 10))
     if outcome.load_code not in (0, None) or outcome.stats is None:
         lines.append(f"  load generator output (last lines):\n{tail(outcome.load_log, 25)}")
+    if outcome.superlink_log:
+        lines.append(f"  SuperLink warnings and errors (last):\n{tail(outcome.superlink_log, 15)}")
     return "\n".join(lines)
 
 

@@ -167,6 +167,9 @@ class FleetServicer:
 
     def _finished(self, run_ids: Iterable[int]) -> list[int]:
         """Those of ``run_ids`` that have ended (or that the SuperLink does not know)."""
+        run_ids = list(run_ids)
+        if (known := self._state.ended_runs(run_ids)) is not None:  # no query needed
+            return known
         finished = []
         for run_id in run_ids:
             try:
