@@ -10,18 +10,17 @@ import asyncio
 import concurrent.futures
 import threading
 import time
-import uuid
 from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
 import pytest
+from run_helpers import instruction
 
 from corolla.common.grpc import WaitSlots
 from corolla.common.guard import Caller, Credential
 from corolla.proto.v1 import fleet_pb2 as fpb
-from corolla.proto.v1 import message_pb2 as mpb
 from corolla.superlink.fleet import MAX_ACKS, FleetServicer
-from corolla.superlink.state import LinkState, RunStatus, StoredMessage, SubStatus
+from corolla.superlink.state import LinkState, RunStatus, SubStatus
 from corolla.superlink.wakeups import Wakeups
 
 pytestmark = pytest.mark.timeout(30)
@@ -84,22 +83,6 @@ def pull(node_id: int, wait: float = 0.0, **fields: Any) -> fpb.FleetPullMessage
 def new_run(state: LinkState) -> int:
     return state.create_run(
         fab_id="p/a", fab_version="1", fab_hash="f" * 64, override_config={}, run_config={}
-    )
-
-
-def instruction(state: LinkState, run_id: int, node_id: int) -> StoredMessage:
-    message_id = uuid.uuid4().hex
-    payload = mpb.Message(metadata=mpb.Metadata(message_id=message_id, run_id=run_id))
-    return StoredMessage(
-        message_id=message_id,
-        run_id=run_id,
-        src_node_id=0,
-        dst_node_id=node_id,
-        reply_to_message_id="",
-        message_type="query",
-        created_at=state.clock(),
-        ttl=60.0,
-        payload=payload.SerializeToString(),
     )
 
 

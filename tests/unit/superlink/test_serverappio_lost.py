@@ -4,10 +4,9 @@ ServerApp polls."""
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
-from run_helpers import running_run
+from run_helpers import instruction, running_run
 
 from corolla.common.guard import Caller, Credential
 from corolla.proto.v1 import message_pb2 as mpb
@@ -16,7 +15,7 @@ from corolla.records import ErrorCode
 from corolla.superlink.heartbeats import AppHeartbeats
 from corolla.superlink.runs import Runs
 from corolla.superlink.serverappio import LOST_CHECK_INTERVAL, ServerAppIoServicer
-from corolla.superlink.state import LinkState, StoredMessage
+from corolla.superlink.state import LinkState
 
 
 class Clock:
@@ -40,22 +39,9 @@ def test_lost_instructions_are_reported_at_most_once_an_interval(state: LinkStat
     servicer = ServerAppIoServicer(Runs(state), heartbeats=AppHeartbeats(), clock=clock)
     run_id, _ = running_run(state)
     node_id = state.create_node(5.0)
-    message_id = uuid.uuid4().hex
-    state.store_instructions(
-        [
-            StoredMessage(
-                message_id=message_id,
-                run_id=run_id,
-                src_node_id=0,
-                dst_node_id=node_id,
-                reply_to_message_id="",
-                message_type="query",
-                created_at=state.clock(),
-                ttl=60.0,
-                payload=mpb.Message().SerializeToString(),
-            )
-        ]
-    )
+    sent = instruction(state, run_id, node_id)
+    state.store_instructions([sent])
+    message_id = sent.message_id
 
     def poll() -> list[mpb.Message]:
         request = spb.PullMessagesRequest(run_id=run_id, message_ids=[message_id])
