@@ -6,7 +6,9 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from corolla.superlink.state import HEARTBEAT_PATIENCE, SqliteLinkState
+import pytest
+
+from corolla.superlink.state import HEARTBEAT_PATIENCE, SqliteLinkState, _liveness
 from corolla.superlink.state._liveness import FLUSH_INTERVAL, Beat, Liveness
 
 
@@ -42,8 +44,9 @@ def row(database: Path, node_id: int) -> tuple[float, float]:
 
 
 def test_the_database_gets_the_last_heartbeats_before_it_is_read_and_on_close(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(_liveness, "FLUSH_INTERVAL", 3600.0)  # no batch falls due by itself
     now = [1000.0]
     database = tmp_path / "state.db"
     state = SqliteLinkState(database, clock=lambda: now[0])

@@ -70,7 +70,8 @@ class Liveness:
     def due(self) -> bool:
         """Whether a batch is due (heartbeats waiting longer than `FLUSH_INTERVAL`)."""
         with self._lock:
-            return bool(self._dirty) and self._ticker() - self._flushed_at >= FLUSH_INTERVAL
+            waited = self._ticker() - self._flushed_at
+            return bool(self._dirty) and waited >= FLUSH_INTERVAL
 
     def take(self) -> list[tuple[int, Beat]]:
         """The heartbeats not written yet (to write now)."""
