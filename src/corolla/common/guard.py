@@ -13,6 +13,7 @@ server, `corolla.common.aioserver`): its checks then run on a thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import inspect
 import logging
@@ -178,7 +179,7 @@ def _guard(
         try:
             parsed, caller = admit(request, context)
         except errors.CorollaError as exc:
-            log.warning("%s refused for %s: %s", path, context.peer(), exc)
+            log.warning("%s refused for %s: %s", path, _peer(context), exc)
             context.abort(status_for(exc), str(exc))
         return behaviour(parsed, Call(context, caller))
 
@@ -198,13 +199,48 @@ def _guard(
     return async_handler if inspect.iscoroutinefunction(behaviour) else handler
 
 
+def _peer(context: Any) -> str:
+    """The caller's address, where it is safe to ask: a plain handler of a `grpc.aio` server runs
+    on a thread, where asking can crash the process (its call may be gone: a hostile-input test
+    found a segfault there)."""
+    if isinstance(context, _StreamContext):
+        context = context.wrapped
+    return (
+        str(context.peer())
+        if isinstance(context, grpc.ServicerContext)
+        else "a caller of the event-loop server"
+    )
+
+
+class _Aborted(Exception):
+    """A streaming call ended with a status by `_StreamContext.abort`."""
+
+
+class _StreamContext:
+    """A streaming call's context whose ``abort`` sets the status and ends the stream. (A
+    `grpc.aio` server runs a plain streaming handler on a thread, where its own ``abort`` can
+    crash the process under load: a hostile-input test found a segfault there.)"""
+
+    def __init__(self, context: Any) -> None:
+        self.wrapped = context
+
+    def abort(self, code: grpc.StatusCode, details: str) -> None:
+        self.wrapped.set_code(code)
+        self.wrapped.set_details(details)
+        raise _Aborted(details)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.wrapped, name)
+
+
 def _generator(handler: Callable[[Any, Any], Iterator[Any]]) -> Callable[[Any, Any], Any]:
     """``handler`` as a generator function: a `grpc.aio` server runs a plain streaming handler
     on its threads only if it is one (one that returns an iterator, or aborts before it does,
-    would never answer)."""
+    would never answer). Its aborts end the stream with their status (`_StreamContext`)."""
 
     def stream(request: Any, context: Any) -> Iterator[Any]:
-        yield from handler(request, context)
+        with contextlib.suppress(_Aborted):
+            yield from handler(request, _StreamContext(context))
 
     return stream
 
