@@ -7,7 +7,8 @@ Before a servicer method runs, the request is parsed here (malformed bytes are
 INVALID_ARGUMENT with one log line, never a traceback) and the authenticator turns the call's
 credential into a `Caller`, which the servicer reads from ``context.caller``. A refused call
 never reaches the servicer. A servicer method may be a coroutine (served by a `grpc.aio`
-server, `corolla.common.aioserver`): its checks then run on a thread.
+server, `corolla.common.aioserver`): its checks then run on a thread, or on the loop when
+the authenticator's ``blocking`` says they never block.
 """
 
 from __future__ import annotations

@@ -51,8 +51,8 @@ class NodeStore:
                 "online_until = excluded.online_until, last_seen = excluded.last_seen",
                 (node_id, beat.heartbeat_interval, beat.online_until, now, beat.last_seen),
             )
-            if (beats := self._beats()) is not None:
-                beats.set(node_id, beat)
+        if (beats := self._beats()) is not None:  # once the row is committed
+            beats.set(node_id, beat)
         return node_id
 
     def delete_node(self, node_id: int) -> None:
