@@ -8,12 +8,16 @@ change nothing in what the SuperLink does per call). Each node, as `corolla.supe
 - registers (``CreateNode``, at most ``--register-concurrency`` at once), asking for its old
   id again when the SuperLink says it does not know it (NOT_FOUND on a heartbeat or pull);
 - heartbeats every ``--heartbeat-interval`` seconds, the first one at a random point of the
-  first interval (so that N nodes do not heartbeat at once), timing each call;
-- long-polls ``PullMessages`` (``--wait`` seconds, deadline wait + 5 s), acknowledging in
-  each pull (``ack_message_ids``) the instructions the previous pull brought, and answers
-  each instruction once (an id that comes again is counted as a duplicate, not answered) with
-  the reply a ClientApp would give: a metric record ``{"answered": 1}``, built with the
-  records' own reply rules (`Message(content, reply_to=...)`), pushed with ``PushMessages``;
+  first interval (so that N nodes do not heartbeat at once), timing each from its sending to
+  its answer: on the node's open stream, or as a ``Heartbeat`` call while it has none;
+- ``--pull-mode stream`` (the SuperNode's default): keeps one ``Connect`` stream open (deadline
+  1 h), acknowledging on it at once what comes down; ``--pull-mode poll``: long-polls
+  ``PullMessages`` (``--wait`` seconds, deadline wait + 5 s), acknowledging in each pull
+  (``ack_message_ids``) the instructions the previous pull brought;
+- answers each instruction once (an id that comes again is counted as a duplicate, not
+  answered) with the reply a ClientApp would give: a metric record ``{"answered": 1}``, built
+  with the records' own reply rules (`Message(content, reply_to=...)`), pushed up its open
+  stream (``--pull-mode stream``, as a SuperNode's outbox does) or with ``PushMessages``;
 - backs off (`corolla.common.backoff.Backoff`: 0.5 s doubling to 10 s) and retries after any
   other failed call; a reply is retried as the SuperNode's outbox does (while the SuperLink is
   away, until the TTL runs out; NOT_FOUND or RESOURCE_EXHAUSTED up to 5 attempts; anything
@@ -52,6 +56,7 @@ import grpc.aio
 from corolla.common.backoff import Backoff
 from corolla.common.config import write_ready_file
 from corolla.common.grpc import MAX_MESSAGE_BYTES, keepalive_seconds
+from corolla.common.transfer import NODE_ID_KEY
 from corolla.proto.v1 import fleet_pb2 as fpb
 from corolla.proto.v1 import fleet_pb2_grpc
 from corolla.proto.v1 import message_pb2 as mpb
@@ -63,6 +68,7 @@ Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 
 POLL_MARGIN = 5.0  # a long poll's deadline is its wait plus this (as `supernode/connection.py`)
+STREAM_SECONDS = 3600.0  # a stream's deadline (as `supernode/connection.py`)
 RPC_TIMEOUT = 30.0
 MAX_MESSAGES = 64
 REFUSED_ATTEMPTS = 5  # a reply refused with NOT_FOUND or RESOURCE_EXHAUSTED (as the outbox)
@@ -80,6 +86,7 @@ class LoadConfig:
     nodes_per_channel: int
     heartbeat_interval: float
     wait: float
+    pull_mode: str
     register_concurrency: int
     duration: float
     ready_file: Path
@@ -95,16 +102,21 @@ class Stats:
     reregistered: int = 0  # registrations after a NOT_FOUND
     calls: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)  # "<kind> <STATUS>"
+    error_details: dict[str, str] = field(default_factory=dict)
     heartbeats: list[tuple[float, float]] = field(default_factory=list)  # (time, seconds)
     received: int = 0  # instructions, each counted once
+    received_at: list[float] = field(default_factory=list)  # when each came (time.time)
+    replied_at: list[float] = field(default_factory=list)  # when each reply was stored
     duplicates: int = 0  # instructions delivered again after the first time
     replies_ok: int = 0
     replies_already_stored: int = 0  # ALREADY_EXISTS on a retry: an earlier attempt stored it
     replies_dropped: int = 0
     lags: list[tuple[float, float]] = field(default_factory=list)  # (time, seconds late)
 
-    def failed(self, kind: str, code: grpc.StatusCode) -> None:
-        self.errors[f"{kind} {code.name}"] += 1
+    def failed(self, kind: str, code: grpc.StatusCode, details: str = "") -> None:
+        what = f"{kind} {code.name}"
+        self.errors[what] += 1
+        self.error_details.setdefault(what, details)  # the first one's
 
     def to_json(self, cpu_seconds: float) -> dict[str, Any]:
         latencies = [seconds for _, seconds in self.heartbeats]
@@ -117,9 +129,12 @@ class Stats:
             "reregistered": self.reregistered,
             "calls": dict(self.calls),
             "errors": dict(self.errors),
+            "error_details": self.error_details,
             "heartbeat_latency": quantiles(latencies),
             "heartbeats": [[round(t, 3), round(s, 6)] for t, s in self.heartbeats],
             "received": self.received,
+            "received_at": [round(t, 3) for t in self.received_at],
+            "replied_at": [round(t, 3) for t in self.replied_at],
             "duplicates": self.duplicates,
             "replies_ok": self.replies_ok,
             "replies_already_stored": self.replies_already_stored,
@@ -201,6 +216,7 @@ class FleetCalls(Protocol):
     PushMessages: grpc.aio.UnaryUnaryMultiCallable[
         fpb.FleetPushMessagesRequest, fpb.FleetPushMessagesResponse
     ]
+    Connect: grpc.aio.StreamStreamMultiCallable[fpb.NodeUp, fpb.NodeDown]
 
 
 def fleet_calls(channel: grpc.aio.Channel) -> FleetCalls:
@@ -217,6 +233,8 @@ class SimulatedNode:
         self._node_id = 0
         self._registering = asyncio.Lock()
         self._seen: set[str] = set()  # instruction ids received
+        self._stream: NodeStream | None = None  # the open stream (pull mode stream)
+        self._active: set[int] = set()  # runs it got instructions of, as a SuperNode's apps
 
     async def _call(
         self,
@@ -230,14 +248,17 @@ class SimulatedNode:
         try:
             return await method(request, timeout=timeout)
         except grpc.aio.AioRpcError as exc:
-            self._stats.failed(kind, exc.code())
+            self._stats.failed(kind, exc.code(), exc.details() or "")
             return exc.code()
 
     async def run(self) -> None:
         await self._register()
         self._fleet.node_registered()
         self._fleet.spawn(self._heartbeats())
-        await self._pulls()
+        if self._config.pull_mode == "poll":
+            await self._pulls()
+        else:
+            await self._streams()
 
     async def _register(self, stale: int = 0) -> int:
         """The node id, registering (again, if ``stale`` is the id the SuperLink lost)."""
@@ -267,6 +288,13 @@ class SimulatedNode:
         backoff = Backoff()
         while True:
             node_id = self._node_id or await self._register()
+            start = time.perf_counter()
+            stream = self._stream
+            if stream is not None and await stream.beat(interval, self._stats):
+                self._stats.heartbeats.append((time.time(), time.perf_counter() - start))
+                backoff.reset()
+                await asyncio.sleep(interval)
+                continue
             request = fpb.HeartbeatRequest(node_id=node_id, heartbeat_interval=interval)
             start = time.perf_counter()
             beat = await self._call("Heartbeat", self._stub.Heartbeat, request, RPC_TIMEOUT)
@@ -283,7 +311,7 @@ class SimulatedNode:
         wait = self._config.wait
         backoff = Backoff()
         acks: list[str] = []  # what the last successful pull brought
-        active: set[int] = set()  # runs it got instructions of, as a SuperNode's app processes
+        active = self._active
         while True:
             node_id = self._node_id or await self._register()
             request = fpb.FleetPullMessagesRequest(
@@ -304,18 +332,69 @@ class SimulatedNode:
                 continue
             backoff.reset()
             active.difference_update(pulled.finished_run_ids)
-            active.update(message.metadata.run_id for message in pulled.messages)
             acks = [message.metadata.message_id for message in pulled.messages]
-            fresh = []
-            for message in pulled.messages:
-                if message.metadata.message_id in self._seen:
-                    self._stats.duplicates += 1
-                else:
-                    self._seen.add(message.metadata.message_id)
-                    fresh.append(message)
-            if fresh:
-                self._stats.received += len(fresh)
-                self._fleet.spawn(self._answer(node_id, fresh))
+            self._take(node_id, list(pulled.messages))
+
+    async def _streams(self) -> None:
+        """As a SuperNode's stream loop: open the stream, its first heartbeat sent; acknowledge
+        what comes down at once, answer each instruction once; open another when it ends."""
+        interval = self._config.heartbeat_interval
+        backoff = Backoff()
+        while True:
+            node_id = self._node_id or await self._register()
+            self._stats.calls["Connect"] += 1
+            call = self._stub.Connect(
+                metadata=[(NODE_ID_KEY, str(node_id))], timeout=STREAM_SECONDS
+            )
+            stream = NodeStream(call)
+            try:
+                await stream.send(
+                    fpb.NodeUp(
+                        beat=stream.number(),
+                        heartbeat_interval=interval,
+                        active_run_ids=sorted(self._active),
+                    )
+                )
+                self._stream = stream
+                while (down := await call.read()) is not grpc.aio.EOF:
+                    backoff.reset()
+                    down = cast(fpb.NodeDown, down)
+                    if down.push:
+                        stream.pushed(down.push, down.push_status)
+                    if down.beat:
+                        stream.answered(down.beat)
+                    self._active.difference_update(down.finished_run_ids)
+                    if down.messages:
+                        ids = [message.metadata.message_id for message in down.messages]
+                        await stream.send(fpb.NodeUp(ack_message_ids=ids))
+                        self._take(node_id, list(down.messages))
+                code = None
+            except grpc.aio.AioRpcError as exc:
+                code = exc.code()
+                self._stats.failed("Connect", code, exc.details() or "")
+            finally:
+                self._stream = None
+                stream.close()
+                call.cancel()
+            if code == grpc.StatusCode.NOT_FOUND:
+                await self._register(stale=node_id)
+            elif code is not None:
+                await asyncio.sleep(backoff.next_delay())
+
+    def _take(self, node_id: int, messages: list[mpb.Message]) -> None:
+        """Count what came (once; again: a duplicate) and answer what is new."""
+        self._active.update(message.metadata.run_id for message in messages)
+        fresh = []
+        for message in messages:
+            if message.metadata.message_id in self._seen:
+                self._stats.duplicates += 1
+            else:
+                self._seen.add(message.metadata.message_id)
+                fresh.append(message)
+        if fresh:
+            self._stats.received += len(fresh)
+            self._stats.received_at.extend([time.time()] * len(fresh))
+            self._fleet.spawn(self._answer(node_id, fresh))
 
     async def _answer(self, node_id: int, instructions: list[mpb.Message]) -> None:
         """Push the replies, retried as the SuperNode's outbox retries them."""
@@ -326,9 +405,17 @@ class SimulatedNode:
         attempts = 0
         while True:
             attempts += 1
-            pushed = await self._call("PushMessages", self._stub.PushMessages, request, RPC_TIMEOUT)
+            stream = self._stream
+            pushed: Any = None
+            if stream is not None:  # up the open stream, as a SuperNode's outbox sends them
+                pushed = await stream.push(replies, self._stats)
+            if pushed is None:  # no stream, or it ended before the answer: as a call
+                pushed = await self._call(
+                    "PushMessages", self._stub.PushMessages, request, RPC_TIMEOUT
+                )
             if not isinstance(pushed, grpc.StatusCode):
                 self._stats.replies_ok += len(replies)
+                self._stats.replied_at.extend([time.time()] * len(replies))
                 return
             code = pushed
             if code == grpc.StatusCode.ALREADY_EXISTS and attempts > 1:
@@ -341,6 +428,89 @@ class SimulatedNode:
                 self._stats.replies_dropped += len(replies)
                 return
             await asyncio.sleep(backoff.next_delay())
+
+
+class NodeStream:
+    """A node's open Connect stream: one write at a time; heartbeats wait for their answer."""
+
+    def __init__(self, call: grpc.aio.StreamStreamCall[fpb.NodeUp, fpb.NodeDown]) -> None:
+        self._call = call
+        self._writing = asyncio.Lock()
+        self._next = 1
+        self._waiting: dict[int, asyncio.Future[None]] = {}
+        self._next_push = 1
+        self._pushes: dict[int, asyncio.Future[fpb.PushStatus]] = {}
+
+    def number(self) -> int:
+        number, self._next = self._next, self._next + 1
+        return number
+
+    async def send(self, up: fpb.NodeUp) -> None:
+        async with self._writing:
+            await self._call.write(up)
+
+    async def beat(self, interval: float, stats: Stats) -> bool:
+        """True once its answer came; False if the stream ended first (or the answer did not
+        come within RPC_TIMEOUT: the stream is cut)."""
+        number = self.number()
+        answer = self._waiting[number] = asyncio.get_running_loop().create_future()
+        stats.calls["Heartbeat (stream)"] += 1
+        try:
+            await self.send(fpb.NodeUp(beat=number, heartbeat_interval=interval))
+            await asyncio.wait_for(answer, RPC_TIMEOUT)
+            return True
+        except TimeoutError:
+            stats.errors["Heartbeat (stream) DEADLINE_EXCEEDED"] += 1
+            self._call.cancel()
+            return False
+        except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
+            return False  # the stream ended (its reader counts how)
+        except StreamEnded:
+            return False
+        finally:
+            self._waiting.pop(number, None)
+
+    async def push(
+        self, replies: list[mpb.Message], stats: Stats
+    ) -> fpb.FleetPushMessagesResponse | grpc.StatusCode | None:
+        """Replies up the stream: a response once stored, the status code of a refusal, or
+        None if the stream ended first (send them as a call)."""
+        number = self._next_push
+        self._next_push += 1
+        answer = self._pushes[number] = asyncio.get_running_loop().create_future()
+        stats.calls["PushMessages (stream)"] += 1
+        try:
+            await self.send(fpb.NodeUp(push=number, replies=replies))
+            status: fpb.PushStatus = await asyncio.wait_for(answer, RPC_TIMEOUT)
+        except TimeoutError:
+            stats.failed("PushMessages (stream)", grpc.StatusCode.DEADLINE_EXCEEDED)
+            return grpc.StatusCode.DEADLINE_EXCEEDED
+        except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError, StreamEnded):
+            return None
+        finally:
+            self._pushes.pop(number, None)
+        if status.code == 0:
+            return fpb.FleetPushMessagesResponse()
+        code = next(c for c in grpc.StatusCode if c.value[0] == status.code)
+        stats.failed("PushMessages (stream)", code, status.message)
+        return code
+
+    def pushed(self, number: int, status: fpb.PushStatus) -> None:
+        if (answer := self._pushes.get(number)) is not None and not answer.done():
+            answer.set_result(status)
+
+    def answered(self, number: int) -> None:
+        if (answer := self._waiting.get(number)) is not None and not answer.done():
+            answer.set_result(None)
+
+    def close(self) -> None:
+        for answer in [*self._waiting.values(), *self._pushes.values()]:
+            if not answer.done():
+                answer.set_exception(StreamEnded())
+
+
+class StreamEnded(Exception):
+    """The stream a heartbeat waited on ended before its answer came."""
 
 
 def channel_options() -> list[tuple[str, Any]]:
@@ -426,6 +596,12 @@ def parse(argv: list[str] | None = None) -> LoadConfig:
     parser.add_argument("--nodes-per-channel", type=int, default=20)
     parser.add_argument("--heartbeat-interval", type=float, default=30.0, help="seconds")
     parser.add_argument("--wait", type=float, default=10.0, help="long-poll wait, seconds")
+    parser.add_argument(
+        "--pull-mode",
+        choices=("stream", "poll"),
+        default="stream",
+        help="stream: one Connect stream per node (the SuperNode's default); poll: long polls",
+    )
     parser.add_argument("--register-concurrency", type=int, default=64)
     parser.add_argument("--duration", type=float, default=600.0, help="seconds, then stop")
     parser.add_argument("--ready-file", type=Path, required=True)

@@ -22,7 +22,8 @@ off (RESOURCE_EXHAUSTED and UNAVAILABLE are counted and shown; anything else, a 
 or a node the SuperLink forgot, is a failure). Otherwise it says what went wrong and exits 1.
 
     python bench/fleet_scale.py [--nodes 1000,5000,10000] [--rounds 1] [--settle 30]
-                                [--heartbeat-interval 30] [--wait 10] [--nodes-per-channel 20]
+                                [--heartbeat-interval 30] [--pull-mode stream|poll]
+                                [--wait 10] [--nodes-per-channel 20]
                                 [--round-timeout 120] [--ready-timeout 300]
 
 The load generator shares the machine (and its cores) with the SuperLink: its own CPU use and
@@ -74,6 +75,7 @@ class Settings:
     settle: float
     heartbeat_interval: float
     wait: float
+    pull_mode: str
     nodes_per_channel: int
     register_concurrency: int
     round_timeout: float
@@ -151,6 +153,9 @@ class Figures:
     heartbeat: dict[str, float | int]  # all heartbeats: count, p50, p99, max (seconds)
     heartbeat_rounds: dict[str, float | int]  # those during the rounds
     round_seconds: list[float]
+    # per round: seconds from its start until half / all of its instructions had arrived and
+    # half / all of its replies were stored
+    arrivals: list[tuple[float, float, float, float]]
     lost: int
     duplicates: int
     errors: dict[str, int]
@@ -189,6 +194,8 @@ def start_load(
         str(settings.heartbeat_interval),
         "--wait",
         str(settings.wait),
+        "--pull-mode",
+        settings.pull_mode,
         "--register-concurrency",
         str(settings.register_concurrency),
         "--duration",
@@ -363,6 +370,8 @@ def diagnosis(nodes: int, settings: Settings, outcome: Outcome) -> str:
         )
         lines.append(f"  calls: {s['calls']}")
         lines.append(f"  failed calls: {s['errors'] or 'none'}")
+        for what, details in s.get("error_details", {}).items():
+            lines.append(f"    {what}, the first: {details}")
     if outcome.run is not None and outcome.run.returncode != 0:
         lines.append(f"  flwr run output (last lines):\n{tail(outcome.run.stdout, 12)}")
         if outcome.run.stderr.strip():
@@ -398,6 +407,7 @@ def figures(nodes: int, ready: dict[str, Any], sampler: RssSampler, outcome: Out
         heartbeat=quantiles([seconds for _, seconds in samples]),
         heartbeat_rounds=quantiles(list(during(samples, rounds))),
         round_seconds=[r["seconds"] for r in rounds],
+        arrivals=[arrivals(stats, r) for r in rounds],
         lost=lost_in(outcome.result),
         duplicates=stats["duplicates"],
         errors=stats["errors"],
@@ -408,15 +418,32 @@ def figures(nodes: int, ready: dict[str, Any], sampler: RssSampler, outcome: Out
     )
 
 
+def arrivals(stats: dict[str, Any], round_: dict[str, Any]) -> tuple[float, float, float, float]:
+    """Seconds from the round's start until half and all of its instructions had reached their
+    nodes, and half and all of its replies were stored."""
+    start, end = round_["started_at"], round_["started_at"] + round_["seconds"]
+
+    def half_and_all(times: list[float]) -> tuple[float, float]:
+        inside = sorted(t - start for t in times if start <= t <= end + 1)
+        return (inside[len(inside) // 2], inside[-1]) if inside else (0.0, 0.0)
+
+    return (*half_and_all(stats["received_at"]), *half_and_all(stats["replied_at"]))
+
+
 def ms(q: dict[str, float | int], key: str) -> str:
     return f"{cell(q, key)} ms" if key in q else "-"
 
 
 def report(f: Figures, settings: Settings) -> None:
     channels = -(-f.nodes // settings.nodes_per_channel)
+    pull = (
+        "one open stream each"
+        if settings.pull_mode == "stream"
+        else f"long polls of {settings.wait:g} s"
+    )
     print(
         f"\n{f.nodes} simulated SuperNodes over {channels} connections (heartbeat every "
-        f"{settings.heartbeat_interval:g} s, long polls of {settings.wait:g} s), "
+        f"{settings.heartbeat_interval:g} s, {pull}), "
         f"{settings.rounds} round(s)"
     )
     print(f"  registration: {f.nodes} nodes in {f.registration_seconds:.1f} s")
@@ -431,6 +458,12 @@ def report(f: Figures, settings: Settings) -> None:
             f"p99 {ms(q, 'p99')}, max {ms(q, 'max')}"
         )
     print("  seconds per round: " + ", ".join(f"{s:.2f}" for s in f.round_seconds))
+    for number, (got_half, got_all, stored_half, stored_all) in enumerate(f.arrivals, 1):
+        print(
+            f"    round {number}: instructions at their nodes, half by {got_half:.2f} s and all "
+            f"by {got_all:.2f} s; replies stored, half by {stored_half:.2f} s and all by "
+            f"{stored_all:.2f} s"
+        )
     print(f"  instructions lost: {f.lost} of {f.nodes * settings.rounds}")
     print(f"  instructions delivered again (duplicates): {f.duplicates}")
     errors = ", ".join(f"{what} {n}" for what, n in sorted(f.errors.items())) or "none"
@@ -480,6 +513,12 @@ def main() -> None:
     )
     parser.add_argument("--heartbeat-interval", type=float, default=30.0, help="seconds")
     parser.add_argument("--wait", type=float, default=10.0, help="long-poll wait, seconds")
+    parser.add_argument(
+        "--pull-mode",
+        choices=("stream", "poll"),
+        default="stream",
+        help="how the simulated nodes get their work (as the SuperNode's --pull-mode)",
+    )
     parser.add_argument("--nodes-per-channel", type=int, default=20)
     parser.add_argument("--register-concurrency", type=int, default=64)
     parser.add_argument("--round-timeout", type=float, default=120.0, help="seconds (the TTL)")
@@ -494,6 +533,7 @@ def main() -> None:
         settle=settle,
         heartbeat_interval=args.heartbeat_interval,
         wait=args.wait,
+        pull_mode=args.pull_mode,
         nodes_per_channel=args.nodes_per_channel,
         register_concurrency=args.register_concurrency,
         round_timeout=args.round_timeout,

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from corolla.common import nodekeys
 from corolla.common.grpc import create_channel
 from corolla.common.protocol import MAX_HEARTBEAT_INTERVAL
+from corolla.common.transfer import NODE_ID_KEY
 from corolla.proto.v1 import exec_pb2, exec_pb2_grpc, fleet_pb2, fleet_pb2_grpc, run_pb2
 from corolla.superlink.config import SuperLinkConfig
 from corolla.superlink.link import SuperLink
@@ -180,6 +181,42 @@ def test_no_node_can_act_as_another(harness: Harness) -> None:
         call(harness, mallory, "GetRun", run_pb2.GetRunRequest(node_id=mallory_id, run_id=run_id))
     assert code_of(scoped) == grpc.StatusCode.PERMISSION_DENIED
     assert sorted(link.state.online_node_ids()) == sorted([alice_id, mallory_id])
+
+
+def stream_metadata(key: nodekeys.PrivateKey, node_id: int) -> list[tuple[str, str]]:
+    """A SuperNode's `Connect` metadata: signed as it opens (no body; the node id signed)."""
+    ts, nonce = f"{time.time():.6f}", secrets.token_urlsafe(16)
+    payload = nodekeys.signed_payload(FLEET + "Connect", ts, nonce, b"", str(node_id), "")
+    return [
+        (NODE_ID_KEY, str(node_id)),
+        (nodekeys.FINGERPRINT_KEY, nodekeys.fingerprint(nodekeys.public_der(key.public_key()))),
+        (nodekeys.TIMESTAMP_KEY, ts),
+        (nodekeys.NONCE_KEY, nonce),
+        (nodekeys.SIGNATURE_KEY, nodekeys.b64(nodekeys.sign(key, payload))),
+    ]
+
+
+def test_a_node_stream_is_signed_when_it_opens_and_only_by_its_node(harness: Harness) -> None:
+    alice, mallory = (ec.generate_private_key(ec.SECP256R1()) for _ in range(2))
+    alice_id, _ = joined(harness, alice), joined(harness, mallory)
+
+    def stream(metadata: list[tuple[str, str]]) -> list[Any]:
+        beat = fleet_pb2.NodeUp(beat=1, heartbeat_interval=5)
+        return list(harness.fleet.Connect(iter([beat]), metadata=metadata, timeout=10))
+
+    with pytest.raises(grpc.RpcError) as unsigned:
+        stream([(NODE_ID_KEY, str(alice_id))])
+    assert code_of(unsigned) == grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(grpc.RpcError) as impostor:
+        mallory_as_alice = stream_metadata(mallory, alice_id)
+        stream(mallory_as_alice)
+    assert code_of(impostor) == grpc.StatusCode.PERMISSION_DENIED
+    assert f"cannot act as node {alice_id}" in impostor.value.details()
+    metadata = stream_metadata(alice, alice_id)
+    assert [down.beat for down in stream(metadata)] == [1]  # answered on her own stream
+    with pytest.raises(grpc.RpcError) as replay:
+        stream(metadata)
+    assert code_of(replay) == grpc.StatusCode.UNAUTHENTICATED
 
 
 def test_unregistering_takes_effect_on_the_next_request(harness: Harness) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
@@ -80,6 +81,8 @@ class AsyncServer:
 
         def finish(_: object) -> None:
             self._pool.shutdown(wait=False, cancel_futures=True)
+            with contextlib.suppress(Exception):  # the loop has gone: nothing is left on it
+                self._on_loop(_settle())
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(SETUP_TIMEOUT)
             self.loop.close()
@@ -88,3 +91,13 @@ class AsyncServer:
         future = asyncio.run_coroutine_threadsafe(self._server.stop(grace), self.loop)
         future.add_done_callback(lambda done: threading.Thread(target=finish, args=(done,)).start())
         return self._stopped
+
+
+async def _settle() -> None:
+    """Cancel what is still running on the loop (handlers the server let go of) and let it end."""
+    current = asyncio.current_task()
+    tasks = [task for task in asyncio.all_tasks() if task is not current]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks, timeout=SETUP_TIMEOUT)

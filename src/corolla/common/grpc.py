@@ -99,10 +99,26 @@ def status_for(exc: errors.CorollaError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
+def status_number(code: grpc.StatusCode) -> int:
+    """The wire number of a status code (``status.code`` of a message that carries one)."""
+    number: int = code.value[0]
+    return number
+
+
+def error_from_status(number: int, detail: str, peer: str = "") -> errors.CorollaError:
+    """`error_from_rpc` for a status carried in a message (its wire number and message)."""
+    code = next((c for c in grpc.StatusCode if c.value[0] == number), grpc.StatusCode.UNKNOWN)
+    return _error_for(code, detail, peer)
+
+
 def error_from_rpc(exc: grpc.RpcError, peer: str = "") -> errors.CorollaError:
     """Turn a failed call into the matching `CorollaError` (the one translation, client side)."""
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
-    detail = exc.details() if hasattr(exc, "details") else str(exc)
+    detail = (exc.details() or "") if hasattr(exc, "details") else str(exc)
+    return _error_for(code, detail, peer)
+
+
+def _error_for(code: grpc.StatusCode, detail: str, peer: str) -> errors.CorollaError:
     if code == grpc.StatusCode.UNAVAILABLE:
         where = f" at {peer}" if peer else ""
         return errors.Unavailable(f"cannot reach the server{where}: {detail}")

@@ -180,13 +180,15 @@ if TYPE_CHECKING:  # generic in the type stubs only
     _UnaryUnary = grpc.UnaryUnaryClientInterceptor[Any, Any]
     _UnaryStream = grpc.UnaryStreamClientInterceptor[Any, Any]
     _StreamUnary = grpc.StreamUnaryClientInterceptor[Any, Any]
+    _StreamStream = grpc.StreamStreamClientInterceptor[Any, Any]
 else:
     _UnaryUnary = grpc.UnaryUnaryClientInterceptor
     _UnaryStream = grpc.UnaryStreamClientInterceptor
     _StreamUnary = grpc.StreamUnaryClientInterceptor
+    _StreamStream = grpc.StreamStreamClientInterceptor
 
 
-class SigningInterceptor(_UnaryUnary, _UnaryStream, _StreamUnary):
+class SigningInterceptor(_UnaryUnary, _UnaryStream, _StreamUnary, _StreamStream):
     """Signs every call of a channel with the node's key (see the module docstring)."""
 
     def __init__(self, key: PrivateKey, clock: Callable[[], float]) -> None:
@@ -226,4 +228,7 @@ class SigningInterceptor(_UnaryUnary, _UnaryStream, _StreamUnary):
         return continuation(self._details(details, self._body(request)), request)
 
     def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return continuation(self._details(details, b""), requests)
+
+    def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
         return continuation(self._details(details, b""), requests)

@@ -16,19 +16,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 
+from corolla.common.batching import GroupCommit, LoopBatch
 from corolla.common.compression import NONE, negotiated
-from corolla.common.errors import InvalidArgument, NotFound, PermissionDenied
+from corolla.common.errors import CorollaError, InvalidArgument, NotFound, PermissionDenied
 from corolla.common.grpc import WaitSlots, abort_on_error
 from corolla.common.guard import Call, Credential, Policy
 from corolla.common.protocol import check_heartbeat_interval, check_wait
 from corolla.common.transfer import RUN_ID_KEY
 from corolla.proto.v1 import fleet_pb2 as fpb
+from corolla.proto.v1 import message_pb2 as mpb
 from corolla.proto.v1 import objects_pb2 as opb
 from corolla.proto.v1 import run_pb2 as rpb
 from corolla.superlink.convert import fab_to_proto, run_to_proto
 from corolla.superlink.messages import from_stored, to_stored
+from corolla.superlink.nodestream import (
+    MAX_BATCH_NODES,
+    NodeStream,
+    Push,
+    Pushes,
+    Takes,
+    take_batch,
+)
 from corolla.superlink.objects import missing_response, store_pushed, stream_stored
 from corolla.superlink.state import LinkState, RunStatus, StoredMessage
 from corolla.superlink.wakeups import Wakeups
@@ -45,6 +55,7 @@ POLICY: Policy = {
     "Heartbeat": Credential.NODE,
     "PullMessages": Credential.NODE,
     "PushMessages": Credential.NODE,
+    "Connect": Credential.NODE,
     "GetRun": Credential.NODE,
     "GetFab": Credential.NODE,
     "PushLogs": Credential.NODE,
@@ -71,6 +82,11 @@ class FleetServicer:
         self._wakeups = wakeups
         self._slots = wait_slots or WaitSlots(MAX_WAITING_PULLS)
         self._compression = compression  # toward pullers that accept it (--compression)
+        # What many nodes write at once, batched: the pulls of the streams woken together,
+        # the replies pushed on streams or by calls meanwhile.
+        self._takes: Takes = LoopBatch(take_batch(state, MAX_BATCH), MAX_BATCH_NODES)
+        self._pushes: Pushes = LoopBatch(self._store_pushes, MAX_BATCH_NODES)
+        self._replies = GroupCommit(self._store_pushes, MAX_BATCH_NODES)
 
     def _online(self, context: Call) -> int:
         return self._check_online(context.caller.node_id)
@@ -144,6 +160,26 @@ class FleetServicer:
             messages=[from_stored(m) for m in stored], finished_run_ids=finished
         )
 
+    @abort_on_error
+    async def Connect(self, requests: AsyncIterator[bytes], context: Call) -> None:
+        """The node's open stream (`NodeStream`): instructions down as they come, heartbeats
+        and acknowledgements up. Ends when the node closes it, or with the status of what went
+        wrong (NOT_FOUND: the node is not registered; register again)."""
+        node_id = await asyncio.to_thread(self._check_online, context.caller.node_id)
+        stream = NodeStream(
+            node_id,
+            state=self._state,
+            wakeups=self._wakeups,
+            call=context,
+            finished=self._finished,
+            takes=self._takes,
+            pushes=self._pushes,
+            limit=MAX_BATCH,
+            max_acks=MAX_ACKS,
+        )
+        with self._slots.hold(float("inf")):
+            await stream.run(requests)
+
     def _quick_look(
         self, node_id: int, runs: list[int]
     ) -> tuple[list[StoredMessage], list[int]] | None:
@@ -184,8 +220,30 @@ class FleetServicer:
         self, request: fpb.FleetPushMessagesRequest, context: Call
     ) -> fpb.FleetPushMessagesResponse:
         node_id = self._online(context)
+        messages = list(request.messages)
+        self._replies.submit((node_id, messages))  # with the pushes of other nodes meanwhile
+        return fpb.FleetPushMessagesResponse(message_ids=[m.metadata.message_id for m in messages])
+
+    def _store_pushes(self, pushes: Sequence[Push]) -> list[CorollaError | None]:
+        """(On a thread.) Each node's replies checked and stored, all in one transaction, each
+        push on its own: None, or the error of that push."""
+        outcomes: list[CorollaError | None] = [None] * len(pushes)
+        checked: list[tuple[int, list[StoredMessage]]] = []
+        where: list[int] = []  # the index of each checked push
+        for index, (node_id, messages) in enumerate(pushes):
+            try:
+                checked.append((node_id, self._replies_from(node_id, messages)))
+                where.append(index)
+            except CorollaError as exc:
+                outcomes[index] = exc
+        for index, outcome in zip(where, self._state.store_replies_many(checked), strict=True):
+            outcomes[index] = outcome
+        return outcomes
+
+    def _replies_from(self, node_id: int, messages: list[mpb.Message]) -> list[StoredMessage]:
+        self._check_online(node_id)
         replies = []
-        for proto in request.messages:
+        for proto in messages:
             if proto.metadata.src_node_id != node_id:
                 raise PermissionDenied(
                     f"node {node_id} cannot send as node {proto.metadata.src_node_id}"
@@ -193,8 +251,7 @@ class FleetServicer:
             if not proto.metadata.reply_to_message_id:
                 raise InvalidArgument("a node can only send replies (reply_to_message_id missing)")
             replies.append(to_stored(proto, self._state))
-        self._state.store_replies(node_id, replies)
-        return fpb.FleetPushMessagesResponse(message_ids=[r.message_id for r in replies])
+        return replies
 
     @abort_on_error
     def GetRun(self, request: rpb.GetRunRequest, context: Call) -> rpb.GetRunResponse:

@@ -36,6 +36,7 @@ DEFAULT_APP_ATTACH_TIMEOUT = 120.0
 DEFAULT_APP_HEARTBEAT_TIMEOUT = 5.0
 MIN_APP_HEARTBEAT_TIMEOUT = 2.0  # flwr-clientapp sends a heartbeat every second
 ISOLATIONS = ("subprocess", "process")
+PULL_MODES = ("stream", "poll")
 
 T = TypeVar("T")
 
@@ -75,6 +76,8 @@ class SuperNodeConfig:
     isolation: str = "subprocess"
     appio_secret: str | None = field(default=None, repr=False)
     heartbeat_interval: float = DEFAULT_HEARTBEAT
+    # stream: one open Fleet.Connect stream; poll: PullMessages long polls of ``max_wait`` s
+    pull_mode: str = "stream"
     max_wait: float = DEFAULT_MAX_WAIT
     app_attach_timeout: float = DEFAULT_APP_ATTACH_TIMEOUT
     app_heartbeat_timeout: float = DEFAULT_APP_HEARTBEAT_TIMEOUT
@@ -263,8 +266,16 @@ def command() -> Command:
                 "SECONDS",
             ),
             Option(
+                "--pull-mode",
+                "stream: work comes down one open stream to the SuperLink as soon as it exists; "
+                "poll: long polls of --max-wait seconds, each one call (for a proxy that cuts "
+                "long-lived streams)",
+                "stream",
+                choices=PULL_MODES,
+            ),
+            Option(
                 "--max-wait",
-                "long-poll seconds on the Fleet API",
+                "--pull-mode poll: long-poll seconds on the Fleet API",
                 DEFAULT_MAX_WAIT,
                 duration,
                 "SECONDS",
@@ -340,6 +351,7 @@ def parse_args(
         isolation=isolation,
         appio_secret=_appio_secret(isolation, values.optional("appio-secret-file", Path)),
         heartbeat_interval=values.get("heartbeat-interval", float),
+        pull_mode=values.get("pull-mode", str),
         max_wait=values.get("max-wait", float),
         app_attach_timeout=values.get("app-attach-timeout", float),
         app_heartbeat_timeout=values.get("app-heartbeat-timeout", float),

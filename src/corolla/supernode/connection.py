@@ -8,16 +8,18 @@ run out.
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import grpc
 
 from corolla.common.compression import NONE
-from corolla.common.errors import CorollaError
-from corolla.common.grpc import create_channel, error_from_rpc
+from corolla.common.errors import CorollaError, DeadlineExceeded, Unavailable
+from corolla.common.grpc import create_channel, error_from_rpc, error_from_status
 from corolla.common.nodekeys import PrivateKey, SigningInterceptor
 from corolla.common.objects import Buffer, ObjectSource, SinkFactory
 from corolla.common.tls import ClientTls
@@ -39,6 +41,8 @@ FAB_TIMEOUT = 120.0
 OBJECT_TIMEOUT = 600.0
 FINAL_HEARTBEAT_TIMEOUT = 2.0  # a stopping node does not wait long for its last heartbeat
 POLL_MARGIN = 5.0  # a long poll's deadline is its wait plus this
+STREAM_SECONDS = 3600.0  # a stream's deadline: the node opens the next one then
+SEND_CHECK = 1.0  # seconds between a stream's checks, while it has nothing to send, that it is open
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
@@ -46,6 +50,10 @@ Resp = TypeVar("Resp")
 
 class Stopped(CorollaError):
     """The call was cancelled because the SuperNode is stopping."""
+
+
+class StreamEnded(Unavailable):
+    """The node's stream ended before this was answered (send it another way)."""
 
 
 class FleetConnection:
@@ -162,6 +170,33 @@ class FleetConnection:
         messages = [envelope_from_proto(proto) for proto in response.messages]
         return messages, list(response.finished_run_ids)
 
+    def connect(self, node_id: int, interval: float, run_ids: list[int]) -> NodeStream:
+        """Open the node's stream (`Fleet.Connect`), its first heartbeat sent."""
+        stream = NodeStream(self, node_id)
+        # A grpc.Future as well as the iterator its stub's types name (a rendezvous).
+        call: Any = self._stub.Connect(
+            stream.requests(),
+            metadata=((NODE_ID_KEY, str(node_id)),),
+            timeout=STREAM_SECONDS,
+        )
+        stream.call = call
+        with self._lock:
+            if self._cancelled:
+                call.cancel()
+            self._pending.add(call)
+        call.add_done_callback(lambda _: self._forget(call))
+        stream.send_beat(interval, run_ids)
+        return stream
+
+    def _forget(self, call: Any) -> None:
+        with self._lock:
+            self._pending.discard(call)
+
+    def stream_error(self, exc: grpc.RpcError) -> CorollaError:
+        if exc.code() == grpc.StatusCode.CANCELLED and self._cancelled:
+            return Stopped("stream cancelled: the SuperNode is stopping")
+        return error_from_rpc(exc, self.address)
+
     def push_messages(self, node_id: int, messages: list[Envelope]) -> None:
         protos = [envelope_to_proto(message) for message in messages]
         request = fpb.FleetPushMessagesRequest(node_id=node_id, messages=protos)
@@ -224,3 +259,155 @@ class FleetConnection:
             return client.push(objects, ids=ids, timeout=OBJECT_TIMEOUT, progress=progress)
         except grpc.RpcError as exc:
             raise error_from_rpc(exc, self.address) from exc
+
+
+@dataclass
+class Down:
+    """What came down a stream at once: instructions, runs of the node that ended."""
+
+    messages: list[Envelope]
+    finished_run_ids: list[int]
+
+
+@dataclass
+class _Beat:
+    answered: threading.Event = field(default_factory=threading.Event)
+    finished: list[int] = field(default_factory=list)
+    error: CorollaError | None = None
+
+
+class NodeStream:
+    """The node's open `Fleet.Connect` stream. One thread iterates it (`Down`s, until it ends:
+    `CorollaError`, or nothing at its deadline); any thread may send a heartbeat (`beat`) or
+    replies (`push`), each answered on the stream, or acknowledge instructions (`ack`)."""
+
+    def __init__(self, connection: FleetConnection, node_id: int) -> None:
+        self.node_id = node_id
+        self.call: Any = None  # the gRPC call, set once it is made
+        self._connection = connection
+        self._up: queue.SimpleQueue[fpb.NodeUp | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._beats: dict[int, _Beat] = {}
+        self._next_beat = 1
+        self._pushes: dict[int, _Beat] = {}  # pushes of replies waiting for their answer
+        self._next_push = 1
+        self._ended: CorollaError | None = None
+
+    def requests(self) -> Iterator[fpb.NodeUp]:
+        """What the stream sends (gRPC's thread consumes it), until the stream ends."""
+        while True:
+            try:
+                up = self._up.get(timeout=SEND_CHECK)
+            except queue.Empty:
+                if self.call is not None and self.call.done():
+                    return
+                continue
+            if up is None:
+                return
+            yield up
+
+    def send_beat(self, interval: float, run_ids: list[int], *, waited: bool = False) -> _Beat:
+        """Send a heartbeat; the ends of runs its answer reports come out of the iteration
+        unless it is ``waited`` for (`beat`)."""
+        waiter = _Beat()
+        with self._lock:
+            if self._ended is not None:
+                raise self._ended
+            number, self._next_beat = self._next_beat, self._next_beat + 1
+            if waited:
+                self._beats[number] = waiter
+        self._up.put(fpb.NodeUp(beat=number, heartbeat_interval=interval, active_run_ids=run_ids))
+        return waiter
+
+    def beat(self, interval: float, run_ids: list[int], timeout: float = RPC_TIMEOUT) -> list[int]:
+        """A heartbeat: the ids among ``run_ids`` whose runs ended. Without an answer within
+        ``timeout`` the stream is cut (`Unavailable`: the node opens another)."""
+        waiter = self.send_beat(interval, run_ids, waited=True)
+        if not waiter.answered.wait(timeout):
+            self.cancel()
+            raise Unavailable(f"no answer to a heartbeat on the stream within {timeout:g} s")
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.finished
+
+    def push(self, messages: list[Envelope], timeout: float = RPC_TIMEOUT) -> None:
+        """Replies up the stream, as `FleetConnection.push_messages` sends them: returns once
+        stored, raises the `CorollaError` of a refusal; `DeadlineExceeded` without an answer
+        within ``timeout`` (retry: a reply is stored once however often it comes)."""
+        waiter = _Beat()
+        with self._lock:
+            if self._ended is not None:
+                raise StreamEnded(str(self._ended))
+            number, self._next_push = self._next_push, self._next_push + 1
+            self._pushes[number] = waiter
+        protos = [envelope_to_proto(message) for message in messages]
+        self._up.put(fpb.NodeUp(push=number, replies=protos))
+        if not waiter.answered.wait(timeout):
+            with self._lock:
+                self._pushes.pop(number, None)
+            raise DeadlineExceeded(f"no answer to a push of replies within {timeout:g} s")
+        if waiter.error is not None:
+            raise waiter.error
+
+    def ack(self, message_ids: list[str]) -> None:
+        if message_ids:
+            self._up.put(fpb.NodeUp(ack_message_ids=message_ids))
+
+    def cancel(self) -> None:
+        if self.call is not None:
+            self.call.cancel()
+
+    def __iter__(self) -> Iterator[Down]:
+        try:
+            for down in self.call:
+                if down.push:
+                    self._pushed(down)
+                    continue
+                if down.beat and self._answer(down):
+                    continue  # its waiter takes the runs that ended
+                if down.messages or down.finished_run_ids:
+                    messages = [envelope_from_proto(proto) for proto in down.messages]
+                    yield Down(messages, list(down.finished_run_ids))
+            self._end(Unavailable("the SuperLink closed the stream"))
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:  # its time is up: open another
+                self._end(Unavailable("the stream reached its deadline"))
+                return
+            error = self._connection.stream_error(exc)
+            self._end(error)
+            raise error from exc
+        finally:
+            self._up.put(None)
+
+    def _answer(self, down: fpb.NodeDown) -> bool:
+        """True if a `beat` waits for this answer (it has it now)."""
+        with self._lock:
+            waiter = self._beats.pop(down.beat, None)
+        if waiter is None:
+            return False
+        waiter.finished = list(down.finished_run_ids)
+        waiter.answered.set()
+        return True
+
+    def _pushed(self, down: fpb.NodeDown) -> None:
+        with self._lock:
+            waiter = self._pushes.pop(down.push, None)
+        if waiter is None:  # (its pusher gave up waiting)
+            return
+        status = down.push_status
+        if status.code:
+            waiter.error = error_from_status(status.code, status.message, self._connection.address)
+        waiter.answered.set()
+
+    def _end(self, error: CorollaError) -> None:
+        """No more answers: heartbeats and pushes still waiting for one fail with ``error``."""
+        with self._lock:
+            self._ended = error
+            beats, pushes = list(self._beats.values()), list(self._pushes.values())
+            self._beats, self._pushes = {}, {}
+        for waiter in beats:
+            waiter.error = error
+            waiter.answered.set()
+        for waiter in pushes:  # perhaps stored, perhaps not: the pusher sends them again
+            waiter.error = StreamEnded(str(error))
+            waiter.answered.set()

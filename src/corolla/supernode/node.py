@@ -1,6 +1,7 @@
 """The SuperNode: registers with the SuperLink, pulls work, runs ClientApp processes.
 
-Threads: ``fleet-pull`` (registration and the PullMessages long poll), ``heartbeat``,
+Threads: ``fleet-pull`` (registration, and the node's open stream: `Fleet.Connect`; or the
+PullMessages long poll with ``--pull-mode poll``), ``heartbeat`` (on the stream while it is open),
 ``outbox`` (replies and logs up to the SuperLink), one ``intake-run-N`` per run with pulled
 messages to take in (`Intake`), the ClientAppIo server's pool, and either
 one watcher per app process (isolation ``subprocess``, `Supervisor`, and ``spare-clientapp``
@@ -28,13 +29,14 @@ from corolla.common.errors import (
     CorollaError,
     InvalidArgument,
     NotFound,
+    Unavailable,
 )
 from corolla.common.grpc import bind, create_server
 from corolla.common.spare import SparePool
 from corolla.common.tls import INSECURE, security
 from corolla.supernode.clientappio import ClientAppIoServicer, add_clientappio
 from corolla.supernode.config import SuperNodeConfig, local_address
-from corolla.supernode.connection import FleetConnection
+from corolla.supernode.connection import FleetConnection, NodeStream
 from corolla.supernode.deliveries import Deliveries
 from corolla.supernode.domain import Envelope
 from corolla.supernode.external import ExternalApps
@@ -87,7 +89,8 @@ class SuperNode:
         )
         self._ready = False
         self._interval = config.heartbeat_interval
-        self._outbox = Outbox(self._conn, lambda: self._node_id)
+        self._stream: NodeStream | None = None  # the open stream (pull mode stream)
+        self._outbox = Outbox(self._conn, lambda: self._node_id, lambda: self._stream)
         self._server = create_server()
         # In isolation subprocess nobody knows the secret: RequestRun is refused to everyone.
         secret = config.appio_secret if external and config.appio_secret else new_secret()
@@ -348,9 +351,18 @@ class SuperNode:
             self._apps.finish_run(run_id)
 
     def _heartbeat_loop(self) -> None:
+        def beat(node_id: int) -> list[int]:
+            stream = self._stream
+            if stream is not None and stream.node_id == node_id:
+                try:  # on the open stream
+                    return stream.beat(self._interval, self._runs.run_ids())
+                except Unavailable as exc:  # it ended, or hangs (it is cut): stay online
+                    log.info("heartbeat on the stream failed (%s); sent as a call instead", exc)
+            return self._conn.heartbeat(node_id, self._interval, self._runs.run_ids())
+
         self._keep_calling(
             "heartbeat",
-            lambda node_id: self._conn.heartbeat(node_id, self._interval, self._runs.run_ids()),
+            beat,
             lambda node_id, finished: self._finish_runs(finished),
             pause=self._interval,
         )
@@ -358,6 +370,36 @@ class SuperNode:
     # -- work -----------------------------------------------------------------------------------
 
     def _pull_loop(self) -> None:
+        if self.config.pull_mode == "poll":
+            self._poll_loop()
+        else:
+            self._stream_loop()
+
+    def _stream_loop(self) -> None:
+        """Work comes down the node's open stream; what it brings is acknowledged at once."""
+        deliveries = Deliveries()
+
+        def follow(node_id: int) -> None:
+            stream = self._conn.connect(node_id, self._interval, self._runs.run_ids())
+            self._stream = stream
+            try:
+                for down in stream:
+                    self._finish_runs(down.finished_run_ids)
+                    if down.messages:
+                        stream.ack([message.message_id for message in down.messages])
+                        self._take_in(node_id, deliveries.received(down.messages))
+            finally:
+                self._stream = None
+                stream.cancel()
+
+        self._keep_calling("the stream to the SuperLink", follow, lambda node_id, _: None)
+
+    def _take_in(self, node_id: int, messages: list[Envelope]) -> None:
+        for message in messages:
+            log.info("run %d: received message %s", message.run_id, message.message_id)
+            self._intake.submit(node_id, message)
+
+    def _poll_loop(self) -> None:
         deliveries = Deliveries()
 
         def pull(node_id: int) -> tuple[list[Envelope], list[int]]:
@@ -372,8 +414,6 @@ class SuperNode:
         def take(node_id: int, pulled: tuple[list[Envelope], list[int]]) -> None:
             messages, finished = pulled
             self._finish_runs(finished)
-            for message in deliveries.received(messages):
-                log.info("run %d: received message %s", message.run_id, message.message_id)
-                self._intake.submit(node_id, message)
+            self._take_in(node_id, deliveries.received(messages))
 
         self._keep_calling("pulling messages", pull, take)

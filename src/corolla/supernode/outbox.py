@@ -25,7 +25,7 @@ from corolla.common.errors import (
 )
 from corolla.common.objectfiles import OpenObject
 from corolla.common.transfer import TransferLog
-from corolla.supernode.connection import FleetConnection, Stopped
+from corolla.supernode.connection import FleetConnection, NodeStream, Stopped, StreamEnded
 from corolla.supernode.domain import Envelope
 from corolla.supernode.replies import error_reply
 
@@ -59,9 +59,16 @@ class _Logs:
 
 
 class Outbox:
-    def __init__(self, connection: FleetConnection, node_id: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        connection: FleetConnection,
+        node_id: Callable[[], int],
+        stream: Callable[[], NodeStream | None] = lambda: None,
+    ) -> None:
+        """``stream``: the node's open stream, if any (replies go up it)."""
         self._conn = connection
         self._node_id = node_id
+        self._stream = stream
         self._items: deque[_Reply | _Logs] = deque()
         self._changed = threading.Condition()
         self._closing = False
@@ -130,7 +137,7 @@ class Outbox:
                     what = f"run {item.run_id}: sending a reply's {len(item.objects)} objects"
                     progress = TransferLog(what, log)
                     self._conn.push_objects(node_id, item.run_id, item.objects, progress)
-                self._conn.push_messages(node_id, [item.message])
+                self._push(node_id, item.message)
                 log.debug("run %d: reply %s sent", item.run_id, item.message.message_id)
             else:
                 prefixed = [f"[node {node_id}] {line}" for line in item.lines]
@@ -140,6 +147,18 @@ class Outbox:
         except CorollaError as exc:
             if not self._failed(item, exc):
                 raise _Again(str(exc)) from exc
+
+    def _push(self, node_id: int, message: Envelope) -> None:
+        """Up the node's open stream, or as a call if it has none (or it ends meanwhile: a
+        reply is stored once however often it is sent)."""
+        stream = self._stream()
+        if stream is not None and stream.node_id == node_id:
+            try:
+                stream.push([message])
+                return
+            except StreamEnded:
+                pass
+        self._conn.push_messages(node_id, [message])
 
     def _failed(self, item: _Reply | _Logs, exc: CorollaError) -> bool:
         """False when the item is worth another attempt; True when it is dropped (logged)."""

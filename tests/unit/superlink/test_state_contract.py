@@ -21,6 +21,7 @@ from postgres_server import database_for
 
 from corolla.common.errors import (
     AlreadyExists,
+    CorollaError,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -576,6 +577,43 @@ def test_an_instruction_comes_again_until_acknowledged_or_answered(state: LinkSt
     assert state.pull_instructions(node, limit=10) == []
     state.ack_instructions(node, [first.message_id, second.message_id])  # late, twice: no-op
     assert state.pull_instructions(node, limit=10) == []
+
+
+def test_take_instructions_is_many_pulls_with_their_acknowledgements_at_once(
+    state: LinkState,
+) -> None:
+    run_id = new_run(state)
+    node, other, idle = (state.create_node(INTERVAL) for _ in range(3))
+    first, second = instruction(state, run_id, node), instruction(state, run_id, node)
+    theirs = instruction(state, run_id, other)
+    state.store_instructions([first, second, theirs])
+    taken = state.take_instructions({node: [], other: [], idle: [], 424242: []}, limit=10)
+    assert taken == {node: [first, second], other: [theirs], idle: []}  # unknown: left out
+    # Nothing consumed; an acknowledgement (of this node's instructions only) is.
+    again = state.take_instructions({node: [second.message_id], other: [first.message_id]}, 10)
+    assert again == {node: [first], other: [theirs]}
+    assert state.pull_instructions(node, limit=10) == [first]
+    assert state.take_instructions({node: []}, limit=1) == {node: [first]}
+    with pytest.raises(InvalidArgument):
+        state.take_instructions({node: []}, limit=0)
+
+
+def test_heartbeat_nowait_is_a_heartbeat_or_nothing(state: LinkState, clock: FakeClock) -> None:
+    node_id = state.create_node(INTERVAL)
+    clock.advance(INTERVAL * HEARTBEAT_PATIENCE + 1)
+    assert not state.is_online(node_id)
+    if not state.heartbeat_nowait(node_id, INTERVAL):  # it could not: nothing done
+        assert not state.is_online(node_id)
+        state.heartbeat(node_id, INTERVAL)
+    assert state.is_online(node_id)
+    assert state.online_node_ids() == [node_id]
+    # Never taken: refused as `heartbeat` refuses it, or left to `heartbeat`.
+    for node, interval, error in ((node_id, 0.0, InvalidArgument), (node_id + 1, 5.0, NotFound)):
+        try:
+            taken = state.heartbeat_nowait(node, interval)
+        except error:
+            taken = False
+        assert not taken
 
 
 def test_may_have_instructions_is_false_only_when_a_pull_gets_nothing(state: LinkState) -> None:
@@ -1384,3 +1422,29 @@ def test_audit_trail_keeps_the_newest_events_within_its_cap(state: LinkState) ->
     assert events[0].at == 39.0  # the newest is kept
     assert 5 <= len(events) <= 10  # trimmed in batches: never more than twice the cap
     assert [e.at for e in events] == sorted((e.at for e in events), reverse=True)
+
+
+def test_store_replies_many_stores_each_push_on_its_own(state: LinkState) -> None:
+    run_id = new_run(state)
+    node, other = state.create_node(INTERVAL), state.create_node(INTERVAL)
+    mine, theirs = instruction(state, run_id, node), instruction(state, run_id, other)
+    state.store_instructions([mine, theirs])
+    take(state, node)
+    take(state, other)
+    good, wrong_node = reply_to(state, mine), reply_to(state, theirs, src=node)
+    outcomes = state.store_replies_many(
+        [(node, [good]), (node, [wrong_node]), (424242, [reply_to(state, theirs, src=424242)])]
+    )
+    assert outcomes[0] is None
+    assert isinstance(outcomes[1], CorollaError)  # answers another node's instruction
+    assert isinstance(outcomes[2], NotFound)  # not registered
+    assert [r.message_id for r in state.pull_replies(run_id, [mine.message_id])] == [
+        good.message_id
+    ]
+    assert state.pull_replies(run_id, [theirs.message_id]) == []  # the refused one: nothing
+    # A retried push is stored once (idempotent), also in a batch.
+    assert state.store_replies_many([(node, [good]), (other, [reply_to(state, theirs)])]) == [
+        None,
+        None,
+    ]
+    assert len(state.pull_replies(run_id, [mine.message_id, theirs.message_id])) == 2

@@ -35,6 +35,38 @@ def test_heartbeats_are_batched_by_the_ticker() -> None:
     assert liveness.online_ids(now=0.0) == []
 
 
+def test_one_caller_claims_a_due_batch() -> None:
+    ticker = Ticker()
+    liveness = Liveness([(1, Beat(5.0, 10.0, 0.0))], ticker=ticker)
+    liveness.beat(1, Beat(5.0, 20.0, 7.0))
+    assert not liveness.claim()  # not due yet
+    ticker.now += FLUSH_INTERVAL
+    assert liveness.claim()
+    assert not liveness.claim() and not liveness.due()  # the others beat in memory only
+    liveness.unclaim()  # its write failed: the next caller claims it
+    assert liveness.claim()
+    assert liveness.take() == [(1, Beat(5.0, 20.0, 7.0))]
+    liveness.beat(1, Beat(5.0, 30.0, 8.0))
+    assert not liveness.claim()  # a new batch, due an interval after the last
+    ticker.now += FLUSH_INTERVAL
+    assert liveness.claim()
+
+
+def test_heartbeats_arriving_while_a_batch_is_due_are_taken_without_blocking(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_liveness, "FLUSH_INTERVAL", 0.0)  # due as soon as one is unwritten
+    state = SqliteLinkState(tmp_path / "state.db")
+    try:
+        node_id = state.create_node(5.0)
+        assert state.heartbeat_nowait(node_id, 5.0)  # in memory
+        assert not state.heartbeat_nowait(node_id, 5.0)  # a batch is due: on a thread
+        state.heartbeat(node_id, 5.0)  # writes it
+        assert state.heartbeat_nowait(node_id, 5.0)
+    finally:
+        state.close()
+
+
 def row(database: Path, node_id: int) -> tuple[float, float]:
     with sqlite3.connect(database) as conn:
         found = conn.execute(

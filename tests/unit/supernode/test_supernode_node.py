@@ -32,9 +32,9 @@ def count_calls(node: SuperNode, name: str) -> list[tuple[object, ...]]:
     calls: list[tuple[object, ...]] = []
     real = getattr(node._conn, name)
 
-    def spy(*args: object) -> object:
+    def spy(*args: object, **kwargs: object) -> object:
         calls.append(args)
-        return real(*args)
+        return real(*args, **kwargs)
 
     setattr(node._conn, name, spy)
     return calls
@@ -71,11 +71,12 @@ def test_warm_process_serves_a_run_and_keeps_its_state(
     )
 
 
+@pytest.mark.parametrize("pull_mode", ["stream", "poll"])
 def test_each_message_is_delivered_and_answered_once(
-    link: Link, start_node: StartNode, app_fab: tuple[bytes, str]
+    link: Link, start_node: StartNode, app_fab: tuple[bytes, str], pull_mode: str
 ) -> None:
     run_id = link.add_run(app_fab)
-    start_node()
+    start_node(pull_mode=pull_mode)
     node_id = link.wait_node()
     ids = [link.send(run_id, node_id) for _ in range(4)]
     counts = sorted(link.reply_to(message_id).content["out"]["count"] for message_id in ids)
@@ -200,11 +201,12 @@ def test_app_import_error_is_answered_and_logged(
     ), link.log_lines()
 
 
+@pytest.mark.parametrize("pull_mode", ["stream", "poll"])
 def test_finished_run_stops_its_process(
-    link: Link, start_node: StartNode, app_fab: tuple[bytes, str]
+    link: Link, start_node: StartNode, app_fab: tuple[bytes, str], pull_mode: str
 ) -> None:
     run_id = link.add_run(app_fab)
-    node = start_node()
+    node = start_node(pull_mode=pull_mode)
     node_id = link.wait_node()
     pid = link.reply_to(link.send(run_id, node_id)).content["out"]["pid"]
     link.finish(run_id)
@@ -237,6 +239,44 @@ def test_a_silent_node_is_marked_offline_and_its_heartbeat_brings_it_back(
     link.advance(3600)  # by the SuperLink's clock the node has been silent for an hour
     assert node_id not in link.online()
     assert wait_for(lambda: node_id in link.online(), 10)  # the next heartbeat
+    assert not link.reply_to(link.send(run_id, node_id)).has_error()
+
+
+def test_heartbeats_travel_on_the_open_stream(link: Link, start_node: StartNode) -> None:
+    node = start_node()
+    node_id = link.wait_node()
+    assert wait_for(lambda: node._stream is not None, 10)
+    calls = count_calls(node, "heartbeat")  # the Heartbeat call, used while no stream is open
+    link.advance(3600)  # silent for an hour by the SuperLink's clock: offline
+    assert node_id not in link.online()
+    assert wait_for(lambda: node_id in link.online(), 10)  # a heartbeat on the stream
+    assert calls == []
+
+
+def test_replies_travel_on_the_open_stream(
+    link: Link, start_node: StartNode, app_fab: tuple[bytes, str]
+) -> None:
+    run_id = link.add_run(app_fab)
+    node = start_node()
+    node_id = link.wait_node()
+    assert wait_for(lambda: node._stream is not None, 10)
+    calls = count_calls(node, "push_messages")  # the PushMessages call
+    ids = [link.send(run_id, node_id) for _ in range(3)]
+    assert all(not link.reply_to(message_id).has_error() for message_id in ids)
+    assert calls == []
+
+
+def test_a_cut_stream_is_opened_again_and_work_still_arrives(
+    link: Link, start_node: StartNode, app_fab: tuple[bytes, str]
+) -> None:
+    run_id = link.add_run(app_fab)
+    node = start_node()
+    node_id = link.wait_node()
+    assert wait_for(lambda: node._stream is not None, 10)
+    first = node._stream
+    assert first is not None
+    first.cancel()  # as a connection cut by the network would end it
+    assert wait_for(lambda: node._stream not in (None, first), 10)
     assert not link.reply_to(link.send(run_id, node_id)).has_error()
 
 

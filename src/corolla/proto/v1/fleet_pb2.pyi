@@ -221,6 +221,117 @@ class FleetPullMessagesResponse(_message.Message):
 Global___FleetPullMessagesResponse: _TypeAlias = FleetPullMessagesResponse  # noqa: Y015
 
 @_typing.final
+class NodeUp(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BEAT_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_INTERVAL_FIELD_NUMBER: _builtins.int
+    ACTIVE_RUN_IDS_FIELD_NUMBER: _builtins.int
+    ACK_MESSAGE_IDS_FIELD_NUMBER: _builtins.int
+    PUSH_FIELD_NUMBER: _builtins.int
+    REPLIES_FIELD_NUMBER: _builtins.int
+    beat: _builtins.int
+    """A heartbeat when > 0 (numbered from 1 on each stream): answered by the `NodeDown` of the
+    same `beat`. The first message of a stream is a heartbeat.
+    """
+    heartbeat_interval: _builtins.float
+    push: _builtins.int
+    """A push of replies when > 0 (numbered from 1 on each stream), as `PushMessages` takes
+    them: answered by the `NodeDown` of the same `push`.
+    """
+    @_builtins.property
+    def active_run_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """With a heartbeat: the runs the node has app processes for (their ends come down)."""
+
+    @_builtins.property
+    def ack_message_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Instructions the node has received on this stream or an earlier one."""
+
+    @_builtins.property
+    def replies(self) -> _containers.RepeatedCompositeFieldContainer[_message_pb2.Message]: ...
+    def __init__(
+        self,
+        *,
+        beat: _builtins.int = ...,
+        heartbeat_interval: _builtins.float = ...,
+        active_run_ids: _abc.Iterable[_builtins.int] | None = ...,
+        ack_message_ids: _abc.Iterable[_builtins.str] | None = ...,
+        push: _builtins.int = ...,
+        replies: _abc.Iterable[_message_pb2.Message] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack_message_ids", b"ack_message_ids", "active_run_ids", b"active_run_ids", "beat", b"beat", "heartbeat_interval", b"heartbeat_interval", "push", b"push", "replies", b"replies"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NodeUp: _TypeAlias = NodeUp  # noqa: Y015
+
+@_typing.final
+class PushStatus(_message.Message):
+    """How a push on a stream went: a gRPC status code (0: stored) and its message, as the status
+    of a `PushMessages` call would be.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    code: _builtins.int
+    message: _builtins.str
+    def __init__(
+        self,
+        *,
+        code: _builtins.int = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PushStatus: _TypeAlias = PushStatus  # noqa: Y015
+
+@_typing.final
+class NodeDown(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    FINISHED_RUN_IDS_FIELD_NUMBER: _builtins.int
+    BEAT_FIELD_NUMBER: _builtins.int
+    PUSH_FIELD_NUMBER: _builtins.int
+    PUSH_STATUS_FIELD_NUMBER: _builtins.int
+    beat: _builtins.int
+    """The heartbeat this answers (0: none)."""
+    push: _builtins.int
+    """The push this answers (0: none), and how it went."""
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[_message_pb2.Message]: ...
+    @_builtins.property
+    def finished_run_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Those of the node's active runs that ended."""
+
+    @_builtins.property
+    def push_status(self) -> Global___PushStatus: ...
+    def __init__(
+        self,
+        *,
+        messages: _abc.Iterable[_message_pb2.Message] | None = ...,
+        finished_run_ids: _abc.Iterable[_builtins.int] | None = ...,
+        beat: _builtins.int = ...,
+        push: _builtins.int = ...,
+        push_status: Global___PushStatus | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["push_status", b"push_status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["beat", b"beat", "finished_run_ids", b"finished_run_ids", "messages", b"messages", "push", b"push", "push_status", b"push_status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NodeDown: _TypeAlias = NodeDown  # noqa: Y015
+
+@_typing.final
 class FleetPushMessagesRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -61,6 +61,11 @@ class FleetStub:
                 request_serializer=corolla_dot_proto_dot_v1_dot_fleet__pb2.FleetPushMessagesRequest.SerializeToString,
                 response_deserializer=corolla_dot_proto_dot_v1_dot_fleet__pb2.FleetPushMessagesResponse.FromString,
                 _registered_method=True)
+        self.Connect = channel.stream_stream(
+                '/corolla.proto.v1.Fleet/Connect',
+                request_serializer=corolla_dot_proto_dot_v1_dot_fleet__pb2.NodeUp.SerializeToString,
+                response_deserializer=corolla_dot_proto_dot_v1_dot_fleet__pb2.NodeDown.FromString,
+                _registered_method=True)
         self.GetRun = channel.unary_unary(
                 '/corolla.proto.v1.Fleet/GetRun',
                 request_serializer=corolla_dot_proto_dot_v1_dot_run__pb2.GetRunRequest.SerializeToString,
@@ -123,6 +128,16 @@ class FleetServicer:
 
     def PushMessages(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Connect(self, request_iterator, context):
+        """The node's one open stream, instead of a long poll after every answer: instructions come
+        down as soon as they exist (each once per stream; one not acknowledged comes again on the
+        next stream), and the runs of the node that ended; heartbeats, acknowledgements and replies
+        go up, each heartbeat and push of replies answered. Node identity travels in call metadata.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -192,6 +207,11 @@ def add_FleetServicer_to_server(servicer, server):
                     servicer.PushMessages,
                     request_deserializer=corolla_dot_proto_dot_v1_dot_fleet__pb2.FleetPushMessagesRequest.FromString,
                     response_serializer=corolla_dot_proto_dot_v1_dot_fleet__pb2.FleetPushMessagesResponse.SerializeToString,
+            ),
+            'Connect': grpc.stream_stream_rpc_method_handler(
+                    servicer.Connect,
+                    request_deserializer=corolla_dot_proto_dot_v1_dot_fleet__pb2.NodeUp.FromString,
+                    response_serializer=corolla_dot_proto_dot_v1_dot_fleet__pb2.NodeDown.SerializeToString,
             ),
             'GetRun': grpc.unary_unary_rpc_method_handler(
                     servicer.GetRun,
@@ -359,6 +379,33 @@ class Fleet:
             '/corolla.proto.v1.Fleet/PushMessages',
             corolla_dot_proto_dot_v1_dot_fleet__pb2.FleetPushMessagesRequest.SerializeToString,
             corolla_dot_proto_dot_v1_dot_fleet__pb2.FleetPushMessagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Connect(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/corolla.proto.v1.Fleet/Connect',
+            corolla_dot_proto_dot_v1_dot_fleet__pb2.NodeUp.SerializeToString,
+            corolla_dot_proto_dot_v1_dot_fleet__pb2.NodeDown.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,6 +39,12 @@ class FleetStub:
     PullMessages: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.FleetPullMessagesRequest, _fleet_pb2.FleetPullMessagesResponse]
     """Long poll: returns as soon as messages for the node exist, or after `wait_seconds`."""
     PushMessages: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.FleetPushMessagesRequest, _fleet_pb2.FleetPushMessagesResponse]
+    Connect: _grpc.StreamStreamMultiCallable[_fleet_pb2.NodeUp, _fleet_pb2.NodeDown]
+    """The node's one open stream, instead of a long poll after every answer: instructions come
+    down as soon as they exist (each once per stream; one not acknowledged comes again on the
+    next stream), and the runs of the node that ended; heartbeats, acknowledgements and replies
+    go up, each heartbeat and push of replies answered. Node identity travels in call metadata.
+    """
     GetRun: _grpc.UnaryUnaryMultiCallable[_run_pb2.GetRunRequest, _run_pb2.GetRunResponse]
     GetFab: _grpc.UnaryUnaryMultiCallable[_run_pb2.GetFabRequest, _run_pb2.GetFabResponse]
     PushLogs: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.FleetPushLogsRequest, _fleet_pb2.FleetPushLogsResponse]
@@ -57,6 +63,12 @@ class FleetAsyncStub(FleetStub):
     PullMessages: _aio.UnaryUnaryMultiCallable[_fleet_pb2.FleetPullMessagesRequest, _fleet_pb2.FleetPullMessagesResponse]  # type: ignore[assignment]
     """Long poll: returns as soon as messages for the node exist, or after `wait_seconds`."""
     PushMessages: _aio.UnaryUnaryMultiCallable[_fleet_pb2.FleetPushMessagesRequest, _fleet_pb2.FleetPushMessagesResponse]  # type: ignore[assignment]
+    Connect: _aio.StreamStreamMultiCallable[_fleet_pb2.NodeUp, _fleet_pb2.NodeDown]  # type: ignore[assignment]
+    """The node's one open stream, instead of a long poll after every answer: instructions come
+    down as soon as they exist (each once per stream; one not acknowledged comes again on the
+    next stream), and the runs of the node that ended; heartbeats, acknowledgements and replies
+    go up, each heartbeat and push of replies answered. Node identity travels in call metadata.
+    """
     GetRun: _aio.UnaryUnaryMultiCallable[_run_pb2.GetRunRequest, _run_pb2.GetRunResponse]  # type: ignore[assignment]
     GetFab: _aio.UnaryUnaryMultiCallable[_run_pb2.GetFabRequest, _run_pb2.GetFabResponse]  # type: ignore[assignment]
     PushLogs: _aio.UnaryUnaryMultiCallable[_fleet_pb2.FleetPushLogsRequest, _fleet_pb2.FleetPushLogsResponse]  # type: ignore[assignment]
@@ -102,6 +114,18 @@ class FleetServicer(metaclass=_abc_1.ABCMeta):
         request: _fleet_pb2.FleetPushMessagesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_fleet_pb2.FleetPushMessagesResponse, _abc.Awaitable[_fleet_pb2.FleetPushMessagesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def Connect(
+        self,
+        request_iterator: _MaybeAsyncIterator[_fleet_pb2.NodeUp],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_fleet_pb2.NodeDown], _abc.AsyncIterator[_fleet_pb2.NodeDown]]:
+        """The node's one open stream, instead of a long poll after every answer: instructions come
+        down as soon as they exist (each once per stream; one not acknowledged comes again on the
+        next stream), and the runs of the node that ended; heartbeats, acknowledgements and replies
+        go up, each heartbeat and push of replies answered. Node identity travels in call metadata.
+        """
 
     @_abc_1.abstractmethod
     def GetRun(

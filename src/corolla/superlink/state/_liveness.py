@@ -37,6 +37,7 @@ class Liveness:
         self._dirty: dict[int, Beat] = {}
         self._ticker = ticker
         self._flushed_at = ticker()
+        self._claimed = False  # a caller is about to write the due batch
 
     def set(self, node_id: int, beat: Beat) -> None:
         """A node registered (the database has its row)."""
@@ -68,14 +69,33 @@ class Liveness:
             return sorted(n for n, beat in self._beats.items() if beat.online_until > now)
 
     def due(self) -> bool:
-        """Whether a batch is due (heartbeats waiting longer than `FLUSH_INTERVAL`)."""
+        """Whether a batch is due (heartbeats waiting longer than `FLUSH_INTERVAL`) and nobody
+        has claimed it yet."""
         with self._lock:
-            waited = self._ticker() - self._flushed_at
-            return bool(self._dirty) and waited >= FLUSH_INTERVAL
+            return self._due()
+
+    def _due(self) -> bool:
+        waited = self._ticker() - self._flushed_at
+        return bool(self._dirty) and waited >= FLUSH_INTERVAL and not self._claimed
+
+    def claim(self) -> bool:
+        """True for the one caller that is to write the due batch now (`take`, then
+        `written`); False if none is due or another caller has it."""
+        with self._lock:
+            if not self._due():
+                return False
+            self._claimed = True
+            return True
+
+    def unclaim(self) -> None:
+        with self._lock:
+            self._claimed = False
 
     def take(self) -> list[tuple[int, Beat]]:
-        """The heartbeats not written yet (to write now)."""
+        """The heartbeats not written yet (to write now); the next batch falls due
+        `FLUSH_INTERVAL` after this."""
         with self._lock:
             taken, self._dirty = list(self._dirty.items()), {}
             self._flushed_at = self._ticker()
+            self._claimed = False
         return taken

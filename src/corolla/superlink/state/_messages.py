@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import TypeVar
 
-from corolla.common.errors import FailedPrecondition, InvalidArgument
+from corolla.common.errors import CorollaError, FailedPrecondition, InvalidArgument, NotFound
 from corolla.superlink.state._db import FOR_KEY_SHARE, FOR_SHARE, FOR_UPDATE, IN_LIST, Conn
 from corolla.superlink.state._queries import (
     ACKNOWLEDGED,
@@ -99,22 +99,40 @@ class MessageStore:
         )
 
     def _take_instructions(self, node_id: int, limit: int) -> list[StoredMessage]:
-        # Expired instructions are skipped, not deleted: `lost_instructions` reports them.
-        # Instructions of finished runs are skipped too: nobody waits for their replies.
         with self._db(write=True) as conn:
             require_node(conn, node_id)
-            rows = conn.execute(
-                f"SELECT {M_MESSAGE_COLUMNS} FROM messages m JOIN runs r ON r.run_id = m.run_id "
-                "WHERE m.dst_node_id = ? AND m.delivered < ? AND m.reply_to_message_id = '' "
-                "AND m.created_at + m.ttl >= ? AND r.status != ? "
-                "ORDER BY m.created_at, m.rowid LIMIT ?",
-                (node_id, ACKNOWLEDGED, self.clock(), RunStatus.FINISHED, limit),
-            ).fetchall()
-            if rows:
-                ids = [row[0] for row in rows]
-                conn.execute(_MARK, (DELIVERED, ids, node_id, UNDELIVERED))
-            elif (busy := self._busy_nodes()) is not None:
-                busy.discard(node_id)  # under the lock a store adds under: never a lost add
+            return self._take_in(conn, node_id, limit)
+
+    def take_instructions(
+        self, pulls: Mapping[int, Sequence[str]], limit: int
+    ) -> dict[int, list[StoredMessage]]:
+        if limit < 1:
+            raise InvalidArgument(f"limit must be >= 1, not {limit}")
+        taken = {}
+        with self._db(write=True) as conn:
+            for node_id, acks in pulls.items():
+                with contextlib.suppress(NotFound):  # not registered: left out
+                    require_node(conn, node_id)
+                    if acks:
+                        conn.execute(_MARK, (ACKNOWLEDGED, list(acks), node_id, DELIVERED))
+                    taken[node_id] = self._take_in(conn, node_id, limit)
+        return taken
+
+    def _take_in(self, conn: Conn, node_id: int, limit: int) -> list[StoredMessage]:
+        # Expired instructions are skipped, not deleted: `lost_instructions` reports them.
+        # Instructions of finished runs are skipped too: nobody waits for their replies.
+        rows = conn.execute(
+            f"SELECT {M_MESSAGE_COLUMNS} FROM messages m JOIN runs r ON r.run_id = m.run_id "
+            "WHERE m.dst_node_id = ? AND m.delivered < ? AND m.reply_to_message_id = '' "
+            "AND m.created_at + m.ttl >= ? AND r.status != ? "
+            "ORDER BY m.created_at, m.rowid LIMIT ?",
+            (node_id, ACKNOWLEDGED, self.clock(), RunStatus.FINISHED, limit),
+        ).fetchall()
+        if rows:
+            ids = [row[0] for row in rows]
+            conn.execute(_MARK, (DELIVERED, ids, node_id, UNDELIVERED))
+        elif (busy := self._busy_nodes()) is not None:
+            busy.discard(node_id)  # under the lock a store adds under: never a lost add
         return [message_from_row(row) for row in rows]
 
     def ack_instructions(self, node_id: int, message_ids: list[str]) -> None:
@@ -124,25 +142,35 @@ class MessageStore:
             conn.execute(_MARK, (ACKNOWLEDGED, list(message_ids), node_id, DELIVERED))
 
     def store_replies(self, node_id: int, replies: list[StoredMessage]) -> None:
-        for reply in replies:
-            check_message(reply, reply=True)
-            if reply.src_node_id != node_id:
-                raise InvalidArgument(f"reply {reply.message_id} is not from node {node_id}")
-        answered = [reply.reply_to_message_id for reply in replies]
-        if len(set(answered)) != len(answered):
-            raise InvalidArgument("two replies answer the same instruction")
+        _check_replies(node_id, replies)
         with self._db(write=True) as conn:
-            require_node(conn, node_id)
-            lock_messages(conn, answered)  # the checks below hold until the commit
-            fresh = [reply for reply in replies if not stored_reply(conn, reply)]
-            for reply in fresh:
-                check_reply(conn, node_id, reply)
-            insert_messages(conn, fresh)
-            conn.executemany(  # answered: pulls leave it out
-                "UPDATE messages SET delivered = ? WHERE message_id = ?",
-                [(ACKNOWLEDGED, reply.reply_to_message_id) for reply in fresh],
-            )
+            fresh = _store_replies_in(conn, node_id, replies)
         self._signals.notify(("replies", run_id) for run_id in {r.run_id for r in fresh})
+
+    def store_replies_many(
+        self, pushes: Sequence[tuple[int, list[StoredMessage]]]
+    ) -> list[CorollaError | None]:
+        outcomes: list[CorollaError | None] = []
+        runs: set[int] = set()
+        with self._db(write=True) as conn:
+            for node_id, replies in pushes:
+                try:
+                    _check_replies(node_id, replies)
+                    conn.execute("SAVEPOINT push")
+                    try:
+                        fresh = _store_replies_in(conn, node_id, replies)
+                    except BaseException:
+                        conn.execute("ROLLBACK TO SAVEPOINT push")
+                        raise
+                    finally:
+                        conn.execute("RELEASE SAVEPOINT push")
+                except CorollaError as exc:  # this push's alone: the others go on
+                    outcomes.append(exc)
+                    continue
+                runs.update(reply.run_id for reply in fresh)
+                outcomes.append(None)
+        self._signals.notify(("replies", run_id) for run_id in runs)
+        return outcomes
 
     def pull_replies(
         self, run_id: int, message_ids: list[str], wait: float = 0.0
@@ -209,3 +237,30 @@ class MessageStore:
             ).fetchall()
             self._delete_messages(conn, run_id, [row[0] for row in rows])
         return [message_from_row(row) for row in rows]
+
+
+def _check_replies(node_id: int, replies: list[StoredMessage]) -> None:
+    for reply in replies:
+        check_message(reply, reply=True)
+        if reply.src_node_id != node_id:
+            raise InvalidArgument(f"reply {reply.message_id} is not from node {node_id}")
+    answered = [reply.reply_to_message_id for reply in replies]
+    if len(set(answered)) != len(answered):
+        raise InvalidArgument("two replies answer the same instruction")
+
+
+def _store_replies_in(
+    conn: Conn, node_id: int, replies: list[StoredMessage]
+) -> list[StoredMessage]:
+    """Store a node's checked replies in the open transaction; the ones stored now."""
+    require_node(conn, node_id)
+    lock_messages(conn, [reply.reply_to_message_id for reply in replies])  # until the commit
+    fresh = [reply for reply in replies if not stored_reply(conn, reply)]
+    for reply in fresh:
+        check_reply(conn, node_id, reply)
+    insert_messages(conn, fresh)
+    conn.executemany(  # answered: pulls leave it out
+        "UPDATE messages SET delivered = ? WHERE message_id = ?",
+        [(ACKNOWLEDGED, reply.reply_to_message_id) for reply in fresh],
+    )
+    return fresh

@@ -63,20 +63,37 @@ class NodeStore:
                 beats.forget(node_id)
         self._signals.notify([("node", node_id)])
 
+    def _beat(self, node_id: int, heartbeat_interval: float, beats: Liveness) -> None:
+        """A heartbeat in memory (the database gets them in batches)."""
+        _check_interval(heartbeat_interval)
+        if not 0 <= node_id < _MAX_ID:
+            raise InvalidArgument(f"node id {node_id} is not in [0, 2**63)")
+        now = self.clock()
+        beat = Beat(heartbeat_interval, now + heartbeat_interval * HEARTBEAT_PATIENCE, now)
+        if not beats.beat(node_id, beat):
+            raise NotFound(f"node {node_id} not found")
+
+    def heartbeat_nowait(self, node_id: int, heartbeat_interval: float) -> bool:
+        beats = self._beats()
+        if beats is None or beats.due():  # the database, or a batch due to it: on a thread
+            return False
+        self._beat(node_id, heartbeat_interval, beats)
+        return True
+
     def heartbeat(self, node_id: int, heartbeat_interval: float) -> None:
+        beats = self._beats()
+        if beats is not None:
+            self._beat(node_id, heartbeat_interval, beats)
+            if beats.claim():  # one of the heartbeats arriving meanwhile writes the batch
+                try:
+                    with self._db(write=True) as conn:
+                        self._flush_beats(conn)
+                finally:
+                    beats.unclaim()  # (written, or failed: the next heartbeat tries again)
+            return
         _check_interval(heartbeat_interval)
         now = self.clock()
         beat = Beat(heartbeat_interval, now + heartbeat_interval * HEARTBEAT_PATIENCE, now)
-        beats = self._beats()
-        if beats is not None:  # in memory; the database gets them in batches
-            if not 0 <= node_id < _MAX_ID:
-                raise InvalidArgument(f"node id {node_id} is not in [0, 2**63)")
-            if not beats.beat(node_id, beat):
-                raise NotFound(f"node {node_id} not found")
-            if beats.due():
-                with self._db(write=True) as conn:
-                    self._flush_beats(conn)
-            return
         with self._db(write=True) as conn:
             cursor = conn.execute(
                 "UPDATE nodes SET heartbeat_interval = ?, online_until = ?, last_seen = ? "

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from corolla.common.errors import FailedPrecondition, InvalidArgument
+from corolla.common.errors import CorollaError, FailedPrecondition, InvalidArgument
 from corolla.common.objects import ObjectSink
 from corolla.records.context import UserConfig
 
@@ -233,6 +233,11 @@ class LinkState(ABC):
     def heartbeat(self, node_id: int, heartbeat_interval: float) -> None:
         """Mark the node online until ``now + heartbeat_interval * HEARTBEAT_PATIENCE``."""
 
+    def heartbeat_nowait(self, node_id: int, heartbeat_interval: float) -> bool:
+        """`heartbeat`, if the backend can take it without blocking (callable on an event
+        loop): True once taken; False if `heartbeat` must be called instead (nothing done)."""
+        return False
+
     @abstractmethod
     def online_node_ids(self) -> list[int]:
         """Nodes whose heartbeat has not run out (by ``clock``), sorted."""
@@ -299,6 +304,14 @@ class LinkState(ABC):
         return True
 
     @abstractmethod
+    def take_instructions(
+        self, pulls: Mapping[int, Sequence[str]], limit: int
+    ) -> dict[int, list[StoredMessage]]:
+        """Many nodes' pulls at once, in one transaction (the nodes woken together): for each
+        node of ``pulls``, acknowledges its ids (`ack_instructions`), then its instructions as
+        `pull_instructions` gives them. A node that is not registered is left out."""
+
+    @abstractmethod
     def ack_instructions(self, node_id: int, message_ids: list[str]) -> None:
         """The node has these delivered instructions: later pulls leave them out. Ids of other
         nodes' instructions, undelivered, answered or unknown ones are ignored (an ack may come
@@ -311,6 +324,14 @@ class LinkState(ABC):
         by message id: a reply stored already (same id, same content: a retried push), also one
         the ServerApp has acknowledged since, is not stored again; the same id with other
         content is refused (`AlreadyExists`), all of the call's replies with it."""
+
+    @abstractmethod
+    def store_replies_many(
+        self, pushes: Sequence[tuple[int, list[StoredMessage]]]
+    ) -> list[CorollaError | None]:
+        """Many nodes' `store_replies` (``(node_id, replies)`` each) in one transaction, each
+        on its own: per push, None if stored, or the error `store_replies` would raise (that
+        push stores nothing; the others are not affected)."""
 
     @abstractmethod
     def pull_replies(
