@@ -11,7 +11,8 @@ change nothing in what the SuperLink does per call). Each node, as `corolla.supe
   first interval (so that N nodes do not heartbeat at once), timing each from its sending to
   its answer: on the node's open stream, or as a ``Heartbeat`` call while it has none;
 - ``--pull-mode stream`` (the SuperNode's default): keeps one ``Connect`` stream open (deadline
-  1 h), acknowledging on it at once what comes down; ``--pull-mode poll``: long-polls
+  1 h), acknowledging on it what comes down within ``--ack-delay`` seconds (the SuperNode's
+  `ACK_DELAY`) or with its reply, whichever goes first; ``--pull-mode poll``: long-polls
   ``PullMessages`` (``--wait`` seconds, deadline wait + 5 s), acknowledging in each pull
   (``ack_message_ids``) the instructions the previous pull brought;
 - answers each instruction once (an id that comes again is counted as a duplicate, not
@@ -54,8 +55,10 @@ import grpc
 import grpc.aio
 
 from corolla.common.backoff import Backoff
+from corolla.common.collector import SurvivorFreezer
 from corolla.common.config import write_ready_file
 from corolla.common.grpc import MAX_MESSAGE_BYTES, keepalive_seconds
+from corolla.common.protocol import MAX_ACKS
 from corolla.common.transfer import NODE_ID_KEY
 from corolla.proto.v1 import fleet_pb2 as fpb
 from corolla.proto.v1 import fleet_pb2_grpc
@@ -63,6 +66,7 @@ from corolla.proto.v1 import message_pb2 as mpb
 from corolla.records import Message, MetricRecord, RecordDict
 from corolla.records.message import restore_message
 from corolla.records.serde import message_to_proto, metadata_from_proto
+from corolla.supernode.connection import ACK_DELAY
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
@@ -87,6 +91,7 @@ class LoadConfig:
     heartbeat_interval: float
     wait: float
     pull_mode: str
+    ack_delay: float
     register_concurrency: int
     duration: float
     ready_file: Path
@@ -346,7 +351,7 @@ class SimulatedNode:
             call = self._stub.Connect(
                 metadata=[(NODE_ID_KEY, str(node_id))], timeout=STREAM_SECONDS
             )
-            stream = NodeStream(call)
+            stream = NodeStream(call, self._config.ack_delay)
             try:
                 await stream.send(
                     fpb.NodeUp(
@@ -365,8 +370,7 @@ class SimulatedNode:
                         stream.answered(down.beat)
                     self._active.difference_update(down.finished_run_ids)
                     if down.messages:
-                        ids = [message.metadata.message_id for message in down.messages]
-                        await stream.send(fpb.NodeUp(ack_message_ids=ids))
+                        stream.ack([message.metadata.message_id for message in down.messages])
                         self._take(node_id, list(down.messages))
                 code = None
             except grpc.aio.AioRpcError as exc:
@@ -431,10 +435,18 @@ class SimulatedNode:
 
 
 class NodeStream:
-    """A node's open Connect stream: one write at a time; heartbeats wait for their answer."""
+    """A node's open Connect stream: one write at a time; heartbeats wait for their answer;
+    acknowledgements go up with a reply, or ``ack_delay`` seconds after the first of them (as
+    `corolla.supernode.connection.NodeStream`)."""
 
-    def __init__(self, call: grpc.aio.StreamStreamCall[fpb.NodeUp, fpb.NodeDown]) -> None:
+    def __init__(
+        self, call: grpc.aio.StreamStreamCall[fpb.NodeUp, fpb.NodeDown], ack_delay: float
+    ) -> None:
         self._call = call
+        self._ack_delay = ack_delay
+        self._acks: dict[str, None] = {}  # held back, in order
+        self._ack_timer: asyncio.TimerHandle | None = None
+        self._sending_acks: set[asyncio.Future[None]] = set()
         self._writing = asyncio.Lock()
         self._next = 1
         self._waiting: dict[int, asyncio.Future[None]] = {}
@@ -448,6 +460,38 @@ class NodeStream:
     async def send(self, up: fpb.NodeUp) -> None:
         async with self._writing:
             await self._call.write(up)
+
+    def ack(self, message_ids: list[str]) -> None:
+        self._acks.update(dict.fromkeys(message_ids))
+        if self._ack_delay <= 0:
+            self._send_acks()
+        elif self._ack_timer is None:
+            self._ack_timer = asyncio.get_running_loop().call_later(
+                self._ack_delay, self._send_acks
+            )
+
+    def _send_acks(self) -> None:
+        self._ack_timer = None
+        ids, self._acks = list(self._acks), {}
+        for start in range(0, len(ids), MAX_ACKS):
+            up = fpb.NodeUp(ack_message_ids=ids[start : start + MAX_ACKS])
+            task = asyncio.ensure_future(self._send_quietly(up))
+            self._sending_acks.add(task)
+            task.add_done_callback(self._sending_acks.discard)
+
+    async def _send_quietly(self, up: fpb.NodeUp) -> None:
+        """Send it unless the stream ended (its reader counts how)."""
+        with contextlib.suppress(grpc.aio.AioRpcError, grpc.aio.UsageError, StreamEnded):
+            await self.send(up)
+
+    def _riding(self, replies: list[mpb.Message]) -> list[str]:
+        """The acknowledgements a push of ``replies`` carries (theirs are implied)."""
+        for reply in replies:
+            self._acks.pop(reply.metadata.reply_to_message_id, None)
+        ids = list(self._acks)[:MAX_ACKS]
+        for message_id in ids:
+            del self._acks[message_id]
+        return ids
 
     async def beat(self, interval: float, stats: Stats) -> bool:
         """True once its answer came; False if the stream ended first (or the answer did not
@@ -480,7 +524,8 @@ class NodeStream:
         answer = self._pushes[number] = asyncio.get_running_loop().create_future()
         stats.calls["PushMessages (stream)"] += 1
         try:
-            await self.send(fpb.NodeUp(push=number, replies=replies))
+            riding = self._riding(replies)
+            await self.send(fpb.NodeUp(push=number, replies=replies, ack_message_ids=riding))
             status: fpb.PushStatus = await asyncio.wait_for(answer, RPC_TIMEOUT)
         except TimeoutError:
             stats.failed("PushMessages (stream)", grpc.StatusCode.DEADLINE_EXCEEDED)
@@ -504,6 +549,11 @@ class NodeStream:
             answer.set_result(None)
 
     def close(self) -> None:
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
+        for task in self._sending_acks:
+            task.cancel()
         for answer in [*self._waiting.values(), *self._pushes.values()]:
             if not answer.done():
                 answer.set_exception(StreamEnded())
@@ -602,6 +652,12 @@ def parse(argv: list[str] | None = None) -> LoadConfig:
         default="stream",
         help="stream: one Connect stream per node (the SuperNode's default); poll: long polls",
     )
+    parser.add_argument(
+        "--ack-delay",
+        type=float,
+        default=ACK_DELAY,
+        help="seconds an acknowledgement waits to go up with the reply (0: at once)",
+    )
     parser.add_argument("--register-concurrency", type=int, default=64)
     parser.add_argument("--duration", type=float, default=600.0, help="seconds, then stop")
     parser.add_argument("--ready-file", type=Path, required=True)
@@ -616,7 +672,10 @@ def parse(argv: list[str] | None = None) -> LoadConfig:
 
 def main() -> None:
     config = parse()
+    collector = SurvivorFreezer()  # as the SuperLink: no second-long pauses of our own
+    collector.start()
     stats = asyncio.run(generate(config))
+    collector.stop()
     write_ready_file(config.stats_file, stats.to_json(time.process_time()))
 
 

@@ -11,6 +11,7 @@ SERVER_NODE_ID = 0  # the ServerApp's node id: the source of instructions, the t
 # The reason of the error reply that stands in for a reply that did not come within the TTL
 # (the SuperLink's, and a simulation's: what an app observes must not differ).
 TTL_EXPIRED_REASON = "message TTL expired before a reply arrived"
+MAX_ACKS = 1024  # instruction ids one pull, or one message up a node's stream, may acknowledge
 MAX_LONG_POLL = 30.0  # seconds: the longest wait a server grants one long-poll call
 MIN_HEARTBEAT_INTERVAL = 0.05  # seconds: the range a SuperNode's heartbeat interval must be in
 MAX_HEARTBEAT_INTERVAL = 3600.0

@@ -23,7 +23,7 @@ from corolla.common.compression import NONE, negotiated
 from corolla.common.errors import CorollaError, InvalidArgument, NotFound, PermissionDenied
 from corolla.common.grpc import WaitSlots, abort_on_error
 from corolla.common.guard import Call, Credential, Policy
-from corolla.common.protocol import check_heartbeat_interval, check_wait
+from corolla.common.protocol import MAX_ACKS, check_heartbeat_interval, check_wait
 from corolla.common.transfer import RUN_ID_KEY
 from corolla.proto.v1 import fleet_pb2 as fpb
 from corolla.proto.v1 import message_pb2 as mpb
@@ -45,8 +45,9 @@ from corolla.superlink.wakeups import Wakeups
 
 log = logging.getLogger(__name__)
 
+WRITE_HEARTBEATS_EVERY = 0.5  # seconds between the streams' heartbeats' trips to the database
+
 MAX_BATCH = 64
-MAX_ACKS = 16 * MAX_BATCH  # instruction ids one pull may acknowledge
 MAX_WAITING_PULLS = 20_000  # long polls waiting at once (each costs memory, not a thread)
 
 POLICY: Policy = {
@@ -87,6 +88,7 @@ class FleetServicer:
         self._takes: Takes = LoopBatch(take_batch(state, MAX_BATCH), MAX_BATCH_NODES)
         self._pushes: Pushes = LoopBatch(self._store_pushes, MAX_BATCH_NODES)
         self._replies = GroupCommit(self._store_pushes, MAX_BATCH_NODES)
+        self._beats_writer: asyncio.Future[None] | None = None
 
     def _online(self, context: Call) -> int:
         return self._check_online(context.caller.node_id)
@@ -166,6 +168,8 @@ class FleetServicer:
         and acknowledgements up. Ends when the node closes it, or with the status of what went
         wrong (NOT_FOUND: the node is not registered; register again)."""
         node_id = await asyncio.to_thread(self._check_online, context.caller.node_id)
+        if self._beats_writer is None or self._beats_writer.done():
+            self._beats_writer = asyncio.ensure_future(self._write_heartbeats())
         stream = NodeStream(
             node_id,
             state=self._state,
@@ -179,6 +183,17 @@ class FleetServicer:
         )
         with self._slots.hold(float("inf")):
             await stream.run(requests)
+
+    async def _write_heartbeats(self) -> None:
+        """The heartbeats the streams answered from memory (`LinkState.heartbeat_nowait`) go to
+        the database from here, in batches, so that no heartbeat waits for it. One task on the
+        loop, for as long as the loop runs."""
+        while True:
+            await asyncio.sleep(WRITE_HEARTBEATS_EVERY)
+            try:
+                await asyncio.to_thread(self._state.write_heartbeats)
+            except CorollaError as exc:  # the state is away or closing: the next turn tries
+                log.warning("heartbeats not written to the database yet: %s", exc)
 
     def _quick_look(
         self, node_id: int, runs: list[int]

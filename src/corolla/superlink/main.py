@@ -10,6 +10,7 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
+from corolla.common.collector import SurvivorFreezer
 from corolla.common.config import UsageError, write_ready_file
 from corolla.common.errors import CorollaError
 from corolla.superlink.config import SuperLinkConfig, parse_config
@@ -52,6 +53,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"flower-superlink: {exc}", file=sys.stderr)
         link.stop()
         sys.exit(1)
+    collector = SurvivorFreezer()  # no second-long collections with thousands of streams open
+    collector.start()
     code = 0
     while not stop.wait(0.5):
         if link.error is not None:
@@ -61,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             log.info("idle for %.0f s (--idle-timeout), shutting down", config.idle_timeout)
             break
     link.stop()
+    collector.stop()
     if config.ready_file is not None:
         config.ready_file.unlink(missing_ok=True)  # a stale file would claim readiness
     if link.error is not None:

@@ -8,7 +8,8 @@ it waits, so a SuperLink keeps one stream per node open for thousands of nodes.
 Delivery is that of `Fleet.PullMessages` (`LinkState.pull_instructions`, `ack_instructions`):
 an instruction goes down once per stream and counts as received only when the node
 acknowledges (or answers) it; one the node never acknowledged comes again on its next stream,
-so a stream cut mid-flight loses nothing.
+so a stream cut mid-flight loses nothing. (A SuperNode holds an acknowledgement back for a
+moment, so that a quick reply carries it: one message up instead of two.)
 """
 
 from __future__ import annotations
@@ -161,6 +162,8 @@ class NodeStream:
         """Store them (with the pushes of other streams meanwhile), then say how it went."""
         try:
             await self._pushes.submit((self._node_id, replies))
+            # Answered is acknowledged: the state never gives those instructions again.
+            self._sent.difference_update(r.metadata.reply_to_message_id for r in replies)
             status = fpb.PushStatus()
         except CorollaError as exc:
             status = fpb.PushStatus(code=status_number(status_for(exc)), message=str(exc))

@@ -22,6 +22,7 @@ from corolla.common.errors import CorollaError, DeadlineExceeded, Unavailable
 from corolla.common.grpc import create_channel, error_from_rpc, error_from_status
 from corolla.common.nodekeys import PrivateKey, SigningInterceptor
 from corolla.common.objects import Buffer, ObjectSource, SinkFactory
+from corolla.common.protocol import MAX_ACKS
 from corolla.common.tls import ClientTls
 from corolla.common.transfer import NODE_ID_KEY, RUN_ID_KEY, ObjectClient, Progress
 from corolla.proto.v1 import fleet_pb2 as fpb
@@ -43,6 +44,7 @@ FINAL_HEARTBEAT_TIMEOUT = 2.0  # a stopping node does not wait long for its last
 POLL_MARGIN = 5.0  # a long poll's deadline is its wait plus this
 STREAM_SECONDS = 3600.0  # a stream's deadline: the node opens the next one then
 SEND_CHECK = 1.0  # seconds between a stream's checks, while it has nothing to send, that it is open
+ACK_DELAY = 0.5  # seconds an acknowledgement waits to ride up with the reply (which acknowledges)
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
@@ -172,7 +174,7 @@ class FleetConnection:
 
     def connect(self, node_id: int, interval: float, run_ids: list[int]) -> NodeStream:
         """Open the node's stream (`Fleet.Connect`), its first heartbeat sent."""
-        stream = NodeStream(self, node_id)
+        stream = NodeStream(self, node_id, ACK_DELAY)
         # A grpc.Future as well as the iterator its stub's types name (a rendezvous).
         call: Any = self._stub.Connect(
             stream.requests(),
@@ -269,6 +271,14 @@ class Down:
     finished_run_ids: list[int]
 
 
+_TICK = fpb.NodeUp()  # not sent: tells the stream's sender to look at its acknowledgements
+
+
+def _ack_messages(message_ids: list[str]) -> Iterator[fpb.NodeUp]:
+    for start in range(0, len(message_ids), MAX_ACKS):
+        yield fpb.NodeUp(ack_message_ids=message_ids[start : start + MAX_ACKS])
+
+
 @dataclass
 class _Beat:
     answered: threading.Event = field(default_factory=threading.Event)
@@ -279,14 +289,22 @@ class _Beat:
 class NodeStream:
     """The node's open `Fleet.Connect` stream. One thread iterates it (`Down`s, until it ends:
     `CorollaError`, or nothing at its deadline); any thread may send a heartbeat (`beat`) or
-    replies (`push`), each answered on the stream, or acknowledge instructions (`ack`)."""
+    replies (`push`), each answered on the stream, or acknowledge instructions (`ack`).
 
-    def __init__(self, connection: FleetConnection, node_id: int) -> None:
+    An acknowledgement goes up ``ack_delay`` seconds after `ack` at the latest; a reply sent
+    before then carries it (the reply acknowledges its instruction anyway, and the other
+    waiting ones ride along): a quick answer costs one message up, not two."""
+
+    def __init__(
+        self, connection: FleetConnection, node_id: int, ack_delay: float = ACK_DELAY
+    ) -> None:
         self.node_id = node_id
         self.call: Any = None  # the gRPC call, set once it is made
         self._connection = connection
+        self._ack_delay = ack_delay
         self._up: queue.SimpleQueue[fpb.NodeUp | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
+        self._acks: dict[str, float] = {}  # held back: instruction id -> when it is due
         self._beats: dict[int, _Beat] = {}
         self._next_beat = 1
         self._pushes: dict[int, _Beat] = {}  # pushes of replies waiting for their answer
@@ -297,14 +315,44 @@ class NodeStream:
         """What the stream sends (gRPC's thread consumes it), until the stream ends."""
         while True:
             try:
-                up = self._up.get(timeout=SEND_CHECK)
+                up = self._up.get(timeout=self._next_check())
             except queue.Empty:
-                if self.call is not None and self.call.done():
-                    return
-                continue
+                up = _TICK
             if up is None:
                 return
+            if up is _TICK:
+                due = self._take_acks(due_only=True)
+                if due:
+                    yield from _ack_messages(due)
+                elif self.call is not None and self.call.done():
+                    return
+                continue
+            if up.replies:  # answered is acknowledged; the others held back ride along
+                with self._lock:
+                    for reply in up.replies:
+                        self._acks.pop(reply.metadata.reply_to_message_id, None)
+                riding = self._take_acks(due_only=False)
+                up.ack_message_ids.extend(riding[:MAX_ACKS])
+                yield up
+                yield from _ack_messages(riding[MAX_ACKS:])
+                continue
             yield up
+
+    def _next_check(self) -> float:
+        """Seconds until the first acknowledgement held back is due (at most SEND_CHECK)."""
+        with self._lock:
+            first = min(self._acks.values(), default=None)
+        if first is None:
+            return SEND_CHECK
+        return min(SEND_CHECK, max(0.0, first - time.monotonic()))
+
+    def _take_acks(self, *, due_only: bool) -> list[str]:
+        now = time.monotonic()
+        with self._lock:
+            taken = [i for i, due in self._acks.items() if not due_only or due <= now]
+            for message_id in taken:
+                del self._acks[message_id]
+        return taken
 
     def send_beat(self, interval: float, run_ids: list[int], *, waited: bool = False) -> _Beat:
         """Send a heartbeat; the ends of runs its answer reports come out of the iteration
@@ -350,8 +398,20 @@ class NodeStream:
             raise waiter.error
 
     def ack(self, message_ids: list[str]) -> None:
-        if message_ids:
-            self._up.put(fpb.NodeUp(ack_message_ids=message_ids))
+        """Acknowledge these instructions: within ``ack_delay`` seconds, or with a reply."""
+        if not message_ids:
+            return
+        if self._ack_delay <= 0:
+            for up in _ack_messages(message_ids):
+                self._up.put(up)
+            return
+        due = time.monotonic() + self._ack_delay
+        with self._lock:
+            first = not self._acks
+            for message_id in message_ids:
+                self._acks.setdefault(message_id, due)
+        if first:
+            self._up.put(_TICK)  # the sender's wait ends at the new due time
 
     def cancel(self) -> None:
         if self.call is not None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -25,7 +26,7 @@ from corolla.proto.v1 import message_pb2 as mpb
 from corolla.superlink import fleet as fleet_api
 from corolla.superlink.messages import to_stored
 from corolla.superlink.nodeauth import FleetAuth
-from corolla.superlink.state import LinkState, RunStatus, SubStatus
+from corolla.superlink.state import LinkState, RunStatus, SubStatus, _liveness
 from corolla.superlink.wakeups import Wakeups
 
 pytestmark = pytest.mark.timeout(60)
@@ -332,3 +333,24 @@ def test_a_malformed_frame_ends_the_stream_with_invalid_argument(
     with pytest.raises(grpc.RpcError) as failed:
         list(raw(frames, metadata=[(NODE_ID_KEY, str(node_id))], timeout=READ_TIMEOUT))
     assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_heartbeats_on_streams_are_answered_from_memory_and_written_by_one_writer(
+    state: LinkState, streams: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_liveness, "FLUSH_INTERVAL", 0.0)  # a batch is due at once
+    monkeypatch.setattr(fleet_api, "WRITE_HEARTBEATS_EVERY", 0.01)
+    blocking, writes = [], []
+    real_heartbeat, real_write = state.heartbeat, state.write_heartbeats
+    monkeypatch.setattr(state, "heartbeat", lambda *a: (blocking.append(a), real_heartbeat(*a))[1])
+    monkeypatch.setattr(state, "write_heartbeats", lambda: (writes.append(1), real_write())[1])
+    node_id = state.create_node(5.0)
+    stream = streams(node_id)
+    for number in (1, 2, 3):
+        stream.beat(number)  # answered, a batch due or not
+    written = len(writes)
+    deadline = time.monotonic() + READ_TIMEOUT
+    while len(writes) == written and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(writes) > written  # the writer keeps going
+    assert blocking == []  # no heartbeat waited for the database

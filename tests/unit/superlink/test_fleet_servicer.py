@@ -18,8 +18,9 @@ from run_helpers import instruction
 
 from corolla.common.grpc import WaitSlots
 from corolla.common.guard import Caller, Credential
+from corolla.common.protocol import MAX_ACKS
 from corolla.proto.v1 import fleet_pb2 as fpb
-from corolla.superlink.fleet import MAX_ACKS, FleetServicer
+from corolla.superlink.fleet import FleetServicer
 from corolla.superlink.state import LinkState, RunStatus, SubStatus
 from corolla.superlink.wakeups import Wakeups
 

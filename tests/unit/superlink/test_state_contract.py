@@ -607,6 +607,8 @@ def test_heartbeat_nowait_is_a_heartbeat_or_nothing(state: LinkState, clock: Fak
         state.heartbeat(node_id, INTERVAL)
     assert state.is_online(node_id)
     assert state.online_node_ids() == [node_id]
+    state.write_heartbeats()  # what it took, written (or nothing to write)
+    assert [node.online for node in state.list_nodes()] == [True]
     # Never taken: refused as `heartbeat` refuses it, or left to `heartbeat`.
     for node, interval, error in ((node_id, 0.0, InvalidArgument), (node_id + 1, 5.0, NotFound)):
         try:

@@ -52,17 +52,21 @@ def test_one_caller_claims_a_due_batch() -> None:
     assert liveness.claim()
 
 
-def test_heartbeats_arriving_while_a_batch_is_due_are_taken_without_blocking(
+def test_heartbeats_taken_without_blocking_reach_the_database_when_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(_liveness, "FLUSH_INTERVAL", 0.0)  # due as soon as one is unwritten
-    state = SqliteLinkState(tmp_path / "state.db")
+    now = [1000.0]
+    database = tmp_path / "state.db"
+    state = SqliteLinkState(database, clock=lambda: now[0])
     try:
         node_id = state.create_node(5.0)
-        assert state.heartbeat_nowait(node_id, 5.0)  # in memory
-        assert not state.heartbeat_nowait(node_id, 5.0)  # a batch is due: on a thread
-        state.heartbeat(node_id, 5.0)  # writes it
+        now[0] += 20
+        assert state.heartbeat_nowait(node_id, 5.0)  # in memory, a batch due or not
         assert state.heartbeat_nowait(node_id, 5.0)
+        assert row(database, node_id) == (1000.0 + 5 * HEARTBEAT_PATIENCE, 1000.0)  # not yet
+        state.write_heartbeats()
+        assert row(database, node_id) == (1020.0 + 5 * HEARTBEAT_PATIENCE, 1020.0)
     finally:
         state.close()
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +18,11 @@ import pytest
 from real_superlink import Link
 from supernode_fakes import make_fab, pid_gone, wait_for
 
+from corolla.proto.v1 import fleet_pb2 as fpb
 from corolla.records import ErrorCode
+from corolla.supernode import connection
 from corolla.supernode.config import SuperNodeConfig
+from corolla.supernode.connection import NodeStream
 from corolla.supernode.node import SuperNode
 
 pytestmark = pytest.mark.timeout(60)
@@ -353,3 +356,27 @@ def test_message_of_an_unknown_run_gets_an_error_reply(
     assert reply.has_error()
     assert reply.error.code == ErrorCode.MESSAGE_UNAVAILABLE
     assert f"run {run_id + 1000}" in reply.error.reason
+
+
+def test_a_quick_reply_carries_the_acknowledgement_of_its_instruction(
+    link: Link, start_node: StartNode, app_fab: tuple[bytes, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(connection, "ACK_DELAY", 3600.0)  # never due: only a reply can carry it
+    sent: list[fpb.NodeUp] = []
+    real = NodeStream.requests
+
+    def recording(self: NodeStream) -> Iterator[fpb.NodeUp]:
+        for up in real(self):
+            sent.append(up)
+            yield up
+
+    monkeypatch.setattr(NodeStream, "requests", recording)
+    run_id = link.add_run(app_fab)
+    start_node()
+    node_id = link.wait_node()
+    message_id = link.send(run_id, node_id)
+    assert not link.reply_to(message_id).has_error()
+    assert link.state.pull_instructions(node_id, 10) == []  # acknowledged: by its reply
+    answered = [r.metadata.reply_to_message_id for up in sent for r in up.replies]
+    assert answered == [message_id]  # up the stream, once
+    assert not any(up.ack_message_ids for up in sent)  # one message up, not two

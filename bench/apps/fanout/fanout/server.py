@@ -2,15 +2,19 @@
 
 Waits (``wait-timeout``) until ``nodes`` nodes are online, then for each of ``rounds`` rounds
 sends one query message per node (TTL ``round-timeout``) and waits for every reply, timing
-the round. A reply that carries an error, or none at all, is an instruction lost. The result
-(per round: seconds, replies, errors by code, missing) goes to ``result-file`` as JSON; if an
-instruction was lost the app raises after writing it (no later round runs), so the run fails.
+the round. With ``sample`` > 0 a round goes to that many nodes only, drawn afresh each round
+from the online nodes as a strategy samples them (one look at the online ids, then
+`random.Random.sample`, seeded by ``seed``). A reply that carries an error, or none at all,
+is an instruction lost. The result (per round: seconds, replies, errors by code, missing)
+goes to ``result-file`` as JSON; if an instruction was lost the app raises after writing it
+(no later round runs), so the run fails.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import time
 from collections import Counter
 from pathlib import Path
@@ -107,18 +111,26 @@ def main(grid: Grid, context: Context) -> None:
         "wait_seconds": time.perf_counter() - start,
         "rounds": [],
     }
+    sample = int(config["sample"])
+    if sample < 0 or sample > len(nodes):
+        raise ValueError(f"run config sample must be between 0 and {len(nodes)}, not {sample}")
+    rng = random.Random(int(config["seed"]))
     for server_round in range(1, int(config["rounds"]) + 1):
-        outcome = fan_out(grid, nodes, server_round, timeout)
+        start = time.perf_counter()
+        chosen = sorted(rng.sample(grid.get_node_ids(), sample)) if sample else nodes
+        sampling = time.perf_counter() - start
+        outcome = fan_out(grid, chosen, server_round, timeout)
+        outcome["sample_seconds"] = sampling
         result["rounds"].append(outcome)
         print(
-            f"fanout round {server_round}: {outcome['replies']} replies from {len(nodes)} nodes "
-            f"in {outcome['seconds']:.2f} s, {lost(outcome)} lost",
+            f"fanout round {server_round}: {outcome['replies']} replies from {len(chosen)} "
+            f"nodes in {outcome['seconds']:.2f} s, {lost(outcome)} lost",
             flush=True,
         )
         if lost(outcome):
             write_result(result_file, result)
             raise RuntimeError(
-                f"round {server_round}: {lost(outcome)} of {len(nodes)} instructions lost "
+                f"round {server_round}: {lost(outcome)} of {len(chosen)} instructions lost "
                 f"(missing {outcome['missing']}, error replies {outcome['errors']}, "
                 f"unusable {outcome['unusable']}): {outcome['error_reasons']}"
             )

@@ -75,21 +75,25 @@ class NodeStore:
 
     def heartbeat_nowait(self, node_id: int, heartbeat_interval: float) -> bool:
         beats = self._beats()
-        if beats is None or beats.due():  # the database, or a batch due to it: on a thread
+        if beats is None:  # the database: on a thread
             return False
         self._beat(node_id, heartbeat_interval, beats)
         return True
+
+    def write_heartbeats(self) -> None:
+        beats = self._beats()
+        if beats is not None and beats.claim():  # one caller at a time writes the batch
+            try:
+                with self._db(write=True) as conn:
+                    self._flush_beats(conn)
+            finally:
+                beats.unclaim()  # (written, or failed: the next caller tries again)
 
     def heartbeat(self, node_id: int, heartbeat_interval: float) -> None:
         beats = self._beats()
         if beats is not None:
             self._beat(node_id, heartbeat_interval, beats)
-            if beats.claim():  # one of the heartbeats arriving meanwhile writes the batch
-                try:
-                    with self._db(write=True) as conn:
-                        self._flush_beats(conn)
-                finally:
-                    beats.unclaim()  # (written, or failed: the next heartbeat tries again)
+            self.write_heartbeats()  # if a batch is due, and nobody is writing it
             return
         _check_interval(heartbeat_interval)
         now = self.clock()

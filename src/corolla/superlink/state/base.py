@@ -235,8 +235,14 @@ class LinkState(ABC):
 
     def heartbeat_nowait(self, node_id: int, heartbeat_interval: float) -> bool:
         """`heartbeat`, if the backend can take it without blocking (callable on an event
-        loop): True once taken; False if `heartbeat` must be called instead (nothing done)."""
+        loop): True once taken; False if `heartbeat` must be called instead (nothing done).
+        A caller whose heartbeats are taken so calls `write_heartbeats` now and then."""
         return False
+
+    def write_heartbeats(self) -> None:
+        """Write to the database the heartbeats `heartbeat_nowait` took, if a batch of them is
+        due (blocking; a few times a second at most is enough)."""
+        return None  # by default it takes none
 
     @abstractmethod
     def online_node_ids(self) -> list[int]:
