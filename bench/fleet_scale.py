@@ -513,7 +513,10 @@ def figures(nodes: int, registration: float, sampler: RssSampler, outcome: Outco
         round_seconds=[r["seconds"] for r in rounds],
         sample_seconds=[r.get("sample_seconds", 0.0) for r in rounds],
         per_round=[r["sent"] for r in rounds],
-        arrivals=[arrivals(stats, r) for r in rounds],
+        arrivals=[
+            arrivals(stats, r, rounds[n + 1]["started_at"] if n + 1 < len(rounds) else None)
+            for n, r in enumerate(rounds)
+        ],
         lost=lost_in(outcome.result),
         duplicates=stats["duplicates"],
         errors=stats["errors"],
@@ -524,13 +527,19 @@ def figures(nodes: int, registration: float, sampler: RssSampler, outcome: Outco
     )
 
 
-def arrivals(stats: dict[str, Any], round_: dict[str, Any]) -> tuple[float, float, float, float]:
+def arrivals(
+    stats: dict[str, Any], round_: dict[str, Any], next_start: float | None
+) -> tuple[float, float, float, float]:
     """Seconds from the round's start until half and all of its instructions had reached their
-    nodes, and half and all of its replies were stored."""
-    start, end = round_["started_at"], round_["started_at"] + round_["seconds"]
+    nodes, and half and all of its replies were stored (what happened up to a second after
+    the round, or until the next round began)."""
+    start = round_["started_at"]
+    end = start + round_["seconds"] + 1
+    if next_start is not None:
+        end = min(end, next_start)
 
     def half_and_all(times: list[float]) -> tuple[float, float]:
-        inside = sorted(t - start for t in times if start <= t <= end + 1)
+        inside = sorted(t - start for t in times if start <= t <= end)
         return (inside[len(inside) // 2], inside[-1]) if inside else (0.0, 0.0)
 
     return (*half_and_all(stats["received_at"]), *half_and_all(stats["replied_at"]))
