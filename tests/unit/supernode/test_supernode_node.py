@@ -43,6 +43,13 @@ def count_calls(node: SuperNode, name: str) -> list[tuple[object, ...]]:
     return calls
 
 
+def streaming(link: Link, node: SuperNode) -> int:
+    """The node's id, once the SuperLink has it and the node's stream is open."""
+    node_id = link.wait_node()
+    assert wait_for(lambda: node._stream is not None, 10)
+    return node_id
+
+
 def test_warm_process_serves_a_run_and_keeps_its_state(
     link: Link, start_node: StartNode, app_fab: tuple[bytes, str]
 ) -> None:
@@ -247,8 +254,7 @@ def test_a_silent_node_is_marked_offline_and_its_heartbeat_brings_it_back(
 
 def test_heartbeats_travel_on_the_open_stream(link: Link, start_node: StartNode) -> None:
     node = start_node()
-    node_id = link.wait_node()
-    assert wait_for(lambda: node._stream is not None, 10)
+    node_id = streaming(link, node)
     calls = count_calls(node, "heartbeat")  # the Heartbeat call, used while no stream is open
     link.advance(3600)  # silent for an hour by the SuperLink's clock: offline
     assert node_id not in link.online()
@@ -261,8 +267,7 @@ def test_replies_travel_on_the_open_stream(
 ) -> None:
     run_id = link.add_run(app_fab)
     node = start_node()
-    node_id = link.wait_node()
-    assert wait_for(lambda: node._stream is not None, 10)
+    node_id = streaming(link, node)
     calls = count_calls(node, "push_messages")  # the PushMessages call
     ids = [link.send(run_id, node_id) for _ in range(3)]
     assert all(not link.reply_to(message_id).has_error() for message_id in ids)
@@ -274,8 +279,7 @@ def test_a_cut_stream_is_opened_again_and_work_still_arrives(
 ) -> None:
     run_id = link.add_run(app_fab)
     node = start_node()
-    node_id = link.wait_node()
-    assert wait_for(lambda: node._stream is not None, 10)
+    node_id = streaming(link, node)
     first = node._stream
     assert first is not None
     first.cancel()  # as a connection cut by the network would end it
@@ -293,8 +297,10 @@ def test_node_registers_again_with_its_id_when_the_superlink_forgets_it(
     link.forget_node(node_id)
     # It registers again by itself (no check that it is offline in between: it may be back
     # before any such check could run).
-    assert wait_for(lambda: registrations and node_id in link.online(), 10)
-    assert node.node_id == node_id
+    # (The node learns its id from the answer: the SuperLink may list it online just before.)
+    assert wait_for(
+        lambda: registrations and node_id in link.online() and node.node_id == node_id, 10
+    )
     assert not link.reply_to(link.send(run_id, node_id)).has_error()
 
 
