@@ -122,6 +122,11 @@ class NodeStream:
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.gather(*tasks, return_exceptions=True)
+            if self._acks:  # received, not passed on yet: they do not end with the stream
+                acks, self._acks = self._acks, []
+                ack = asyncio.to_thread(self._state.ack_instructions, self._node_id, acks)
+                with contextlib.suppress(CorollaError, asyncio.CancelledError):
+                    await asyncio.shield(ack)
         for task in done:
             task.result()  # raises what ended it
 

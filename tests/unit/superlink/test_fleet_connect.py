@@ -99,6 +99,10 @@ class Stream:
             if down is END:
                 return grpc.StatusCode.OK
 
+    def half_close(self) -> None:
+        """Send nothing more: the server ends the stream once it has read everything."""
+        self._up.put(END)
+
     def close(self) -> None:
         self._up.put(END)
         self.call.cancel()
@@ -192,6 +196,23 @@ def unacknowledged(state: LinkState, node_id: int) -> list[str]:
     """The node's instructions the state would hand out again (taken: they are delivered
     already, so nothing changes)."""
     return [m.message_id for m in state.take_instructions({node_id: []}, 10)[node_id]]
+
+
+def test_an_acknowledgement_that_came_just_before_the_stream_ended_is_kept(
+    state: LinkState, streams: Any
+) -> None:
+    node_id = state.create_node(5.0)
+    run_id = new_run(state)
+    kept, dropped = store(state, run_id, node_id), store(state, run_id, node_id)
+    stream = streams(node_id)
+    stream.beat()
+    got = stream.messages()
+    while len(got) < 2:
+        got += stream.messages()
+    stream.send(ack_message_ids=[kept])
+    stream.half_close()  # at once: the stream ends as the acknowledgement comes in
+    assert stream.status() == grpc.StatusCode.OK
+    assert unacknowledged(state, node_id) == [dropped]  # passed on before the stream ended
 
 
 def test_an_answered_instruction_is_not_sent_again(state: LinkState, streams: Any) -> None:
