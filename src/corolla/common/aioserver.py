@@ -15,6 +15,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import threading
+import time
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
@@ -39,7 +40,10 @@ class AsyncServer:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run_loop, name=name, daemon=True)
         self._thread.start()
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers, thread_name_prefix=name)
+        self._workers: list[threading.Thread] = []  # the pool's, joined by `stop`
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers, thread_name_prefix=name, initializer=self._worker_started
+        )
 
         async def make() -> grpc.aio.Server:
             return grpc.aio.server(
@@ -50,6 +54,9 @@ class AsyncServer:
 
         self._server = self._on_loop(make())
         self._stopped = threading.Event()
+
+    def _worker_started(self) -> None:
+        self._workers.append(threading.current_thread())
 
     def _run_loop(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -86,6 +93,9 @@ class AsyncServer:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(SETUP_TIMEOUT)
             self.loop.close()
+            deadline = time.monotonic() + SETUP_TIMEOUT
+            for worker in list(self._workers):  # each ends once its handler has returned
+                worker.join(max(0.0, deadline - time.monotonic()))
             self._stopped.set()
 
         future = asyncio.run_coroutine_threadsafe(self._server.stop(grace), self.loop)
