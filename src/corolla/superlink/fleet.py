@@ -179,7 +179,6 @@ class FleetServicer:
             takes=self._takes,
             pushes=self._pushes,
             limit=MAX_BATCH,
-            max_acks=MAX_ACKS,
         )
         with self._slots.hold(float("inf")):
             await stream.run(requests)

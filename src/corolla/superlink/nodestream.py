@@ -25,7 +25,7 @@ from google.protobuf.message import DecodeError
 from corolla.common.batching import LoopBatch
 from corolla.common.errors import CorollaError, InvalidArgument, NotFound
 from corolla.common.grpc import status_for, status_number
-from corolla.common.protocol import check_heartbeat_interval
+from corolla.common.protocol import MAX_ACKS, check_heartbeat_interval
 from corolla.proto.v1 import fleet_pb2 as fpb
 from corolla.proto.v1 import message_pb2 as mpb
 from corolla.superlink.messages import from_stored
@@ -90,7 +90,6 @@ class NodeStream:
         takes: Takes,
         pushes: Pushes,
         limit: int,
-        max_acks: int,
     ) -> None:
         self._node_id = node_id
         self._state = state
@@ -100,7 +99,6 @@ class NodeStream:
         self._takes = takes
         self._pushes = pushes
         self._limit = limit
-        self._max_acks = max_acks
         self._pushing: set[asyncio.Future[None]] = set()  # pushes being stored
         self._writing = asyncio.Lock()  # one write at a time on a gRPC stream
         self._acks: list[str] = []  # received, not yet passed on to the state
@@ -149,8 +147,8 @@ class NodeStream:
                 raise InvalidArgument(f"malformed NodeUp message: {exc}") from exc
             if not self._beaten.is_set() and not up.beat:
                 raise InvalidArgument("the first message of a stream must be a heartbeat")
-            if len(up.ack_message_ids) > self._max_acks:
-                raise InvalidArgument(f"at most {self._max_acks} acknowledgements per message")
+            if len(up.ack_message_ids) > MAX_ACKS:
+                raise InvalidArgument(f"at most {MAX_ACKS} acknowledgements per message")
             if up.ack_message_ids:
                 self._acks.extend(up.ack_message_ids)
                 self._poke()

@@ -90,7 +90,7 @@ class SuperNode:
         self._ready = False
         self._interval = config.heartbeat_interval
         self._stream: NodeStream | None = None  # the open stream (pull mode stream)
-        self._outbox = Outbox(self._conn, lambda: self._node_id, lambda: self._stream)
+        self._outbox = Outbox(self._conn, lambda: self._node_id, self._stream_of)
         self._server = create_server()
         # In isolation subprocess nobody knows the secret: RequestRun is refused to everyone.
         secret = config.appio_secret if external and config.appio_secret else new_secret()
@@ -350,10 +350,14 @@ class SuperNode:
         for run_id in run_ids:
             self._apps.finish_run(run_id)
 
+    def _stream_of(self, node_id: int) -> NodeStream | None:
+        """The stream open now, if it is ``node_id``'s (not one of an id the node had)."""
+        stream = self._stream
+        return stream if stream is not None and stream.node_id == node_id else None
+
     def _heartbeat_loop(self) -> None:
         def beat(node_id: int) -> list[int]:
-            stream = self._stream
-            if stream is not None and stream.node_id == node_id:
+            if (stream := self._stream_of(node_id)) is not None:
                 try:  # on the open stream
                     return stream.beat(self._interval, self._runs.run_ids())
                 except Unavailable as exc:  # it ended, or hangs (it is cut): stay online
@@ -376,7 +380,8 @@ class SuperNode:
             self._stream_loop()
 
     def _stream_loop(self) -> None:
-        """Work comes down the node's open stream; what it brings is acknowledged at once."""
+        """Work comes down the node's open stream; what it brings is acknowledged with its
+        reply, or on its own if the reply takes longer (`NodeStream.ack`)."""
         deliveries = Deliveries()
 
         def follow(node_id: int) -> None:

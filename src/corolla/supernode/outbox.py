@@ -63,9 +63,9 @@ class Outbox:
         self,
         connection: FleetConnection,
         node_id: Callable[[], int],
-        stream: Callable[[], NodeStream | None] = lambda: None,
+        stream: Callable[[int], NodeStream | None] = lambda node_id: None,
     ) -> None:
-        """``stream``: the node's open stream, if any (replies go up it)."""
+        """``stream(node_id)``: that node's open stream, if any (replies go up it)."""
         self._conn = connection
         self._node_id = node_id
         self._stream = stream
@@ -151,8 +151,7 @@ class Outbox:
     def _push(self, node_id: int, message: Envelope) -> None:
         """Up the node's open stream, or as a call if it has none (or it ends meanwhile: a
         reply is stored once however often it is sent)."""
-        stream = self._stream()
-        if stream is not None and stream.node_id == node_id:
+        if (stream := self._stream(node_id)) is not None:
             try:
                 stream.push([message])
                 return

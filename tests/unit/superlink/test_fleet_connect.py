@@ -166,18 +166,25 @@ def test_instructions_come_down_as_they_are_stored_each_once_per_stream(
     assert stream.beat(2).beat == 2
 
 
-def test_what_the_node_did_not_acknowledge_comes_again_on_its_next_stream(
-    state: LinkState, streams: Any
-) -> None:
+def two_sent(state: LinkState, streams: Any) -> tuple[int, Stream, str, str]:
+    """A node with a stream open that brought it two instructions: the node, the stream, the
+    instructions' ids."""
     node_id = state.create_node(5.0)
     run_id = new_run(state)
-    kept, dropped = store(state, run_id, node_id), store(state, run_id, node_id)
+    first, second = store(state, run_id, node_id), store(state, run_id, node_id)
     stream = streams(node_id)
     stream.beat()
     got = stream.messages()
     while len(got) < 2:
         got += stream.messages()
-    assert sorted(got) == sorted([kept, dropped])
+    assert sorted(got) == sorted([first, second])
+    return node_id, stream, first, second
+
+
+def test_what_the_node_did_not_acknowledge_comes_again_on_its_next_stream(
+    state: LinkState, streams: Any
+) -> None:
+    node_id, stream, kept, dropped = two_sent(state, streams)
     stream.send(ack_message_ids=[kept])
     assert stream.beat(2).beat == 2  # the ack was read before the beat (one stream, in order)
     # ... and reaches the state with the stream's next take: until then, what is not
@@ -201,14 +208,7 @@ def unacknowledged(state: LinkState, node_id: int) -> list[str]:
 def test_an_acknowledgement_that_came_just_before_the_stream_ended_is_kept(
     state: LinkState, streams: Any
 ) -> None:
-    node_id = state.create_node(5.0)
-    run_id = new_run(state)
-    kept, dropped = store(state, run_id, node_id), store(state, run_id, node_id)
-    stream = streams(node_id)
-    stream.beat()
-    got = stream.messages()
-    while len(got) < 2:
-        got += stream.messages()
+    node_id, stream, kept, dropped = two_sent(state, streams)
     stream.send(ack_message_ids=[kept])
     stream.half_close()  # at once: the stream ends as the acknowledgement comes in
     assert stream.status() == grpc.StatusCode.OK
